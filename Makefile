@@ -1,0 +1,32 @@
+# `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/wavegan train --workdir $(DEMO_DIR) --preset demo
+	$(BIN)/wavegan generate --workdir $(DEMO_DIR) --n 12 --seed 0 --out $(DEMO_DIR)/clips --overwrite
+	@echo "clips: $(DEMO_DIR)/clips   previews: $(DEMO_DIR)/previews"
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

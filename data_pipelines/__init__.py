@@ -1,0 +1,52 @@
+"""Data for WaveGAN: a built-in procedural corpus, audio decoding, clips and resumable batches.
+
+Everything here is numpy; nothing imports jax.
+"""
+
+from data_pipelines.audio_io import (
+    AUDIO_EXTENSIONS,
+    AudioDecodeError,
+    AudioFile,
+    DataError,
+    decode,
+    is_audio_path,
+    scan_folder,
+)
+from data_pipelines.corpus import (
+    CORPUS_VERSION,
+    STYLES,
+    builtin_corpus,
+    clip_rng,
+    default_cache_root,
+    make_corpus,
+    synthesize,
+)
+from data_pipelines.dataset import (
+    NORMALIZE_PEAK,
+    BatchSource,
+    ClipSet,
+    load_clips,
+    onset_window,
+)
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioDecodeError",
+    "AudioFile",
+    "BatchSource",
+    "CORPUS_VERSION",
+    "ClipSet",
+    "DataError",
+    "NORMALIZE_PEAK",
+    "STYLES",
+    "builtin_corpus",
+    "clip_rng",
+    "decode",
+    "default_cache_root",
+    "is_audio_path",
+    "load_clips",
+    "make_corpus",
+    "onset_window",
+    "scan_folder",
+    "synthesize",
+]

@@ -1,0 +1,143 @@
+"""WaveGAN G and D: parameter counts, shapes, ranges, layer equivalences, determinism."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from wavegan.config import ModelConfig
+from wavegan.layers import Downsample1d, Upsample1d, phase_shuffle, same_pad_before
+from wavegan.models import Discriminator, Generator
+
+
+def count(module_fn) -> int:
+  state = nnx.state(nnx.eval_shape(module_fn), nnx.Param)
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
+
+
+@pytest.mark.parametrize("slice_len,g_params,d_params", [
+    (16384, 19_065_345, 17_427_969),   # the paper's model (and the PyTorch reference)
+    (32768, 73_149_953, 69_875_201),
+    (65536, 73_149_953, 69_875_201),
+])
+def test_parameter_counts(slice_len, g_params, d_params):
+  cfg = ModelConfig(slice_len=slice_len, dim=64)
+  assert count(lambda: Generator(cfg, rngs=nnx.Rngs(0))) == g_params
+  assert count(lambda: Discriminator(cfg, rngs=nnx.Rngs(0))) == d_params
+
+
+def test_conditioning_adds_parameters_only_when_conditional():
+  base = ModelConfig(dim=4)
+  assert count(lambda: Generator(ModelConfig(dim=4, num_styles=1), rngs=nnx.Rngs(0))) == \
+      count(lambda: Generator(base, rngs=nnx.Rngs(0)))
+  assert count(lambda: Generator(ModelConfig(dim=4, num_styles=6), rngs=nnx.Rngs(0))) > \
+      count(lambda: Generator(base, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_shapes_and_ranges(slice_len, channels):
+  cfg = ModelConfig(slice_len=slice_len, channels=channels, dim=2, latent_dim=8, num_styles=3,
+                    style_dim=4, post_filter_len=(16 if channels == 2 else 0))
+  g = Generator(cfg, rngs=nnx.Rngs(0))
+  d = Discriminator(cfg, rngs=nnx.Rngs(1))
+  z = jax.random.uniform(jax.random.key(0), (3, 8), minval=-1, maxval=1)
+  style = jnp.array([0, 1, 2])
+  x = g(z, style)
+  assert x.shape == (3, slice_len, channels)
+  assert x.dtype == jnp.float32
+  if not cfg.post_filter_len:
+    assert float(jnp.max(jnp.abs(x))) <= 1.0
+  assert bool(jnp.all(jnp.isfinite(x)))
+  assert float(jnp.std(x)) > 0
+  logits = d(x, style, jax.random.key(2))
+  assert logits.shape == (3,)
+  assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def _transposed_conv_reference(x, w, stride):
+  """TF conv1d_transpose, 'SAME', written as the definition: y[n] = sum_m x[m] W[n + p - s m]."""
+  b, length, _ = x.shape
+  k = w.shape[0]
+  p = same_pad_before(k, stride)
+  y = np.zeros((b, stride * length, w.shape[2]))
+  for n in range(stride * length):
+    for m in range(length):
+      if 0 <= n + p - stride * m < k:
+        y[:, n] += x[:, m] @ w[n + p - stride * m]
+  return y
+
+
+def _strided_conv_reference(x, w, stride):
+  """TF conv1d, 'SAME': y[m] = sum_k x[s m + k - p] W[k]."""
+  b, n, _ = x.shape
+  k = w.shape[0]
+  p = same_pad_before(k, stride)
+  y = np.zeros((b, n // stride, w.shape[2]))
+  for m in range(n // stride):
+    for j in range(k):
+      if 0 <= stride * m + j - p < n:
+        y[:, m] += x[:, stride * m + j - p] @ w[j]
+  return y
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_polyphase_upsample_equals_transposed_conv(stride):
+  layer = Upsample1d(3, 5, 25, stride, rngs=nnx.Rngs(0))
+  layer.bias[...] = jnp.arange(5.0)
+  x = np.random.default_rng(0).standard_normal((2, 12, 3)).astype(np.float32)
+  want = _transposed_conv_reference(x, np.asarray(layer.kernel[...]), stride) + np.arange(5.0)
+  np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_downsample_equals_strided_conv(stride):
+  layer = Downsample1d(3, 5, 25, stride, rngs=nnx.Rngs(0))
+  x = np.random.default_rng(1).standard_normal((2, 48, 3)).astype(np.float32)
+  want = _strided_conv_reference(x, np.asarray(layer.kernel[...]), stride)
+  np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))), want, atol=1e-5)
+
+
+def test_phase_shuffle_matches_tf_definition():
+  """TF: pad (max(k,0), max(-k,0)) with reflection, then crop from max(-k,0)."""
+  x = np.random.default_rng(2).standard_normal((2, 10, 3)).astype(np.float32)
+  seen = set()
+  for seed in range(40):
+    rng = jax.random.key(seed)
+    k = int(jax.random.randint(rng, (), -2, 3))
+    seen.add(k)
+    pl, pr = max(k, 0), max(-k, 0)
+    padded = np.pad(x, ((0, 0), (pl, pr), (0, 0)), mode="reflect")
+    want = padded[:, pr:pr + 10]
+    np.testing.assert_array_equal(np.asarray(phase_shuffle(jnp.asarray(x), rng, 2)), want)
+  assert seen == {-2, -1, 0, 1, 2}
+  np.testing.assert_array_equal(np.asarray(phase_shuffle(jnp.asarray(x), jax.random.key(0), 0)), x)
+
+
+def test_same_seed_same_params_and_audio():
+  cfg = ModelConfig(dim=4, num_styles=3)
+  z = jax.random.uniform(jax.random.key(5), (2, cfg.latent_dim), minval=-1, maxval=1)
+  outs = []
+  for _ in range(2):
+    g = Generator(cfg, rngs=nnx.Rngs(7))
+    outs.append((nnx.state(g, nnx.Param), np.asarray(g(z, jnp.array([0, 2])))))
+  for a, b in zip(jax.tree.leaves(outs[0][0]), jax.tree.leaves(outs[1][0])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_array_equal(outs[0][1], outs[1][1])
+  other = Generator(cfg, rngs=nnx.Rngs(8))
+  assert not np.array_equal(np.asarray(other(z, jnp.array([0, 2]))), outs[0][1])
+
+
+def test_style_changes_audio_and_one_hot_mix_equals_id():
+  cfg = ModelConfig(dim=4, num_styles=3)
+  g = Generator(cfg, rngs=nnx.Rngs(0))
+  z = jnp.zeros((1, cfg.latent_dim)) + 0.3
+  a, b = g(z, jnp.array([0])), g(z, jnp.array([1]))
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+  mix = g(z, jnp.array([[0.0, 1.0, 0.0]]))
+  np.testing.assert_allclose(np.asarray(mix), np.asarray(b), atol=1e-6)
+  with pytest.raises(ValueError, match="style"):
+    g(z)

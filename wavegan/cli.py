@@ -1,0 +1,132 @@
+"""`wavegan` command line: a thin front over the library.
+
+  wavegan make-corpus OUT_DIR [--per-class N] [--sample-rate SR] [--seed S]
+  wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|paper] [--steps N] [--set k=v ...]
+  wavegan generate --workdir RUN --n N [--style NAME] [--seed S] --out DIR [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from checkpoints import CheckpointNotFoundError
+from data_pipelines import DataError
+from wavegan.config import PRESETS, Config, ConfigError, apply_overrides, preset
+
+USER_ERRORS = (ConfigError, DataError, CheckpointNotFoundError)
+
+
+def _err(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_make_corpus(args: argparse.Namespace) -> None:
+  from data_pipelines import make_corpus
+
+  summary = make_corpus(args.out_dir, per_class=args.per_class, sample_rate=args.sample_rate,
+                        seed=args.seed)
+  counts = ", ".join(f"{k}: {v}" for k, v in summary["counts"].items())
+  print(f"wrote {sum(summary['counts'].values())} clips to {args.out_dir} ({counts})")
+
+
+def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
+  """The config a `train` invocation asks for: the saved run's, or a preset, plus overrides."""
+  from wavegan.trainer import saved_run
+
+  saved = saved_run(args.workdir)
+  if saved is not None:
+    if args.preset and saved.preset and args.preset != saved.preset:
+      raise ConfigError(f"{args.workdir} is a {saved.preset!r} run; drop --preset to resume it "
+                        "or use a new --workdir")
+    cfg, name = saved.config, saved.preset
+  else:
+    name = args.preset or "paper"
+    cfg = preset(name)
+  cfg = apply_overrides(cfg, args.set or [])
+  if args.data is not None:
+    if not os.path.isdir(args.data):
+      raise DataError(f"{args.data}: no such folder")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(args.data)))
+  if args.steps is not None:
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
+  return cfg.validate(), name
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+  from wavegan.trainer import train
+
+  cfg, name = requested_config(args)
+  run, state = train(cfg, args.workdir, preset=name, progress=not args.no_progress, log=_err)
+  styles = ", ".join(run.styles)
+  print(f"{args.workdir}: trained to step {int(state.step)} on styles [{styles}]")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+  from wavegan.previews import write_wavs
+  from wavegan.synthesis import Synthesizer
+
+  if args.n < 1:
+    raise ConfigError(f"--n {args.n}: must be >= 1")
+  synth = Synthesizer.load(args.workdir)
+  ids = synth.style_ids(args.style, args.n)
+  names = [f"{synth.styles[i] if synth.styles else 'clip'}_s{args.seed}_{k:04d}"
+           for k, i in enumerate(ids)]
+  if not args.overwrite:
+    existing = [n for n in names if os.path.exists(os.path.join(args.out, f"{n}.wav"))]
+    if existing:
+      raise ConfigError(f"{os.path.join(args.out, existing[0])}.wav exists "
+                        f"({len(existing)} of {len(names)} clips would be overwritten); "
+                        "pass --overwrite or choose another --out")
+  audio = synth.generate(args.n, style=args.style, seed=args.seed)
+  paths = write_wavs(audio, names, args.out, synth.sample_rate)
+  print(f"wrote {len(paths)} clips to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="wavegan", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("make-corpus", help="write the built-in procedural drum corpus as WAVs")
+  p.add_argument("out_dir")
+  p.add_argument("--per-class", type=int, default=64)
+  p.add_argument("--sample-rate", type=int, default=16000)
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(func=cmd_make_corpus)
+
+  p = sub.add_parser("train", help="train a new run or resume one")
+  p.add_argument("--workdir", required=True, help="run folder; an existing run resumes")
+  p.add_argument("--data", help="folder of audio, one sub-folder per style (default: built-in corpus)")
+  p.add_argument("--preset", choices=sorted(PRESETS), help="starting config (new runs: paper)")
+  p.add_argument("--steps", type=int, help="total G updates to reach")
+  p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                 help="override a config value, e.g. --set model.dim=32 (repeatable)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.set_defaults(func=cmd_train)
+
+  p = sub.add_parser("generate", help="render clips from a trained run")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--n", type=int, required=True)
+  p.add_argument("--style", help="style name (default: every style in turn)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True)
+  p.add_argument("--overwrite", action="store_true", help="replace existing files")
+  p.set_defaults(func=cmd_generate)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    args.func(args)
+  except USER_ERRORS as e:
+    _err(f"wavegan: error: {e}")
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

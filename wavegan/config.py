@@ -1,0 +1,207 @@
+"""Typed run configuration: one frozen dataclass per concern, nested under `Config`.
+
+The resolved `Config` is written next to every checkpoint (`to_dict`) and read back on resume
+(`from_dict`), so a run can always be reproduced and a checkpoint explains itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any
+
+SLICE_LENS = (16384, 32768, 65536)
+LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
+
+
+class ConfigError(ValueError):
+  """A configuration value or override that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """WaveGAN generator and discriminator shape (Donahue et al. 2019, Table 1 + the TF code)."""
+
+  slice_len: int = 16384        # samples per clip: 16384, 32768 or 65536
+  channels: int = 1             # audio channels C of [B, T, C]
+  dim: int = 64                 # width d: G's first layer has 16d channels (32d for longer slices)
+  latent_dim: int = 100         # z ~ U[-1, 1]^latent_dim
+  kernel_len: int = 25
+  stride: int = 4
+  phase_shuffle: int = 2        # radius n of D's phase shuffle; 0 turns it off
+  post_filter_len: int = 0      # learned post-processing FIR length in G (paper: 512); 0 = off
+  num_styles: int = 0           # set from the corpus; <= 1 means unconditional
+  style_dim: int = 32           # width of G's style embedding, concatenated to z
+
+  def validate(self) -> None:
+    if self.slice_len not in SLICE_LENS:
+      raise ConfigError(f"model.slice_len={self.slice_len}: must be one of {SLICE_LENS}")
+    for name in ("channels", "dim", "latent_dim", "kernel_len", "stride"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 1")
+    if self.phase_shuffle < 0 or self.post_filter_len < 0:
+      raise ConfigError("model.phase_shuffle and model.post_filter_len must be >= 0")
+
+  @property
+  def conditional(self) -> bool:
+    return self.num_styles > 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where audio comes from and how it is cut into training clips."""
+
+  path: str = ""                # folder of audio, one sub-folder per style; "" = built-in corpus
+  sample_rate: int = 16000
+  builtin_per_class: int = 64   # clips per style when the built-in corpus is generated
+  normalize: bool = True        # scale each clip to peak 0.95 (quiet one-shots otherwise starve G)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """GAN objective and optimisers; defaults are the paper's WGAN-GP recipe."""
+
+  loss: str = "wgan-gp"
+  gp_weight: float = 10.0       # gradient-penalty lambda (wgan-gp; also usable with other losses)
+  n_critic: int = 5             # D updates per G update
+  g_lr: float = 1e-4
+  d_lr: float = 1e-4
+  b1: float = 0.5
+  b2: float = 0.9
+  ema_decay: float = 0.999      # EMA of G's parameters used for synthesis
+
+  def validate(self) -> None:
+    if self.loss not in LOSSES:
+      raise ConfigError(f"optim.loss={self.loss!r}: must be one of {LOSSES}")
+    if self.n_critic < 1:
+      raise ConfigError(f"optim.n_critic={self.n_critic}: must be >= 1")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ConfigError(f"optim.ema_decay={self.ema_decay}: must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Loop length, batch, seeds and how often to save and preview."""
+
+  steps: int = 100_000          # G updates (each after n_critic D updates)
+  batch_size: int = 64          # global batch, split over all devices
+  seed: int = 0
+  log_every: int = 10
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  preview_every: int = 500
+  preview_per_style: int = 4
+
+  def validate(self) -> None:
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+                 "preview_every", "preview_per_style"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model: ModelConfig = ModelConfig()
+  data: DataConfig = DataConfig()
+  optim: OptimConfig = OptimConfig()
+  train: TrainConfig = TrainConfig()
+
+  def validate(self) -> Config:
+    self.model.validate()
+    self.optim.validate()
+    self.train.validate()
+    return self
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> Config:
+    """Inverse of `to_dict`; unknown keys are an error so stale configs are noticed."""
+    parts = {}
+    for f in dataclasses.fields(cls):
+      sub_cls = _field_types(cls)[f.name]
+      sub = dict(d.get(f.name, {}))
+      known = {sf.name for sf in dataclasses.fields(sub_cls)}
+      unknown = set(sub) - known
+      if unknown:
+        raise ConfigError(f"unknown {f.name} keys {sorted(unknown)}; valid: {sorted(known)}")
+      parts[f.name] = sub_cls(**sub)
+    return cls(**parts)
+
+
+PRESETS: dict[str, Config] = {
+    # Seconds on a CPU: for tests and smoke runs; sounds like nothing.
+    "tiny": Config(
+        model=ModelConfig(dim=4, latent_dim=16, style_dim=8),
+        data=DataConfig(builtin_per_class=4),
+        optim=OptimConfig(n_critic=2, ema_decay=0.9),
+        train=TrainConfig(steps=4, batch_size=4, log_every=1, checkpoint_every=2,
+                          preview_every=2, preview_per_style=1),
+    ),
+    # Minutes on a laptop CPU: a small model that learns the built-in drum styles.
+    "demo": Config(
+        model=ModelConfig(dim=16, style_dim=16),
+        data=DataConfig(builtin_per_class=64),
+        optim=OptimConfig(ema_decay=0.99),
+        train=TrainConfig(steps=600, batch_size=32, log_every=10, checkpoint_every=100,
+                          preview_every=200, preview_per_style=4),
+    ),
+    # The paper's model and recipe (d=64, 16384 samples, batch 64).
+    "paper": Config(),
+}
+
+
+def preset(name: str) -> Config:
+  if name not in PRESETS:
+    raise ConfigError(f"unknown preset {name!r}; valid: {sorted(PRESETS)}")
+  return PRESETS[name]
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+  """Applies `section.key=value` strings, parsing each value as the field's type.
+
+  A few lines of our own rather than a config library: the frozen dataclasses above stay the one
+  source of truth, and errors name the exact key and the valid choices.
+  """
+  for item in overrides:
+    if "=" not in item:
+      raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    section, _, name = key.strip().partition(".")
+    sections = {f.name for f in dataclasses.fields(cfg)}
+    if section not in sections:
+      raise ConfigError(f"--set {key}: unknown section {section!r}; valid: {sorted(sections)}")
+    sub = getattr(cfg, section)
+    types = _field_types(type(sub))
+    if name not in types:
+      raise ConfigError(f"--set {key}: unknown key {name!r}; valid: {sorted(types)}")
+    value = _parse(raw.strip(), types[name], key)
+    cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: value})})
+  return cfg
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def _parse(raw: str, typ: Any, key: str) -> Any:
+  try:
+    if typ is bool:
+      lowered = raw.lower()
+      if lowered in ("1", "true", "yes", "on"):
+        return True
+      if lowered in ("0", "false", "no", "off"):
+        return False
+      raise ValueError(raw)
+    if typ is int:
+      return int(raw)
+    if typ is float:
+      return float(raw)
+    return raw
+  except ValueError:
+    raise ConfigError(f"--set {key}={raw}: not a valid {getattr(typ, '__name__', typ)}") from None

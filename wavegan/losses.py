@@ -1,0 +1,75 @@
+"""GAN objectives as small pure functions of the critic's logits.
+
+Each `*_d` returns the discriminator's loss from logits on real [B] and generated [B] audio, each
+`*_g` the generator's loss from logits on generated audio. The gradient penalty is separate so
+any objective can use it; its weight comes from `OptimConfig.gp_weight`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def wgan_d(real: jax.Array, fake: jax.Array) -> jax.Array:
+  """Wasserstein critic loss: E[D(G(z))] - E[D(x)] (Arjovsky et al.; Gulrajani et al.)."""
+  return jnp.mean(fake) - jnp.mean(real)
+
+
+def wgan_g(fake: jax.Array) -> jax.Array:
+  return -jnp.mean(fake)
+
+
+def hinge_d(real: jax.Array, fake: jax.Array) -> jax.Array:
+  """Hinge loss (Lim & Ye; used by SAGAN/BigGAN and MelGAN)."""
+  return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+
+
+def hinge_g(fake: jax.Array) -> jax.Array:
+  return -jnp.mean(fake)
+
+
+def lsgan_d(real: jax.Array, fake: jax.Array) -> jax.Array:
+  """Least-squares GAN (Mao et al.), the loss of HiFi-GAN's discriminators."""
+  return 0.5 * jnp.mean((real - 1.0) ** 2) + 0.5 * jnp.mean(fake**2)
+
+
+def lsgan_g(fake: jax.Array) -> jax.Array:
+  return 0.5 * jnp.mean((fake - 1.0) ** 2)
+
+
+def nonsaturating_d(real: jax.Array, fake: jax.Array) -> jax.Array:
+  """The original GAN's cross-entropy with logits (Goodfellow et al.)."""
+  return jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
+
+
+def nonsaturating_g(fake: jax.Array) -> jax.Array:
+  return jnp.mean(jax.nn.softplus(-fake))
+
+
+LOSSES: dict[str, tuple[Callable[[jax.Array, jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]] = {
+    "wgan-gp": (wgan_d, wgan_g),
+    "hinge": (hinge_d, hinge_g),
+    "lsgan": (lsgan_d, lsgan_g),
+    "nonsaturating": (nonsaturating_d, nonsaturating_g),
+}
+
+
+def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array,
+                     rng: jax.Array) -> jax.Array:
+  """WGAN-GP's two-sided penalty E[(||grad D(x_hat)|| - 1)^2] at random interpolates.
+
+  Args:
+    critic: audio [B, T, C] -> logits [B].
+    real, fake: [B, T, C].
+    rng: key for the interpolation weights, one per example.
+  Returns:
+    Scalar penalty.
+  """
+  eps = jax.random.uniform(rng, (real.shape[0], 1, 1), real.dtype)
+  x_hat = eps * real + (1.0 - eps) * fake                               # [B, T, C]
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)                 # [B, T, C]
+  norms = jnp.sqrt(jnp.sum(grads.astype(jnp.float32) ** 2, axis=(1, 2)) + 1e-12)   # [B]
+  return jnp.mean((norms - 1.0) ** 2)

@@ -1,0 +1,122 @@
+"""WaveGAN generator and discriminator (Donahue et al. 2019) in Flax NNX, with style conditioning.
+
+Shapes follow the authors' TF code: at 16384 samples G maps z [B, 100] to [B, 16, 16d] and
+upsamples x4 five times; D mirrors it with five stride-4 convolutions. The longer slices add one
+layer (the TF code's 32768/65536 variants, whose last layer has stride 2 and 4 respectively).
+
+Conditioning (when the corpus has more than one style): G concatenates a learned style embedding
+to z; D adds a projection term <embed(style), h> to its logit (Miyato & Koyama 2018). A style may be
+an id [B] or a mix of styles given as weights [B, S], which lets users blend styles at synthesis.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from wavegan.config import ModelConfig
+from wavegan.layers import Downsample1d, Upsample1d, lrelu, phase_shuffle
+
+
+def layer_plan(cfg: ModelConfig) -> tuple[int, list[int], list[int]]:
+  """(G's first-layer width multiplier, channel list from widest to d, stride list)."""
+  if cfg.slice_len == 16384:
+    mult, strides = 16, [cfg.stride] * 5
+  else:
+    mult = 32
+    last = 2 if cfg.slice_len == 32768 else cfg.stride
+    strides = [cfg.stride] * 5 + [last]
+  widths = [mult * cfg.dim // 2**i for i in range(len(strides))]   # e.g. 16d, 8d, 4d, 2d, d
+  return mult, widths, strides
+
+
+def base_len(cfg: ModelConfig) -> int:
+  """Length of G's first feature map (16 in the paper)."""
+  _, _, strides = layer_plan(cfg)
+  n = cfg.slice_len
+  for s in strides:
+    n //= s
+  return n
+
+
+def style_weights(style: jax.Array, num_styles: int) -> jax.Array:
+  """Style ids [B] (int) or mixing weights [B, S] (float) -> weights [B, S]."""
+  if jnp.issubdtype(style.dtype, jnp.integer):
+    return jax.nn.one_hot(style, num_styles, dtype=jnp.float32)
+  return style.astype(jnp.float32)
+
+
+class Generator(nnx.Module):
+  """WaveGAN generator: z [B, latent] (+ style [B] or [B, S]) -> audio [B, T, C] in [-1, 1]."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    mult, widths, strides = layer_plan(cfg)
+    self.base_len = base_len(cfg)
+    in_dim = cfg.latent_dim
+    self.style_embed = nnx.data(None)
+    if cfg.conditional:
+      self.style_embed = nnx.Param(
+          nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_styles, cfg.style_dim)))
+      in_dim += cfg.style_dim
+    self.project = nnx.Linear(in_dim, self.base_len * widths[0], rngs=rngs,
+                              kernel_init=nnx.initializers.glorot_uniform())
+    outs = widths[1:] + [cfg.channels]
+    self.ups = nnx.List([Upsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
+                         for ci, co, s in zip(widths, outs, strides)])
+    self.post_filter = nnx.data(None)
+    if cfg.post_filter_len:
+      self.post_filter = nnx.Param(nnx.initializers.glorot_uniform(in_axis=(0, 1), out_axis=2)(
+          rngs.params(), (cfg.post_filter_len, cfg.channels, cfg.channels)))
+
+  def __call__(self, z: jax.Array, style: jax.Array | None = None) -> jax.Array:
+    b = z.shape[0]
+    if self.style_embed is not None:
+      if style is None:
+        raise ValueError("this generator is style-conditioned: pass style ids or weights")
+      emb = style_weights(style, self.cfg.num_styles) @ self.style_embed[...]  # [B, E]
+      z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                     # [B, latent + E]
+    x = self.project(z).reshape(b, self.base_len, -1)                             # [B, 16, 16d]
+    x = nnx.relu(x)
+    for up in self.ups[:-1]:
+      x = nnx.relu(up(x))                                                        # T *= 4, C /= 2
+    x = jnp.tanh(self.ups[-1](x))                                                # [B, T, C]
+    if self.post_filter is not None:
+      x = jax.lax.conv_general_dilated(x, self.post_filter[...].astype(x.dtype), (1,), "SAME",
+                                       dimension_numbers=("NWC", "WIO", "NWC"))
+    return x
+
+
+class Discriminator(nnx.Module):
+  """WaveGAN critic: audio [B, T, C] (+ style ids [B]) -> one logit per example [B]."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    mult, widths, strides = layer_plan(cfg)
+    chans = [cfg.channels] + widths[::-1]                     # C, d, 2d, 4d, 8d, 16d (, 32d)
+    self.downs = nnx.List([Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
+                           for ci, co, s in zip(chans[:-1], chans[1:], strides[::-1])])
+    feat = base_len(cfg) * chans[-1]
+    self.out = nnx.Linear(feat, 1, rngs=rngs, kernel_init=nnx.initializers.glorot_uniform())
+    self.style_proj = nnx.data(None)
+    if cfg.conditional:
+      self.style_proj = nnx.Param(
+          nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.num_styles, feat)))
+
+  def features(self, x: jax.Array, rng: jax.Array) -> jax.Array:
+    """[B, T, C] -> flat features [B, 16 * 16d]."""
+    keys = jax.random.split(rng, len(self.downs))
+    for i, down in enumerate(self.downs):
+      x = lrelu(down(x))                                     # T /= 4, C *= 2
+      if i < 4:  # the TF code shuffles after the first four layers only
+        x = phase_shuffle(x, keys[i], self.cfg.phase_shuffle)
+    return x.reshape(x.shape[0], -1)
+
+  def __call__(self, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
+    h = self.features(x, rng)                                # [B, F]
+    logit = self.out(h)[:, 0]                                # [B]
+    if self.style_proj is not None and style is not None:
+      emb = style_weights(style, self.cfg.num_styles) @ self.style_proj[...]   # [B, F]
+      logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
+    return logit

@@ -1,0 +1,60 @@
+"""Listening and looking at a run: preview WAVs and a spectrogram grid (one row per style)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+
+def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+  """Mono audio [T] -> log-magnitude STFT in dB [freq, frames] (numpy; no JAX, no numba)."""
+  audio = np.asarray(audio, np.float32)
+  pad = np.pad(audio, (n_fft // 2, n_fft // 2))
+  n_frames = 1 + (len(pad) - n_fft) // hop
+  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]    # [frames, n_fft]
+  frames = pad[idx] * np.hanning(n_fft).astype(np.float32)
+  mag = np.abs(np.fft.rfft(frames, axis=-1)).T                           # [freq, frames]
+  return 20.0 * np.log10(np.maximum(mag, 1e-5))
+
+
+def write_wavs(audio: np.ndarray, names: list[str], out_dir: str, sample_rate: int) -> list[str]:
+  """Writes clips [N, T, C] as 16-bit WAVs `out_dir/<name>.wav`; returns the paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for clip, name in zip(audio, names):
+    path = os.path.join(out_dir, f"{name}.wav")
+    sf.write(path, np.clip(clip, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    paths.append(path)
+  return paths
+
+
+def spectrogram_grid(audio: np.ndarray, rows: list[str], path: str, sample_rate: int,
+                     title: str = "") -> str:
+  """Saves a PNG grid of spectrograms: audio [R * K, T, C], row r holds clips r*K .. r*K+K-1."""
+  import matplotlib
+  matplotlib.use("Agg")  # headless: previews are written during training, often over ssh
+  import matplotlib.pyplot as plt
+
+  n_rows = len(rows)
+  per_row = audio.shape[0] // n_rows
+  fig, axes = plt.subplots(n_rows, per_row, figsize=(2.2 * per_row, 1.6 * n_rows), squeeze=False)
+  duration = audio.shape[1] / sample_rate
+  for r, name in enumerate(rows):
+    for k in range(per_row):
+      ax = axes[r][k]
+      spec = log_spectrogram(audio[r * per_row + k].mean(axis=-1))
+      ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=spec.max(),
+                extent=(0, duration, 0, sample_rate / 2000))
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if k == 0:
+        ax.set_ylabel(name, fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path

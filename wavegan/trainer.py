@@ -1,0 +1,244 @@
+"""The training loop: data -> jitted step -> metrics, previews and checkpoints, resumable.
+
+A run lives in one folder:
+
+  RUN/config.json          the resolved config (also stored in every checkpoint)
+  RUN/checkpoints/<step>/  orbax checkpoints: GANState + metadata (config, styles, preset)
+  RUN/metrics.jsonl        one JSON object per logged step
+  RUN/previews/            WAVs and a spectrogram grid from fixed latents, every N steps
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from checkpoints import Checkpointer
+from data_pipelines import BatchSource, ClipSet, builtin_corpus, load_clips
+from wavegan import previews
+from wavegan import train_step as ts
+from wavegan.config import Config, ConfigError
+
+CHECKPOINT_DIR = "checkpoints"
+# Resuming may change how long and how often, never what is trained.
+RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
+                     "train.keep_checkpoints", "train.preview_every", "data.path"}
+# CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
+# device at least this often even when logging is rarer.
+MAX_STEPS_IN_FLIGHT = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+  """What a run is: its resolved config, style names and the preset it started from."""
+
+  config: Config
+  styles: tuple[str, ...]
+  preset: str = ""
+
+  def metadata(self) -> dict[str, Any]:
+    return {"config": self.config.to_dict(), "styles": list(self.styles), "preset": self.preset}
+
+  @classmethod
+  def from_metadata(cls, md: dict[str, Any]) -> RunInfo:
+    return cls(Config.from_dict(md["config"]), tuple(md["styles"]), md.get("preset", ""))
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, CHECKPOINT_DIR)
+
+
+def saved_run(workdir: str) -> RunInfo | None:
+  """The run recorded in `workdir`'s latest checkpoint, or None for a new run."""
+  ckdir = checkpoint_dir(workdir)
+  if not os.path.isdir(ckdir):
+    return None
+  with Checkpointer(ckdir, keep=1) as ck:
+    if ck.latest_step() is None:
+      return None
+    return RunInfo.from_metadata(ck.read_metadata())
+
+
+def config_diff(a: Config, b: Config) -> list[str]:
+  """Dotted keys whose values differ between two configs."""
+  da, db = a.to_dict(), b.to_dict()
+  return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
+
+
+def load_corpus(cfg: Config, progress: bool = False) -> ClipSet:
+  """The run's clips: the user's folder, or the built-in corpus through the same WAV path."""
+  path = cfg.data.path or builtin_corpus(per_class=cfg.data.builtin_per_class,
+                                         sample_rate=cfg.data.sample_rate)
+  return load_clips(path, sample_rate=cfg.data.sample_rate, slice_len=cfg.model.slice_len,
+                    channels=cfg.model.channels, normalize=cfg.data.normalize, progress=progress)
+
+
+def with_styles(cfg: Config, styles: tuple[str, ...]) -> Config:
+  """Sets model.num_styles from the corpus: conditional only with two or more styles."""
+  n = len(styles) if len(styles) > 1 else 0
+  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_styles=n))
+
+
+def resolve_run(requested: Config, workdir: str, preset: str, clips: ClipSet) -> RunInfo:
+  """Combines the requested config with the run already in `workdir`, if any."""
+  fresh = RunInfo(with_styles(requested, clips.styles).validate(), clips.styles, preset)
+  saved = saved_run(workdir)
+  if saved is None:
+    return fresh
+  changed = [k for k in config_diff(saved.config, fresh.config) if k not in RESUMABLE_CHANGES]
+  if changed:
+    raise ConfigError(f"{workdir} holds a run with a different config ({', '.join(changed)}); "
+                      "resume it unchanged or use a new --workdir")
+  if saved.styles != clips.styles:
+    raise ConfigError(f"{workdir} was trained on styles {list(saved.styles)} but the data has "
+                      f"{list(clips.styles)}; use the same data or a new --workdir")
+  return RunInfo(fresh.config, saved.styles, saved.preset or preset)
+
+
+def preview_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, jax.Array, list[str]]:
+  """Fixed latents [R * K, latent] and style ids for previews, the same at every step."""
+  k = cfg.train.preview_per_style
+  rows = list(styles) if cfg.model.conditional else ["all"]
+  z = ts.sample_latents(jax.random.key(cfg.train.seed + 2), len(rows) * k, cfg.model.latent_dim)
+  style_ids = jnp.repeat(jnp.arange(len(rows), dtype=jnp.int32), k)
+  return z, style_ids, rows
+
+
+class _StopFlag:
+  """Turns the first Ctrl-C / SIGTERM into a request to save and stop; a second one aborts."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> _StopFlag:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _append_jsonl(path: str, record: dict[str, Any]) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def train(requested: Config, workdir: str, *, preset: str = "", progress: bool = True,
+          log: Callable[[str], None] = print) -> tuple[RunInfo, ts.GANState]:
+  """Trains (or resumes) the run in `workdir` until `train.steps` G updates are done.
+
+  Returns:
+    The run's description and its final state (host-side copies are not made).
+  """
+  clips = load_corpus(requested, progress=progress)
+  for path, reason in clips.skipped:
+    log(f"skipped {path}: {reason}")
+  run = resolve_run(requested, workdir, preset, clips)
+  cfg = run.config
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(cfg.to_json())
+
+  mesh = ts.data_mesh()
+  ts.check_batch(cfg.train.batch_size, mesh)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P(None, ts.DATA_AXIS))
+  models, state = ts.build(cfg)
+  state = jax.device_put(state, replicated)
+  step_fn = ts.make_train_step(models, cfg, mesh)
+  preview_fn = jax.jit(lambda params, z, y: models.generator(params)(z, y if cfg.model.conditional else None))
+
+  ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
+  start = ckpt.latest_step() or 0
+  if start:
+    tree, _ = ckpt.restore(abstract_state(cfg, replicated), start)
+    state = _from_tree(tree)
+    log(f"resuming {workdir} at step {start}")
+
+  source = BatchSource(clips, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                       group=cfg.optim.n_critic)
+  z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  total = cfg.train.steps
+
+  def save(step: int) -> None:
+    ckpt.save(step, _to_tree(state), run.metadata())
+
+  def preview(step: int) -> None:
+    audio = np.asarray(preview_fn(state.ema_params, z_prev, y_prev))
+    k = cfg.train.preview_per_style
+    names = [f"{rows[i // k]}_{i % k}" for i in range(audio.shape[0])]
+    out = os.path.join(workdir, "previews", f"step_{step:07d}")
+    previews.write_wavs(audio, names, out, cfg.data.sample_rate)
+    previews.spectrogram_grid(audio, rows, os.path.join(out, "grid.png"), cfg.data.sample_rate,
+                              title=f"step {step}")
+
+  bar = tqdm(total=total, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+  step = start
+  t_last, step_last = time.perf_counter(), start
+  pending: dict[str, jax.Array] | None = None
+  try:
+    with _StopFlag() as stop:
+      while step < total and not stop.requested:
+        real, labels = source.get(step)                      # [n_critic, B, T, C], [n_critic, B]
+        real = jax.device_put(real, batch_sharding)
+        labels = jax.device_put(labels, batch_sharding)
+        state, pending = step_fn(state, real, labels)
+        step += 1
+        if step % cfg.train.log_every == 0 or step == total:
+          now = time.perf_counter()
+          values = {k: float(v) for k, v in jax.device_get(pending).items()}
+          rate = (step - step_last) / max(now - t_last, 1e-9)
+          t_last, step_last = now, step
+          _append_jsonl(metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate, **values})
+          bar.set_postfix({"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}",
+                           "it/s": f"{rate:.2f}"}, refresh=False)
+        elif step % MAX_STEPS_IN_FLIGHT == 0:
+          jax.block_until_ready(pending)
+        bar.update(1)
+        if step % cfg.train.preview_every == 0 or step == total:
+          preview(step)
+        if step % cfg.train.checkpoint_every == 0 or step == total:
+          save(step)
+      if stop.requested and step < total:
+        log(f"\nstopping: saving step {step} to {checkpoint_dir(workdir)}")
+        save(step)
+  finally:
+    bar.close()
+    ckpt.close()
+  return run, state
+
+
+def abstract_state(cfg: Config, sharding: jax.sharding.Sharding | None = None) -> dict[str, Any]:
+  """Shapes, dtypes (and placement) of a run's checkpointed state, without computing it."""
+  tree = jax.eval_shape(lambda: _to_tree(ts.build(cfg)[1]))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _to_tree(state: ts.GANState) -> dict[str, Any]:
+  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+
+
+def _from_tree(tree: dict[str, Any]) -> ts.GANState:
+  return ts.GANState(**tree)
