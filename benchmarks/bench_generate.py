@@ -63,7 +63,8 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   flops = common.flop_counts(m.dim, m.slice_len, latent_dim=m.latent_dim,
                              kernel_len=m.kernel_len, channels=m.channels)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  common.emit("params", impl="jax", G=n_params, G_fwd_gflop_per_sample=round(flops["g_fwd"] / 1e9, 4))
+  common.emit("params", impl="jax", G=n_params,
+              G_fwd_gflop_per_sample=round(flops["g_fwd"] / 1e9, 4))
 
   generate = jax.jit(lambda p, z: models.generator(p)(z, None))
   sample_z = jax.jit(lambda key: ts.sample_latents(key, args.batch, m.latent_dim))
@@ -120,15 +121,21 @@ def emit_summary(args: argparse.Namespace, t: common.Timing, flops: dict[str, An
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  if args.vs_torch:
+  torch_ref = None
+  if args.vs_torch:   # started now, while this process is small; it waits for torch_ref.run()
     common.check_torch_setup(args.torch_python, args.torch_ref)
-  timing = bench_jax(args)
-  if args.vs_torch:
-    summary = common.run_torch_reference(
+    torch_ref = common.TorchReference(
         "gen", batch=args.batch, steps=args.steps, warmup=args.warmup, dim=args.dim,
         slice_len=args.slice_len, wait_quiet_s=args.wait_quiet, torch_python=args.torch_python,
         torch_ref=args.torch_ref)
-    common.compare("gen", timing, summary, per="batch")
+  try:
+    timing = bench_jax(args)
+  except BaseException:
+    if torch_ref is not None:
+      torch_ref.cancel()
+    raise
+  if torch_ref is not None:
+    common.compare("gen", timing, torch_ref.run(), per="batch")
 
 
 if __name__ == "__main__":

@@ -160,15 +160,21 @@ def emit_summary(args: argparse.Namespace, t: common.Timing, flops: dict[str, An
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  if args.vs_torch:
+  torch_ref = None
+  if args.vs_torch:   # started now, while this process is small; it waits for torch_ref.run()
     common.check_torch_setup(args.torch_python, args.torch_ref)
-  timing = bench_jax(args)
-  if args.vs_torch:
-    summary = common.run_torch_reference(
+    torch_ref = common.TorchReference(
         "train", batch=args.batch, steps=args.steps, warmup=args.warmup, dim=args.dim,
         slice_len=args.slice_len, wait_quiet_s=args.wait_quiet, torch_python=args.torch_python,
         torch_ref=args.torch_ref)
-    common.compare("train", timing, summary, per="iter")
+  try:
+    timing = bench_jax(args)
+  except BaseException:
+    if torch_ref is not None:
+      torch_ref.cancel()
+    raise
+  if torch_ref is not None:
+    common.compare("train", timing, torch_ref.run(), per="iter")
 
 
 if __name__ == "__main__":

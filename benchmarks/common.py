@@ -142,7 +142,7 @@ def summarize(seconds: list[float], other_cpu: list[float | None]) -> Timing:
       min_s=min(seconds),
       quiet_median_s=statistics.median(quiet) if quiet else None,
       quiet_steps=len(quiet),
-      median_other_cpu=statistics.median([o or 0.0 for o in other_cpu]),
+      median_other_cpu=round(statistics.median([o or 0.0 for o in other_cpu]), 4),
   )
 
 
@@ -193,8 +193,14 @@ def d_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
 
 
 def flop_counts(dim: int = 64, slice_len: int = 16384, *, latent_dim: int = 100,
-                kernel_len: int = 25, channels: int = 1, n_critic: int = 5) -> dict[str, float]:
-  """Analytic FLOPs per sample: G / D forward, one D update, one G update, one iteration."""
+                kernel_len: int = 25, channels: int = 1, n_critic: int = 5) -> dict[str, Any]:
+  """Analytic FLOPs per sample: G / D forward, one D update, one G update, one iteration, and
+  per conv layer (`g_layers`, `d_layers`). At d=64 / 16384: G forward 1.6941 GFLOP, iteration
+  101.34 GFLOP (6486 GFLOP at batch 64), as the reference reports.
+
+  The G update is 3 F_G + 2 F_D less G's dense layer once (no gradient w.r.t. z), exactly as the
+  reference counts it (3.3 MFLOP per sample less than the rounder formula).
+  """
   k = kernel_len
   g, d = g_layers(dim, slice_len, channels), d_layers(dim, slice_len, channels)
   g_dense = 2 * latent_dim * 16 * g[0][0]
@@ -233,7 +239,7 @@ def add_torch_args(parser: Any) -> None:
   parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON),
                       help="python of a venv with torch (default: .venv-torchref/bin/python)")
   parser.add_argument("--torch-ref", default=str(DEFAULT_TORCH_REF),
-                      help="folder of the reference's bench.py (default: ../shared/bench/torch_ref)")
+                      help="folder holding bench.py (default: ../shared/bench/torch_ref)")
   parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                       help="before each timed step wait up to S s for a 0.5 s window in which "
                            "other processes use < 5%% of the CPUs (for shared machines)")
@@ -251,21 +257,48 @@ def check_torch_setup(torch_python: str, torch_ref: str) -> None:
              f"or pass --torch-python PATH")
 
 
-def run_torch_reference(what: str, *, batch: int, steps: int, warmup: int, dim: int,
-                        slice_len: int, wait_quiet_s: float, torch_python: str,
-                        torch_ref: str) -> dict[str, Any] | None:
-  """Runs the reference's bench.py, re-printing each of its records tagged "impl": "torch".
+_LAUNCHER = ("import os, sys\n"
+             "if sys.stdin.readline() == 'go\\n':\n"
+             "  os.execv(sys.argv[1], sys.argv[1:])\n")
 
-  Returns its summary record (`gen` / `train`), or None if it failed.
+
+class TorchReference:
+  """The reference's bench.py, started early and run later.
+
+  The process is spawned at construction, while this process is still small (before JAX is
+  imported), and waits for `run`. Linux carries a process's peak RSS (ru_maxrss) across fork and
+  exec, so a child forked after the JAX run would report the JAX process's peak as its own.
   """
-  cmd = [torch_python, "bench.py", "--what", what, "--batch", str(batch), "--steps", str(steps),
-         "--warmup", str(warmup), "--dim", str(dim), "--slice-len", str(slice_len),
-         "--threads", "2", "--wait-quiet", str(wait_quiet_s)]
-  emit("torch_run", impl="torch", cmd=" ".join(cmd[1:]), cwd=str(torch_ref))
-  t0 = time.perf_counter()
-  summary = None
-  with subprocess.Popen(cmd, cwd=torch_ref, stdout=subprocess.PIPE, text=True) as proc:
-    assert proc.stdout is not None
+
+  def __init__(self, what: str, *, batch: int, steps: int, warmup: int, dim: int, slice_len: int,
+               wait_quiet_s: float, torch_python: str, torch_ref: str) -> None:
+    self.what = what
+    self.cwd = torch_ref
+    self.args = ["bench.py", "--what", what, "--batch", str(batch), "--steps", str(steps),
+                 "--warmup", str(warmup), "--dim", str(dim), "--slice-len", str(slice_len),
+                 "--threads", "2", "--wait-quiet", str(wait_quiet_s)]
+    self.proc = subprocess.Popen([torch_python, "-c", _LAUNCHER, torch_python, *self.args],
+                                 cwd=torch_ref, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+
+  def cancel(self) -> None:
+    """Stops the waiting process (when the JAX run failed)."""
+    if self.proc.poll() is None:
+      self.proc.kill()
+    self.proc.wait()
+
+  def run(self) -> dict[str, Any] | None:
+    """Runs the benchmark, re-printing each of its records tagged "impl": "torch".
+
+    Returns its summary record (`gen` / `train`), or None if it failed.
+    """
+    proc = self.proc
+    assert proc.stdin is not None and proc.stdout is not None
+    emit("torch_run", impl="torch", cmd=" ".join(self.args), cwd=str(self.cwd))
+    t0 = time.perf_counter()
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    summary = None
     for line in proc.stdout:
       try:
         rec = json.loads(line)
@@ -274,14 +307,14 @@ def run_torch_reference(what: str, *, batch: int, steps: int, warmup: int, dim: 
         continue
       rec = {"record": rec.pop("record", "?"), "impl": "torch", **rec}
       print(json.dumps(rec), flush=True)
-      if rec["record"] == what:
+      if rec["record"] == self.what:
         summary = rec
-  if proc.returncode != 0:
-    emit("error", impl="torch", returncode=proc.returncode,
-         message="the PyTorch reference failed (its stderr is above)")
-    return None
-  emit("torch_done", impl="torch", wall_s=round(time.perf_counter() - t0, 1))
-  return summary
+    if proc.wait() != 0:
+      emit("error", impl="torch", returncode=proc.returncode,
+           message="the PyTorch reference failed (its stderr is above)")
+      return None
+    emit("torch_done", impl="torch", wall_s=round(time.perf_counter() - t0, 1))
+    return summary
 
 
 def compare(what: str, jax_timing: Timing, torch_summary: dict[str, Any] | None,
@@ -292,14 +325,17 @@ def compare(what: str, jax_timing: Timing, torch_summary: dict[str, Any] | None,
   """
   if torch_summary is None:
     return None
-  t_med, t_quiet = torch_summary[f"median_s_per_{per}"], torch_summary.get(f"quiet_median_s_per_{per}")
+  t_med = torch_summary[f"median_s_per_{per}"]
+  t_quiet = torch_summary.get(f"quiet_median_s_per_{per}")
   if jax_timing.quiet_median_s is not None and t_quiet is not None:
     basis, j_s, t_s = "quiet_median", jax_timing.quiet_median_s, t_quiet
   else:
     basis, j_s, t_s = "median", jax_timing.median_s, t_med
-  return emit("compare", what=what, basis=basis, **{f"jax_s_per_{per}": r5(j_s),
-              f"torch_s_per_{per}": r5(t_s)}, jax_speedup_vs_torch=round(t_s / j_s, 3),
-              note="jax_speedup_vs_torch = torch_s / jax_s (throughput ratio; > 1 means JAX is faster)")
+  return emit("compare", what=what, basis=basis,
+              **{f"jax_s_per_{per}": r5(j_s), f"torch_s_per_{per}": r5(t_s)},
+              jax_speedup_vs_torch=round(t_s / j_s, 3),
+              note="jax_speedup_vs_torch = torch_s / jax_s, the throughput ratio "
+                   "(> 1: JAX is faster)")
 
 
 def jax_env(jax: Any, devices: Iterable[Any], **extra: Any) -> dict[str, Any]:

@@ -144,3 +144,5 @@ def test_ctrl_c_saves_and_kill_9_resumes(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr
   assert f"resuming {run} at step {saved[0]}" in res.stderr
+  # Metrics of the lost steps were dropped and logged again: each step appears once.
+  assert metrics_steps(run) == list(range(1, saved[0] + 2))

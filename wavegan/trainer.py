@@ -139,6 +139,16 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
+def _truncate_jsonl(path: str, last_step: int) -> None:
+  """Drops records of steps after `last_step` (left by a run killed after its last save)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+  with open(path, "w") as f:
+    f.writelines(lines)
+
+
 def _append_jsonl(path: str, record: dict[str, Any]) -> None:
   with open(path, "a") as f:
     f.write(json.dumps(record) + "\n")
@@ -180,6 +190,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
                        group=cfg.optim.n_critic)
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   total = cfg.train.steps
 
   def save(step: int) -> None:
