@@ -143,8 +143,9 @@ def test_style_changes_audio_and_one_hot_mix_equals_id():
     g(z)
 
 
+@pytest.mark.parametrize("c_in", [3, 16])   # both weight-gradient paths
 @pytest.mark.parametrize("pads", [(3, 3), (2, 4), (0, 0)])
-def test_conv1d_gradients_match_xla_to_second_order(pads):
+def test_conv1d_gradients_match_xla_to_second_order(pads, c_in):
   """The custom VJP of `conv1d` gives XLA's own first and second derivatives."""
   from wavegan.layers import conv1d
 
@@ -152,7 +153,7 @@ def test_conv1d_gradients_match_xla_to_second_order(pads):
     return jax.lax.conv_general_dilated(x, w, (1,), [(pl, pr)], dimension_numbers=("NWC", "WIO", "NWC"))
 
   kx, kw = jax.random.split(jax.random.key(0))
-  x, w = jax.random.normal(kx, (2, 12, 3)), jax.random.normal(kw, (7, 3, 5))
+  x, w = jax.random.normal(kx, (2, 12, c_in)), jax.random.normal(kw, (7, c_in, 5))
 
   def loss(conv):
     return lambda x, w: jnp.sum(jnp.sin(conv(x, w, *pads)))
