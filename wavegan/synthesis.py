@@ -12,10 +12,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from checkpoints import Checkpointer, CheckpointNotFoundError
 from wavegan import train_step as ts
 from wavegan.config import Config, ConfigError
+from wavegan.models import Generator
 from wavegan.trainer import RunInfo, abstract_state, checkpoint_dir
 
 
@@ -35,12 +37,13 @@ class Synthesizer:
     self.styles = run.styles
     self.sample_rate = run.config.data.sample_rate
     self.batch_size = batch_size
-    models, _ = ts.build(self.config)
+    # G's structure without computing its initial parameters (the checkpoint supplies them).
+    graph = nnx.graphdef(nnx.eval_shape(lambda: Generator(self.config.model, rngs=nnx.Rngs(0))))
     self._params = g_params
     conditional = self.config.model.conditional
     # One compiled function per batch shape; every batch is padded to `batch_size`.
     self._generate = jax.jit(
-        lambda p, z, y: models.generator(p)(z, y if conditional else None))
+        lambda p, z, y: nnx.merge(graph, p)(z, y if conditional else None))
 
   @classmethod
   def load(cls, workdir: str, batch_size: int = 64) -> Synthesizer:
