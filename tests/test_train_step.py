@@ -1,6 +1,5 @@
 """The jitted GAN step: finite, compiled once, deterministic, resumable, and able to learn."""
 
-import dataclasses
 import os
 import subprocess
 import sys

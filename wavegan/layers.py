@@ -46,7 +46,7 @@ def _conv1d_fwd(x, w, pad_l, pad_r):
 
 def _conv1d_bwd(pad_l, pad_r, res, g):
   x, w = res
-  taps, out_len = w.shape[0], g.shape[1]
+  taps = w.shape[0]
   # dx[m] = sum_t g[m + pad_l - t] w[t]^T: a correlation of g with the flipped, transposed kernel.
   w_t = jnp.flip(w, 0).transpose(0, 2, 1)                             # [T, C_out, C_in]
   dx = conv1d(g, w_t, taps - 1 - pad_l, taps - 1 - pad_r)             # [B, L, C_in]
