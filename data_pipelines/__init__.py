@@ -21,12 +21,19 @@ from data_pipelines.corpus import (
     make_corpus,
     synthesize,
 )
+from data_pipelines.slicing import (
+    PAD_MODES,
+    SLICE_MODES,
+    loud_enough,
+    slice_windows,
+    trim_leading_silence,
+    window_offsets,
+)
 from data_pipelines.dataset import (
     NORMALIZE_PEAK,
     BatchSource,
     ClipSet,
     load_clips,
-    onset_window,
 )
 
 __all__ = [
@@ -38,6 +45,8 @@ __all__ = [
     "ClipSet",
     "DataError",
     "NORMALIZE_PEAK",
+    "PAD_MODES",
+    "SLICE_MODES",
     "STYLES",
     "builtin_corpus",
     "clip_rng",
@@ -45,8 +54,11 @@ __all__ = [
     "default_cache_root",
     "is_audio_path",
     "load_clips",
+    "loud_enough",
     "make_corpus",
-    "onset_window",
     "scan_folder",
+    "slice_windows",
     "synthesize",
+    "trim_leading_silence",
+    "window_offsets",
 ]

@@ -22,6 +22,7 @@ from data_pipelines.audio_io import (
     decode,
     scan_folder,
 )
+from data_pipelines.slicing import loud_enough, slice_windows, trim_leading_silence, window_offsets
 
 NORMALIZE_PEAK = 0.95
 SILENCE_PEAK = 1e-6  # -120 dBFS: quieter windows carry nothing G could learn from
@@ -36,12 +37,17 @@ class ClipSet:
     labels: style id of each clip, int32 [N], indexing `styles`.
     styles: style names sorted alphabetically; `styles[label]` is the name of a label id.
     skipped: (path, reason) for each file that could not be used.
+    sources: source file of each clip (empty when not known).
+    offsets: start sample of each clip in its source file, after any leading-silence trim,
+      int64 [N] (None when not known).
   """
 
   audio: np.ndarray  # float32 [N, T, C]
   labels: np.ndarray  # int32 [N]
   styles: tuple[str, ...]
   skipped: tuple[tuple[str, str], ...] = ()
+  sources: tuple[str, ...] = ()
+  offsets: np.ndarray | None = None
 
   def __post_init__(self):
     if self.audio.ndim != 3 or self.labels.shape != self.audio.shape[:1]:
@@ -55,24 +61,6 @@ class ClipSet:
   @property
   def num_styles(self) -> int:
     return len(self.styles)
-
-
-def onset_window(x: np.ndarray, slice_len: int) -> np.ndarray:
-  """The first `slice_len` samples of a clip, zero-padded at the end when it is shorter.
-
-  This is the 'first' slicing mode, suited to one-shots whose character is in the attack.
-
-  Args:
-    x: audio, float32 [T, C].
-    slice_len: output length S.
-
-  Returns:
-    Audio, float32 [S, C].
-  """
-  out = np.zeros((slice_len, x.shape[1]), dtype=np.float32)  # [S, C]
-  n = min(slice_len, x.shape[0])
-  out[:n] = x[:n]
-  return out
 
 
 def _progress(items: list, enabled: bool, desc: str):
@@ -92,51 +80,86 @@ def load_clips(
     channels: int = 1,
     normalize: bool = True,
     progress: bool = False,
+    mode: str = "first",
+    hop: int | None = None,
+    pad_mode: str = "zero",
+    silence_db: float | None = None,
+    trim_db: float | None = None,
 ) -> ClipSet:
-  """Loads every audio file under `root` as one training clip labelled by its sub-folder.
+  """Loads every audio file under `root` as training clips labelled by its sub-folder.
 
-  Each file is decoded (mixed/duplicated to `channels`, resampled to `sample_rate`), cut to its
-  onset window of `slice_len` samples, and optionally peak-normalised to 0.95. Files that cannot
-  be decoded, or whose window is silent, are skipped and listed in `ClipSet.skipped`: one bad
-  file never stops a run.
+  Each file is decoded (mixed/duplicated to `channels`, resampled to `sample_rate`), optionally
+  trimmed of leading silence, and cut into windows of `slice_len` samples: its onset window
+  (`mode="first"`) or every window `hop` samples apart (`mode="hop"`). Windows running past the
+  end are padded (`pad_mode` zero, reflect or loop) or dropped (`drop`); near-silent windows are
+  left out. Each file's windows are then scaled together so their peak is 0.95 (`normalize`).
+  Files that cannot be decoded, or that yield no window, are skipped and listed in
+  `ClipSet.skipped`: one bad file never stops a run.
 
   Args:
     root: folder with one sub-folder per style (files directly in `root` get its name as label).
     sample_rate: target rate in Hz.
     slice_len: samples per clip T.
     channels: channels per clip C.
-    normalize: scale each clip so its peak is 0.95 (quiet one-shots would otherwise starve G).
+    normalize: peak-normalise each file's windows (quiet one-shots would otherwise starve G).
     progress: show a tqdm progress bar.
+    mode: "first" or "hop".
+    hop: samples between window starts in "hop" mode (default: slice_len, no overlap).
+    pad_mode: "zero", "reflect", "loop" or "drop".
+    silence_db: leave out windows whose RMS is below this level in dBFS (default: only windows
+      that are digitally silent, peak below -120 dBFS).
+    trim_db: drop each file's leading samples quieter than this level in dBFS (default: off).
 
   Returns:
-    The usable clips: audio float32 [N, T, C], labels int32 [N], sorted style names, skipped files.
+    The usable clips: audio float32 [N, T, C], labels int32 [N], sorted style names, skipped files,
+    and each clip's source file and offset.
 
   Raises:
     DataError: `root` is missing, holds no audio files, or none of them could be used.
-    ValueError: `slice_len`, `sample_rate` or `channels` is not positive.
+    ValueError: `slice_len`, `hop`, `mode` or `pad_mode` is invalid.
   """
   if slice_len < 1:
     raise ValueError(f"slice_len={slice_len}: must be >= 1")
+  hop = slice_len if hop is None else hop
+  window_offsets(1, slice_len, hop, pad_mode, mode)  # validates the options before any decoding
   files = scan_folder(root)
   if not files:
     raise DataError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
-  audio = np.zeros((len(files), slice_len, channels), dtype=np.float32)  # [N_files, T, C]
+  chunks: list[np.ndarray] = []
   used_labels: list[str] = []
+  sources: list[str] = []
+  offsets: list[np.ndarray] = []
   skipped: list[tuple[str, str]] = []
   for f in _progress(files, progress, desc="loading audio"):
     try:
-      window = onset_window(decode(f.path, sample_rate, channels), slice_len)  # [T, C]
+      x = decode(f.path, sample_rate, channels)                         # [T, C]
     except AudioDecodeError as err:
       skipped.append((f.path, err.reason))
       continue
-    peak = float(np.max(np.abs(window)))
-    if peak < SILENCE_PEAK:
-      skipped.append((f.path, f"silent in its first {slice_len} samples"))
+    if trim_db is not None:
+      x = trim_leading_silence(x, trim_db)
+    starts = window_offsets(x.shape[0], slice_len, hop, pad_mode, mode)
+    if starts.size == 0:
+      reason = "silent" if x.shape[0] == 0 else f"shorter than {slice_len} samples (pad_mode=drop)"
+      skipped.append((f.path, reason))
+      continue
+    windows = slice_windows(x, starts, slice_len, pad_mode)            # [W, T, C]
+    if silence_db is None:
+      keep = np.max(np.abs(windows), axis=(1, 2)) >= SILENCE_PEAK
+    else:
+      keep = loud_enough(windows, silence_db)
+    windows, starts = windows[keep], starts[keep]
+    if windows.shape[0] == 0:
+      level = f"{silence_db} dBFS" if silence_db is not None else "-120 dBFS"
+      where = f"in its first {slice_len} samples" if mode == "first" else "in every window"
+      skipped.append((f.path, f"silent {where} (below {level})"))
       continue
     if normalize:
-      window *= NORMALIZE_PEAK / peak
-    audio[len(used_labels)] = window
-    used_labels.append(f.label)
+      windows *= NORMALIZE_PEAK / float(np.max(np.abs(windows)))
+    chunks.append(windows)
+    used_labels.extend([f.label] * windows.shape[0])
+    sources.extend([f.path] * windows.shape[0])
+    offsets.append(starts)
   if not used_labels:
     path, reason = skipped[0]
     raise DataError(
@@ -144,8 +167,9 @@ def load_clips(
   styles = tuple(sorted(set(used_labels)))
   ids = {name: i for i, name in enumerate(styles)}
   labels = np.array([ids[name] for name in used_labels], dtype=np.int32)  # [N]
-  return ClipSet(
-      audio=audio[: len(used_labels)], labels=labels, styles=styles, skipped=tuple(skipped))
+  return ClipSet(audio=np.concatenate(chunks), labels=labels, styles=styles,
+                 skipped=tuple(skipped), sources=tuple(sources),
+                 offsets=np.concatenate(offsets).astype(np.int64))
 
 
 class BatchSource:

@@ -55,7 +55,20 @@ class DataConfig:
   path: str = ""                # folder of audio, one sub-folder per style; "" = built-in corpus
   sample_rate: int = 16000
   builtin_per_class: int = 64   # clips per style when the built-in corpus is generated
-  normalize: bool = True        # scale each clip to peak 0.95 (quiet one-shots otherwise starve G)
+  normalize: bool = True        # scale each file's clips to peak 0.95 (quiet one-shots starve G)
+  slice_mode: str = "first"     # "first": each file's onset window; "hop": windows every slice_hop
+  slice_hop: int = 0            # samples between windows in "hop" mode; 0 = model.slice_len
+  pad_mode: str = "zero"        # windows past a file's end: "zero", "reflect", "loop" or "drop"
+  silence_db: float = -120.0    # leave out windows whose RMS is below this (dBFS)
+  trim_db: float = 0.0          # trim leading samples quieter than this (dBFS); 0 = off
+
+  def validate(self) -> None:
+    if self.slice_mode not in ("first", "hop"):
+      raise ConfigError(f"data.slice_mode={self.slice_mode!r}: must be 'first' or 'hop'")
+    if self.pad_mode not in ("zero", "reflect", "loop", "drop"):
+      raise ConfigError(f"data.pad_mode={self.pad_mode!r}: must be zero, reflect, loop or drop")
+    if self.slice_hop < 0 or self.sample_rate < 1:
+      raise ConfigError("data.slice_hop must be >= 0 and data.sample_rate >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +122,7 @@ class Config:
 
   def validate(self) -> Config:
     self.model.validate()
+    self.data.validate()
     self.optim.validate()
     self.train.validate()
     return self

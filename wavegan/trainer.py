@@ -79,8 +79,11 @@ def load_corpus(cfg: Config, progress: bool = False) -> ClipSet:
   """The run's clips: the user's folder, or the built-in corpus through the same WAV path."""
   path = cfg.data.path or builtin_corpus(per_class=cfg.data.builtin_per_class,
                                          sample_rate=cfg.data.sample_rate)
-  return load_clips(path, sample_rate=cfg.data.sample_rate, slice_len=cfg.model.slice_len,
-                    channels=cfg.model.channels, normalize=cfg.data.normalize, progress=progress)
+  d = cfg.data
+  return load_clips(path, sample_rate=d.sample_rate, slice_len=cfg.model.slice_len,
+                    channels=cfg.model.channels, normalize=d.normalize, progress=progress,
+                    mode=d.slice_mode, hop=d.slice_hop or None, pad_mode=d.pad_mode,
+                    silence_db=d.silence_db, trim_db=d.trim_db or None)
 
 
 def with_styles(cfg: Config, styles: tuple[str, ...]) -> Config:
