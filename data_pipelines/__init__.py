@@ -34,6 +34,8 @@ from data_pipelines.dataset import (
     BatchSource,
     ClipSet,
     load_clips,
+    reason_kind,
+    skip_summary,
 )
 
 __all__ = [
@@ -56,7 +58,9 @@ __all__ = [
     "load_clips",
     "loud_enough",
     "make_corpus",
+    "reason_kind",
     "scan_folder",
+    "skip_summary",
     "slice_windows",
     "synthesize",
     "trim_leading_silence",

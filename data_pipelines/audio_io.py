@@ -130,30 +130,44 @@ def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
   raise ValueError(f"cannot make {channels} channels from a {c_in}-channel file")
 
 
-def decode(path: str, sample_rate: int, channels: int = 1) -> np.ndarray:
+MIN_SECONDS = 0.01     # shorter files hold no usable sound
+MAX_SECONDS = 3600.0   # longer files are not read: one would fill memory (a 10 h WAV is 2.3 GB)
+
+
+def decode(path: str, sample_rate: int, channels: int = 1, *, min_seconds: float = MIN_SECONDS,
+           max_seconds: float = MAX_SECONDS) -> np.ndarray:
   """Reads an audio file as float32 `[time, channels]` at `sample_rate`.
 
   Args:
     path: audio file (anything libsndfile reads: WAV, FLAC, OGG/Vorbis/Opus, AIFF, MP3).
     sample_rate: output rate in Hz; the file is resampled (soxr, HQ) when its rate differs.
     channels: output channel count (see `_match_channels` for the conversion rules).
+    min_seconds: files shorter than this are refused.
+    max_seconds: files longer than this are refused before they are read.
 
   Returns:
     Audio, float32 [T, channels], C-contiguous.
 
   Raises:
-    AudioDecodeError: the file is unreadable or corrupt, empty, has NaN/Inf samples, or has
-      fewer (but more than one) channels than asked for.
+    AudioDecodeError: the file is unreadable or corrupt, empty, shorter than `min_seconds` or
+      longer than `max_seconds`, has NaN/Inf samples, or has fewer (but more than one) channels
+      than asked for.
     ValueError: `sample_rate` or `channels` is not positive.
   """
   if sample_rate < 1 or channels < 1:
     raise ValueError(f"sample_rate={sample_rate} and channels={channels} must both be >= 1")
   try:
-    x, file_rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C_in]
+    with sf.SoundFile(path) as f:
+      file_rate = f.samplerate
+      if f.frames > max_seconds * file_rate:
+        raise AudioDecodeError(path, f"longer than {max_seconds:g} s ({f.frames / file_rate:.0f} s)")
+      x = f.read(dtype="float32", always_2d=True)                     # [T, C_in]
   except (sf.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as err:
     raise AudioDecodeError(path, _decode_failure(path, err)) from err
   if x.shape[0] == 0 or x.shape[1] == 0:
     raise AudioDecodeError(path, "empty (0 samples)")
+  if x.shape[0] < min_seconds * file_rate:
+    raise AudioDecodeError(path, f"shorter than {1000 * min_seconds:g} ms ({x.shape[0]} samples)")
   if not np.isfinite(x).all():
     raise AudioDecodeError(path, "contains NaN or Inf samples")
   try:

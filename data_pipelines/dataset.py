@@ -63,6 +63,30 @@ class ClipSet:
     return len(self.styles)
 
 
+def reason_kind(reason: str) -> str:
+  """A skip reason's category for summaries, e.g. 'cannot decode (...)' -> 'unreadable'."""
+  for prefix, kind in (("cannot decode", "unreadable"), ("no such file", "unreadable"),
+                       ("empty", "empty"), ("shorter than", "too short"),
+                       ("longer than", "too long"), ("contains NaN", "NaN/Inf"),
+                       ("silent", "silent"), ("cannot make", "too few channels")):
+    if reason.startswith(prefix):
+      return kind
+  return "other"
+
+
+def skip_summary(clips: ClipSet) -> str:
+  """One line on what was used and skipped: '2031 files used, 5 skipped: 3 unreadable, 2 too short'."""
+  used = len(set(clips.sources)) if clips.sources else len(clips)
+  line = f"{used} files used ({len(clips)} clips), {len(clips.skipped)} skipped"
+  if not clips.skipped:
+    return line
+  counts: dict[str, int] = {}
+  for _, reason in clips.skipped:
+    kind = reason_kind(reason)
+    counts[kind] = counts.get(kind, 0) + 1
+  return line + ": " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _progress(items: list, enabled: bool, desc: str):
   """Wraps `items` in a tqdm bar when `enabled` (tqdm is only imported then)."""
   if not enabled:

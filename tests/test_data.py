@@ -92,7 +92,7 @@ def test_decode_channel_rules(tree, tmp_path):
   np.testing.assert_allclose(mono[:, 0], 0.75 * x, atol=2e-4)
   dup = decode(str(tree / "hat" / "e.wav"), 16000, channels=2)
   assert dup.shape[1] == 2 and np.array_equal(dup[:, 0], dup[:, 1])
-  ramp = np.linspace(-0.5, 0.5, 100, dtype=np.float32)[:, None]  # [T, 1]
+  ramp = np.linspace(-0.5, 0.5, 400, dtype=np.float32)[:, None]  # [T, 1], 25 ms
   quad = ramp * (np.arange(1, 5, dtype=np.float32) / 4)  # [T, 4], distinct channels
   sf.write(tmp_path / "quad.wav", quad, 16000, subtype="FLOAT")
   np.testing.assert_allclose(decode(str(tmp_path / "quad.wav"), 16000, channels=2), quad[:, :2])

@@ -88,3 +88,19 @@ def test_data_config_is_validated():
     apply_overrides(preset("tiny"), ["data.pad_mode=mirror"]).validate()
   cfg = apply_overrides(preset("tiny"), ["data.slice_mode=hop", "data.slice_hop=4096"]).validate()
   assert cfg.data.slice_hop == 4096
+
+
+def test_short_and_long_files_are_refused_and_summarised(tmp_path):
+  from data_pipelines import AudioDecodeError, decode, skip_summary
+
+  sr = 16000
+  write(tmp_path / "k" / "ok.wav", np.full(4000, 0.3, np.float32), sr)
+  write(tmp_path / "k" / "blip.wav", np.full(100, 0.3, np.float32), sr)          # 6.25 ms
+  (tmp_path / "k" / "broken.wav").write_bytes(b"RIFF not really a wav file")
+  with pytest.raises(AudioDecodeError, match="shorter than 10 ms"):
+    decode(str(tmp_path / "k" / "blip.wav"), sr)
+  with pytest.raises(AudioDecodeError, match="longer than 0.1 s"):
+    decode(str(tmp_path / "k" / "ok.wav"), sr, max_seconds=0.1)
+  clips = load_clips(str(tmp_path), sample_rate=sr, slice_len=16384)
+  assert len(clips) == 1
+  assert skip_summary(clips) == "1 files used (1 clips), 2 skipped: 1 too short, 1 unreadable"

@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
-from data_pipelines import BatchSource, ClipSet, builtin_corpus, load_clips
+from data_pipelines import BatchSource, ClipSet, builtin_corpus, load_clips, skip_summary
 from wavegan import previews
 from wavegan import train_step as ts
 from wavegan.config import Config, ConfigError
@@ -167,6 +167,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   clips = load_corpus(requested, progress=progress)
   for path, reason in clips.skipped:
     log(f"skipped {path}: {reason}")
+  log(skip_summary(clips))
   run = resolve_run(requested, workdir, preset, clips)
   cfg = run.config
   os.makedirs(workdir, exist_ok=True)
