@@ -21,6 +21,7 @@ from data_pipelines.corpus import (
     make_corpus,
     synthesize,
 )
+from data_pipelines.manifest import Manifest, read_manifest
 from data_pipelines.slicing import (
     PAD_MODES,
     SLICE_MODES,
@@ -46,6 +47,7 @@ __all__ = [
     "CORPUS_VERSION",
     "ClipSet",
     "DataError",
+    "Manifest",
     "NORMALIZE_PEAK",
     "PAD_MODES",
     "SLICE_MODES",
@@ -58,6 +60,7 @@ __all__ = [
     "load_clips",
     "loud_enough",
     "make_corpus",
+    "read_manifest",
     "reason_kind",
     "scan_folder",
     "skip_summary",

@@ -12,6 +12,7 @@ Only numpy is used here (no jax): the trainer moves batches to devices itself.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from data_pipelines.audio_io import (
     decode,
     scan_folder,
 )
+from data_pipelines.manifest import read_manifest
 from data_pipelines.slicing import loud_enough, slice_windows, trim_leading_silence, window_offsets
 
 NORMALIZE_PEAK = 0.95
@@ -40,6 +42,7 @@ class ClipSet:
     sources: source file of each clip (empty when not known).
     offsets: start sample of each clip in its source file, after any leading-silence trim,
       int64 [N] (None when not known).
+    attributes: continuous attributes from a manifest, float32 [N] each.
   """
 
   audio: np.ndarray  # float32 [N, T, C]
@@ -48,6 +51,7 @@ class ClipSet:
   skipped: tuple[tuple[str, str], ...] = ()
   sources: tuple[str, ...] = ()
   offsets: np.ndarray | None = None
+  attributes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> [N]
 
   def __post_init__(self):
     if self.audio.ndim != 3 or self.labels.shape != self.audio.shape[:1]:
@@ -109,6 +113,8 @@ def load_clips(
     pad_mode: str = "zero",
     silence_db: float | None = None,
     trim_db: float | None = None,
+    manifest: str | None = None,
+    label_field: str = "",
 ) -> ClipSet:
   """Loads every audio file under `root` as training clips labelled by its sub-folder.
 
@@ -133,6 +139,10 @@ def load_clips(
     silence_db: leave out windows whose RMS is below this level in dBFS (default: only windows
       that are digitally silent, peak below -120 dBFS).
     trim_db: drop each file's leading samples quieter than this level in dBFS (default: off).
+    manifest: CSV or JSON file mapping files to labels and attributes (see `manifest.py`); the
+      style is its `label_field` instead of the sub-folder name, and files it does not list are
+      skipped.
+    label_field: the manifest field that names the style (default: its only label field).
 
   Returns:
     The usable clips: audio float32 [N, T, C], labels int32 [N], sorted style names, skipped files,
@@ -149,12 +159,25 @@ def load_clips(
   files = scan_folder(root)
   if not files:
     raise DataError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
+  table = read_manifest(manifest, root) if manifest else None
+  field = table.label_field(label_field) if table else ""
+  attrs: dict[str, list[np.ndarray]] = {name: [] for name in (table.attribute_names if table else ())}
   chunks: list[np.ndarray] = []
   used_labels: list[str] = []
   sources: list[str] = []
   offsets: list[np.ndarray] = []
   skipped: list[tuple[str, str]] = []
   for f in _progress(files, progress, desc="loading audio"):
+    label = f.label
+    if table is not None:
+      key = os.path.normpath(os.path.abspath(f.path))
+      if key not in table.labels:
+        skipped.append((f.path, "not in the manifest"))
+        continue
+      label = table.labels[key][field]
+      if not label:
+        skipped.append((f.path, f"no {field!r} label in the manifest"))
+        continue
     try:
       x = decode(f.path, sample_rate, channels)                         # [T, C]
     except AudioDecodeError as err:
@@ -181,7 +204,9 @@ def load_clips(
     if normalize:
       windows *= NORMALIZE_PEAK / float(np.max(np.abs(windows)))
     chunks.append(windows)
-    used_labels.extend([f.label] * windows.shape[0])
+    used_labels.extend([label] * windows.shape[0])
+    for name in attrs:
+      attrs[name].append(np.full(windows.shape[0], table.attributes[key][name], np.float32))
     sources.extend([f.path] * windows.shape[0])
     offsets.append(starts)
   if not used_labels:
@@ -193,7 +218,8 @@ def load_clips(
   labels = np.array([ids[name] for name in used_labels], dtype=np.int32)  # [N]
   return ClipSet(audio=np.concatenate(chunks), labels=labels, styles=styles,
                  skipped=tuple(skipped), sources=tuple(sources),
-                 offsets=np.concatenate(offsets).astype(np.int64))
+                 offsets=np.concatenate(offsets).astype(np.int64),
+                 attributes={name: np.concatenate(v) for name, v in attrs.items()})
 
 
 class BatchSource:

@@ -50,6 +50,9 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
     if not os.path.isdir(args.data):
       raise DataError(f"{args.data}: no such folder")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(args.data)))
+  if cfg.data.manifest:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, manifest=os.path.abspath(cfg.data.manifest)))
   if args.steps is not None:
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
   return cfg.validate(), name

@@ -61,6 +61,8 @@ class DataConfig:
   pad_mode: str = "zero"        # windows past a file's end: "zero", "reflect", "loop" or "drop"
   silence_db: float = -120.0    # leave out windows whose RMS is below this (dBFS)
   trim_db: float = 0.0          # trim leading samples quieter than this (dBFS); 0 = off
+  manifest: str = ""            # CSV/JSON mapping files to labels; "" = styles from folder names
+  label_field: str = ""         # the manifest field naming the style ("" = its only label field)
 
   def validate(self) -> None:
     if self.slice_mode not in ("first", "hop"):

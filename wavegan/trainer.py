@@ -32,7 +32,8 @@ from wavegan.config import Config, ConfigError
 CHECKPOINT_DIR = "checkpoints"
 # Resuming may change how long and how often, never what is trained.
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.preview_every", "data.path"}
+                     "train.keep_checkpoints", "train.preview_every", "data.path",
+                     "data.manifest"}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
 MAX_STEPS_IN_FLIGHT = 8
@@ -83,7 +84,8 @@ def load_corpus(cfg: Config, progress: bool = False) -> ClipSet:
   return load_clips(path, sample_rate=d.sample_rate, slice_len=cfg.model.slice_len,
                     channels=cfg.model.channels, normalize=d.normalize, progress=progress,
                     mode=d.slice_mode, hop=d.slice_hop or None, pad_mode=d.pad_mode,
-                    silence_db=d.silence_db, trim_db=d.trim_db or None)
+                    silence_db=d.silence_db, trim_db=d.trim_db or None,
+                    manifest=d.manifest or None, label_field=d.label_field)
 
 
 def with_styles(cfg: Config, styles: tuple[str, ...]) -> Config:
