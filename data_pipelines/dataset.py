@@ -72,7 +72,9 @@ def reason_kind(reason: str) -> str:
   for prefix, kind in (("cannot decode", "unreadable"), ("no such file", "unreadable"),
                        ("empty", "empty"), ("shorter than", "too short"),
                        ("longer than", "too long"), ("contains NaN", "NaN/Inf"),
-                       ("silent", "silent"), ("cannot make", "too few channels")):
+                       ("silent", "silent"), ("cannot make", "too few channels"),
+                       ("not in the manifest", "not in the manifest"),
+                       ("no '", "unlabelled in the manifest")):
     if reason.startswith(prefix):
       return kind
   return "other"

@@ -37,6 +37,8 @@ def test_csv_manifest_labels_and_attributes(folder):
              for s, l, p in zip(clips.sources, clips.labels, clips.attributes["pitch"])}
   assert by_file == {"a.wav": ("snare", 0.5), "b.wav": ("kick", 0.25), "sub/c.wav": ("snare", 0.75)}
   assert dict(clips.skipped) == {str(folder / "extra.wav"): "not in the manifest"}
+  from data_pipelines import skip_summary
+  assert skip_summary(clips) == "3 files used (3 clips), 1 skipped: 1 not in the manifest"
   technique = load_clips(str(folder), sample_rate=16000, slice_len=4096,
                          manifest=str(folder / "labels.csv"), label_field="technique")
   assert technique.styles == ("normal", "rimshot")
