@@ -121,21 +121,7 @@ def emit_summary(args: argparse.Namespace, t: common.Timing, flops: dict[str, An
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  torch_ref = None
-  if args.vs_torch:   # started now, while this process is small; it waits for torch_ref.run()
-    common.check_torch_setup(args.torch_python, args.torch_ref)
-    torch_ref = common.TorchReference(
-        "gen", batch=args.batch, steps=args.steps, warmup=args.warmup, dim=args.dim,
-        slice_len=args.slice_len, wait_quiet_s=args.wait_quiet, torch_python=args.torch_python,
-        torch_ref=args.torch_ref)
-  try:
-    timing = bench_jax(args)
-  except BaseException:
-    if torch_ref is not None:
-      torch_ref.cancel()
-    raise
-  if torch_ref is not None:
-    common.compare("gen", timing, torch_ref.run(), per="batch")
+  common.run_with_reference("gen", args, bench_jax, per="batch")
 
 
 if __name__ == "__main__":

@@ -348,3 +348,26 @@ def jax_env(jax: Any, devices: Iterable[Any], **extra: Any) -> dict[str, Any]:
               device_count=jax.device_count(), devices_used=len(devices),
               device_kind=devices[0].device_kind, cpu=cpu_model(), cores=os.cpu_count(),
               xla_flags=os.environ.get("XLA_FLAGS", ""), **extra)
+
+
+def run_with_reference(what: str, args: Any, bench_jax: Any, per: str) -> None:
+  """Runs `bench_jax(args)` and, with --vs-torch, the reference with the same settings.
+
+  The reference process is started first, while this process is still small (Linux carries the
+  peak-memory figure across fork and exec), and waits until the JAX measurement is done.
+  """
+  torch_ref = None
+  if args.vs_torch:
+    check_torch_setup(args.torch_python, args.torch_ref)
+    torch_ref = TorchReference(
+        what, batch=args.batch, steps=args.steps, warmup=args.warmup, dim=args.dim,
+        slice_len=args.slice_len, wait_quiet_s=args.wait_quiet, torch_python=args.torch_python,
+        torch_ref=args.torch_ref)
+  try:
+    timing = bench_jax(args)
+  except BaseException:
+    if torch_ref is not None:
+      torch_ref.cancel()
+    raise
+  if torch_ref is not None:
+    compare(what, timing, torch_ref.run(), per=per)
