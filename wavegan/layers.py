@@ -17,7 +17,6 @@ Both convolutions keep the parameter layout of the paper's layers (a `[K, C_in, 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -185,7 +184,3 @@ def phase_shuffle(x: jax.Array, rng: jax.Array, radius: int) -> jax.Array:
 
 def lrelu(x: jax.Array, alpha: float = 0.2) -> jax.Array:
   return jnp.maximum(x, alpha * x)
-
-
-def num_params(module: nnx.Module) -> int:
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(module, nnx.Param)))

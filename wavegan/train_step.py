@@ -84,10 +84,6 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
   return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def _global_norm(tree: Any) -> jax.Array:
-  return optax.tree.norm(tree)
-
-
 def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
                     ) -> Callable[[GANState, jax.Array, jax.Array], tuple[GANState, Metrics]]:
   """Returns `step(state, real [n_critic, B, T, C], styles [n_critic, B]) -> (state, metrics)`.
@@ -141,7 +137,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
       (loss, metrics), grads = jax.value_and_grad(d_objective, has_aux=True)(
           d_params, state.g_params, shard_batch(x), shard_batch(y), key)
       updates, d_opt = models.d_tx.update(grads, d_opt, d_params)
-      metrics = {**metrics, "d/loss": loss, "d/grad_norm": _global_norm(grads)}
+      metrics = {**metrics, "d/loss": loss, "d/grad_norm": optax.tree.norm(grads)}
       return (optax.apply_updates(d_params, updates), d_opt), metrics
 
     (d_params, d_opt), d_metrics = jax.lax.scan(
@@ -155,7 +151,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
     decay = ema_decay(state.step, o.ema_decay)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params)
 
-    metrics = {**d_metrics, **g_metrics, "g/loss": g_loss, "g/grad_norm": _global_norm(g_grads)}
+    metrics = {**d_metrics, **g_metrics, "g/loss": g_loss, "g/grad_norm": optax.tree.norm(g_grads)}
     if o.loss == "wgan-gp":
       metrics["d/wdist"] = d_metrics["d/real"] - d_metrics["d/fake"]
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
