@@ -93,13 +93,124 @@ def skip_summary(clips: ClipSet) -> str:
   return line + ": " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _progress(items: list, enabled: bool, desc: str):
+def _progress(items, enabled: bool, desc: str, total: int | None = None):
   """Wraps `items` in a tqdm bar when `enabled` (tqdm is only imported then)."""
   if not enabled:
     return items
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  return tqdm(items, desc=desc, unit="file")
+  return tqdm(items, desc=desc, unit="file", total=total, dynamic_ncols=True)
+
+
+NORMALIZE_MODES = ("peak", "loudness", "none")
+LOUDNESS_PEAK_LIMIT = 0.99  # loudness gain never pushes a clip's peak past this
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceOptions:
+  """How one audio file becomes training windows (everything that decides a cache's content).
+
+  Attributes:
+    sample_rate: target rate in Hz; files are resampled to it (soxr HQ).
+    slice_len: samples per window T.
+    channels: channels per window C (mono mixdown, or channels kept/duplicated).
+    mode: "first" (the onset window, for one-shots) or "hop" (every `hop` samples).
+    hop: samples between window starts in "hop" mode; 0 means `slice_len` (no overlap).
+    pad_mode: windows past a file's end: "zero", "reflect", "loop" or "drop".
+    silence_db: leave out windows whose RMS is below this level (dBFS); None keeps every window
+      that is not digitally silent (peak at or above -120 dBFS).
+    trim_db: drop each file's leading samples quieter than this (dBFS); None = off.
+    normalize: "peak" (each file's windows to peak 0.95), "loudness" (each file to
+      `loudness_lufs` by ITU-R BS.1770, peak limited to 0.99) or "none".
+    loudness_lufs: integrated loudness target for `normalize="loudness"`.
+  """
+
+  sample_rate: int = 16000
+  slice_len: int = 16384
+  channels: int = 1
+  mode: str = "first"
+  hop: int = 0
+  pad_mode: str = "zero"
+  silence_db: float | None = None
+  trim_db: float | None = None
+  normalize: str = "peak"
+  loudness_lufs: float = -20.0
+
+  def validate(self) -> SliceOptions:
+    """Checks every option; returns self.
+
+    Raises:
+      ValueError: an option out of range or not one of its choices.
+    """
+    if self.sample_rate < 1 or self.slice_len < 1 or self.channels < 1 or self.hop < 0:
+      raise ValueError(f"need sample_rate, slice_len, channels >= 1 and hop >= 0; got {self}")
+    if self.normalize not in NORMALIZE_MODES:
+      raise ValueError(f"normalize={self.normalize!r}: must be one of {NORMALIZE_MODES}")
+    window_offsets(1, self.slice_len, self.hop or self.slice_len, self.pad_mode, self.mode)
+    return self
+
+  @property
+  def hop_samples(self) -> int:
+    return self.hop or self.slice_len
+
+
+def _loudness_gain(x: np.ndarray, sample_rate: int, target_lufs: float) -> float:
+  """Gain that brings x [T, C] to `target_lufs` integrated loudness (1.0 for silence)."""
+  import pyloudnorm  # pylint: disable=g-import-not-at-top  (scipy import: only when used)
+
+  # BS.1770 gates 400 ms blocks; one-shots can be shorter, so the block shrinks to fit.
+  block = min(0.4, x.shape[0] / sample_rate)
+  with np.errstate(divide="ignore"):
+    lufs = pyloudnorm.Meter(sample_rate, block_size=block).integrated_loudness(x.astype(np.float64))
+  if not np.isfinite(lufs):
+    return 1.0
+  return float(10.0 ** ((target_lufs - lufs) / 20.0))
+
+
+def process_file(path: str, opts: SliceOptions) -> tuple[np.ndarray, np.ndarray, int]:
+  """Decodes one file and cuts it into normalised training windows.
+
+  The file is decoded (channels matched, resampled), optionally trimmed of leading silence, cut
+  into windows (`opts.mode`, `opts.pad_mode`), near-silent windows are left out, and the rest are
+  scaled together (`opts.normalize`), so a file's windows keep their relative levels.
+
+  Args:
+    path: audio file.
+    opts: slicing options.
+
+  Returns:
+    windows float32 [W, slice_len, channels] (W >= 1), their start samples int64 [W] (counted
+    after any leading-silence trim), and the decoded length in samples at `opts.sample_rate`.
+
+  Raises:
+    AudioDecodeError: the file cannot be decoded or yields no usable window; `reason` says why.
+  """
+  x = decode(path, opts.sample_rate, opts.channels)                     # [T, C]
+  length = x.shape[0]
+  if opts.trim_db is not None:
+    x = trim_leading_silence(x, opts.trim_db)
+  starts = window_offsets(x.shape[0], opts.slice_len, opts.hop_samples, opts.pad_mode, opts.mode)
+  if starts.size == 0:
+    reason = ("silent" if x.shape[0] == 0 else
+              f"shorter than {opts.slice_len} samples (pad_mode=drop)")
+    raise AudioDecodeError(path, reason)
+  windows = slice_windows(x, starts, opts.slice_len, opts.pad_mode)    # [W, T, C]
+  if opts.silence_db is None:
+    keep = np.max(np.abs(windows), axis=(1, 2)) >= SILENCE_PEAK
+  else:
+    keep = loud_enough(windows, opts.silence_db)
+  windows, starts = windows[keep], starts[keep]
+  if windows.shape[0] == 0:
+    level = f"{opts.silence_db:g} dBFS" if opts.silence_db is not None else "-120 dBFS"
+    where = f"in its first {opts.slice_len} samples" if opts.mode == "first" else "in every window"
+    raise AudioDecodeError(path, f"silent {where} (below {level})")
+  peak = float(np.max(np.abs(windows)))
+  if opts.normalize == "peak":
+    windows *= NORMALIZE_PEAK / peak
+  elif opts.normalize == "loudness":
+    gain = _loudness_gain(x, opts.sample_rate, opts.loudness_lufs)
+    windows *= min(gain, LOUDNESS_PEAK_LIMIT / peak)
+  return windows, starts, length
 
 
 def load_clips(
@@ -108,7 +219,7 @@ def load_clips(
     sample_rate: int,
     slice_len: int,
     channels: int = 1,
-    normalize: bool = True,
+    normalize: bool | str = True,
     progress: bool = False,
     mode: str = "first",
     hop: int | None = None,
@@ -118,22 +229,18 @@ def load_clips(
     manifest: str | None = None,
     label_field: str = "",
 ) -> ClipSet:
-  """Loads every audio file under `root` as training clips labelled by its sub-folder.
+  """Loads every audio file under `root` into memory as training clips labelled by its sub-folder.
 
-  Each file is decoded (mixed/duplicated to `channels`, resampled to `sample_rate`), optionally
-  trimmed of leading silence, and cut into windows of `slice_len` samples: its onset window
-  (`mode="first"`) or every window `hop` samples apart (`mode="hop"`). Windows running past the
-  end are padded (`pad_mode` zero, reflect or loop) or dropped (`drop`); near-silent windows are
-  left out. Each file's windows are then scaled together so their peak is 0.95 (`normalize`).
-  Files that cannot be decoded, or that yield no window, are skipped and listed in
-  `ClipSet.skipped`: one bad file never stops a run.
+  Each file goes through `process_file` (see `SliceOptions` for what each option does). Files that
+  cannot be decoded, or that yield no window, are skipped and listed in `ClipSet.skipped`: one bad
+  file never stops a run. For large collections, `prepare` builds an on-disk cache instead.
 
   Args:
     root: folder with one sub-folder per style (files directly in `root` get its name as label).
     sample_rate: target rate in Hz.
     slice_len: samples per clip T.
     channels: channels per clip C.
-    normalize: peak-normalise each file's windows (quiet one-shots would otherwise starve G).
+    normalize: "peak", "loudness" or "none" (True means "peak", False "none").
     progress: show a tqdm progress bar.
     mode: "first" or "hop".
     hop: samples between window starts in "hop" mode (default: slice_len, no overlap).
@@ -154,10 +261,11 @@ def load_clips(
     DataError: `root` is missing, holds no audio files, or none of them could be used.
     ValueError: `slice_len`, `hop`, `mode` or `pad_mode` is invalid.
   """
-  if slice_len < 1:
-    raise ValueError(f"slice_len={slice_len}: must be >= 1")
-  hop = slice_len if hop is None else hop
-  window_offsets(1, slice_len, hop, pad_mode, mode)  # validates the options before any decoding
+  if isinstance(normalize, bool):
+    normalize = "peak" if normalize else "none"
+  opts = SliceOptions(sample_rate=sample_rate, slice_len=slice_len, channels=channels, mode=mode,
+                      hop=hop or 0, pad_mode=pad_mode, silence_db=silence_db, trim_db=trim_db,
+                      normalize=normalize).validate()
   files = scan_folder(root)
   if not files:
     raise DataError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
@@ -181,30 +289,10 @@ def load_clips(
         skipped.append((f.path, f"no {field!r} label in the manifest"))
         continue
     try:
-      x = decode(f.path, sample_rate, channels)                         # [T, C]
+      windows, starts, _ = process_file(f.path, opts)                  # [W, T, C], [W]
     except AudioDecodeError as err:
       skipped.append((f.path, err.reason))
       continue
-    if trim_db is not None:
-      x = trim_leading_silence(x, trim_db)
-    starts = window_offsets(x.shape[0], slice_len, hop, pad_mode, mode)
-    if starts.size == 0:
-      reason = "silent" if x.shape[0] == 0 else f"shorter than {slice_len} samples (pad_mode=drop)"
-      skipped.append((f.path, reason))
-      continue
-    windows = slice_windows(x, starts, slice_len, pad_mode)            # [W, T, C]
-    if silence_db is None:
-      keep = np.max(np.abs(windows), axis=(1, 2)) >= SILENCE_PEAK
-    else:
-      keep = loud_enough(windows, silence_db)
-    windows, starts = windows[keep], starts[keep]
-    if windows.shape[0] == 0:
-      level = f"{silence_db} dBFS" if silence_db is not None else "-120 dBFS"
-      where = f"in its first {slice_len} samples" if mode == "first" else "in every window"
-      skipped.append((f.path, f"silent {where} (below {level})"))
-      continue
-    if normalize:
-      windows *= NORMALIZE_PEAK / float(np.max(np.abs(windows)))
     chunks.append(windows)
     used_labels.extend([label] * windows.shape[0])
     for name in attrs:
@@ -227,11 +315,14 @@ def load_clips(
 class BatchSource:
   """Deterministic batches of clips: `get(step)` is a pure function of (data, seed, step).
 
-  The stream of clip indices is an infinite sequence of epochs, each a fresh permutation of the
-  N clips derived from (seed, epoch) alone, so any batch can be computed without the ones before. Global batch k is stream
-  elements `k * batch_size ... (k + 1) * batch_size - 1`, freely spanning epoch boundaries, and
-  training step s consumes batches `s * group ... s * group + group - 1` (e.g. group = n_critic
-  discriminator batches per step). Datasets smaller than a batch simply wrap around.
+  The stream of clip indices is an infinite sequence of epochs, each a fresh order of the clips
+  derived from (seed, epoch) alone, so any batch can be computed without the ones before. An epoch
+  is a permutation of the clips or, with `balance`, an equal number of draws from every style
+  (each style's clips permuted and repeated up to the largest style's count), shuffled together.
+  Global batch k is stream elements `k * batch_size ... (k + 1) * batch_size - 1`, freely spanning
+  epoch boundaries, and training step s consumes batches `s * group ... s * group + group - 1`
+  (e.g. group = n_critic discriminator batches per step). Datasets smaller than a batch simply
+  wrap around.
 
   With `num_shards > 1` (one shard per JAX process), `batch_size` is the global batch and this
   shard returns the contiguous rows `[shard_index * b, (shard_index + 1) * b)` of every batch,
@@ -243,11 +334,12 @@ class BatchSource:
     seed: shuffle seed.
     num_shards: number of shards each batch is split into.
     shard_index: which shard this source returns.
+    balance: whether epochs draw every style equally often.
   """
 
   def __init__(
       self,
-      data: ClipSet | np.ndarray,
+      data,
       labels: np.ndarray | None = None,
       *,
       batch_size: int,
@@ -255,18 +347,22 @@ class BatchSource:
       group: int = 1,
       num_shards: int = 1,
       shard_index: int = 0,
+      balance: bool = False,
+      subset: np.ndarray | None = None,
   ):
     """Builds the source.
 
     Args:
-      data: a `ClipSet`, or an audio array float32 [N, T, C].
-      labels: int [N] labels when `data` is an array (default all zeros); must be None for a
-        `ClipSet`, which carries its own.
+      data: a `ClipSet`, an audio array float32 [N, T, C], or a clip store with `len()` and
+        `gather(index) -> float32 [..., T, C]` (e.g. a `PreparedCache`).
+      labels: int [N] labels (default all zeros); must be None for a `ClipSet`, which has its own.
       batch_size: global batch size, >= 1 and divisible by `num_shards`.
       seed: shuffle seed, >= 0.
       group: batches per step, >= 1.
       num_shards: shards per batch, >= 1.
       shard_index: shard to return, in [0, num_shards).
+      balance: draw every style equally often in each epoch.
+      subset: the clip indices to draw from (default: all N).
 
     Raises:
       ValueError: empty data, mismatched labels, or an invalid size/seed/shard argument.
@@ -274,14 +370,21 @@ class BatchSource:
     if isinstance(data, ClipSet):
       if labels is not None:
         raise ValueError("labels must be None when data is a ClipSet (it has its own)")
-      audio, labels = data.audio, data.labels
+      data, labels = data.audio, data.labels
+    if isinstance(data, np.ndarray):
+      if data.ndim != 3:
+        raise ValueError(f"audio must be a non-empty [N, T, C] array; got shape {data.shape}")
+      audio = np.ascontiguousarray(data, dtype=np.float32)  # [N, T, C]
+      self._gather = audio.__getitem__
     else:
-      audio = np.asarray(data)
-      labels = np.zeros(audio.shape[:1], np.int32) if labels is None else np.asarray(labels)
-    if audio.ndim != 3 or audio.shape[0] == 0:
-      raise ValueError(f"audio must be a non-empty [N, T, C] array; got shape {audio.shape}")
-    if labels.shape != audio.shape[:1]:
-      raise ValueError(f"labels shape {labels.shape} does not match audio shape {audio.shape}")
+      self._gather = data.gather
+    n = len(data)
+    labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels)
+    if labels.shape != (n,):
+      raise ValueError(f"labels shape {labels.shape} does not match {n} clips")
+    pool = np.arange(n, dtype=np.int64) if subset is None else np.asarray(subset, np.int64)
+    if pool.size == 0:
+      raise ValueError("no clips to draw from")
     if batch_size < 1 or group < 1 or seed < 0:
       raise ValueError(
           f"need batch_size >= 1, group >= 1, seed >= 0; got {batch_size}, {group}, {seed}")
@@ -289,21 +392,31 @@ class BatchSource:
       raise ValueError(
           f"shard_index={shard_index}, num_shards={num_shards}: need 0 <= shard_index < num_shards"
           f" and num_shards dividing batch_size={batch_size}")
-    self._audio = np.ascontiguousarray(audio, dtype=np.float32)  # [N, T, C]
     self._labels = np.ascontiguousarray(labels, dtype=np.int32)  # [N]
+    self._pool = pool                                            # [M] clip ids drawn from
     self.batch_size = batch_size
     self.group = group
     self.seed = seed
     self.num_shards = num_shards
     self.shard_index = shard_index
-    # Permutations of the epochs the last request touched; batches are then plain numpy gathers.
+    self.balance = balance
+    # Balanced epochs: the pool split by style, each style drawn max-count times per epoch.
+    self._by_style = [pool[self._labels[pool] == k] for k in np.unique(self._labels[pool])]
+    self._epoch_len = (len(self._by_style) * max(len(c) for c in self._by_style) if balance
+                       else len(pool))
+    # Orders of the epochs the last request touched; batches are then plain numpy gathers.
     # (grain's random-access index_shuffle was measured at ~50 us per element for a few hundred
     # clips, ~17 ms of CPU per training step on the built-in corpus; numpy's is microseconds.)
     self._epoch_cache: dict[int, np.ndarray] = {}
 
   def __len__(self) -> int:
-    """Number of clips N."""
-    return self._audio.shape[0]
+    """Number of clips drawn from."""
+    return len(self._pool)
+
+  @property
+  def epoch_len(self) -> int:
+    """Stream elements per epoch: the clips, or styles x the largest style's clip count."""
+    return self._epoch_len
 
   @property
   def local_batch_size(self) -> int:
@@ -312,17 +425,18 @@ class BatchSource:
 
   @property
   def steps_per_epoch(self) -> float:
-    """Training steps per pass over the data (fractional in general)."""
-    return len(self) / (self.batch_size * self.group)
+    """Training steps per epoch (fractional in general)."""
+    return self._epoch_len / (self.batch_size * self.group)
 
   def epoch_permutation(self, epoch: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits the clips.
+    """The clips epoch `epoch` visits, in order.
 
     Args:
       epoch: epoch number, >= 0.
 
     Returns:
-      A permutation of range(N), int64 [N].
+      Clip indices, int64 [epoch_len]: a permutation of the pool, or with `balance` an equal
+      number of clips of every style.
     """
     if epoch < 0:
       raise ValueError(f"epoch={epoch}: must be >= 0")
@@ -330,15 +444,24 @@ class BatchSource:
     if cached is not None:
       return cached
     # SeedSequence mixes (seed, epoch) so nearby seeds and epochs give unrelated orders.
-    return np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(len(self))
+    rng = np.random.default_rng([self.seed, epoch, 0x5EED])
+    if not self.balance:
+      return self._pool[rng.permutation(len(self._pool))]
+    per_style = self._epoch_len // len(self._by_style)
+    draws = []
+    for members in self._by_style:
+      repeats = -(-per_style // len(members))
+      order = np.concatenate([rng.permutation(members) for _ in range(repeats)])
+      draws.append(order[:per_style])
+    return rng.permutation(np.concatenate(draws))
 
   def _lookup(self, positions: np.ndarray) -> np.ndarray:
     """Clip indices at the given stream positions (any shape), refreshing the epoch cache."""
-    epochs, offsets = np.divmod(positions, len(self))  # same shape as positions
+    epochs, offsets = np.divmod(positions, self._epoch_len)  # same shape as positions
     needed = np.unique(epochs)  # [E], sorted
     perms = {int(e): self.epoch_permutation(int(e)) for e in needed}
     self._epoch_cache = perms  # keep just these: the next step starts in the last of them
-    table = np.stack([perms[int(e)] for e in needed])  # [E, N]
+    table = np.stack([perms[int(e)] for e in needed])  # [E, epoch_len]
     return table[np.searchsorted(needed, epochs), offsets]
 
   def stream_indices(self, start: int, stop: int) -> np.ndarray:
@@ -386,7 +509,7 @@ class BatchSource:
       audio float32 [group, local_batch_size, T, C] and labels int32 [group, local_batch_size].
     """
     idx = self.step_indices(step)  # [G, b]
-    return self._audio[idx], self._labels[idx]  # fancy indexing gathers in one copy
+    return self._gather(idx), self._labels[idx]
 
   def iterate(self, start_step: int = 0):
     """Yields `get(start_step)`, `get(start_step + 1)`, ... forever.

@@ -1,0 +1,507 @@
+"""A prepared cache: a folder of audio decoded once into fixed-length windows on disk.
+
+  CACHE/cache.json            format version, slicing options, label vocabulary, one entry per
+                              source file (path relative to the data folder, size, mtime, labels,
+                              attributes, where its windows are, or why it was skipped)
+  CACHE/shards/NNNNN.npy      windows int16 (or float32) [rows, T, C], memory-mapped when read
+  CACHE/prepare_report.json   what the last `prepare` did with every file, and a summary line
+
+`prepare` decodes in parallel worker processes and writes new shards; `cache.json` is replaced
+atomically last, so a killed `prepare` leaves the previous cache intact. Re-running it on a grown
+folder decodes only new or changed files (by size and modification time): everything else is
+kept where it is. The clips of a cache are always ordered by source path, so a cache built in
+several passes reads exactly like one built at once.
+
+Only numpy (and worker processes) here: no jax.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from data_pipelines.audio_io import AUDIO_EXTENSIONS, AudioDecodeError, DataError, scan_folder
+from data_pipelines.dataset import SliceOptions, _progress, process_file, reason_kind
+from data_pipelines.manifest import Manifest, read_manifest
+
+CACHE_VERSION = 1
+CACHE_FILE = "cache.json"
+REPORT_FILE = "prepare_report.json"
+SHARD_DIR = "shards"
+FOLDER_FIELD = "folder"  # the label field every cache has: the file's first-level sub-folder
+STORE_DTYPES = ("int16", "float32")
+SHARD_BYTES = 256 << 20  # a new shard file every ~256 MB of windows
+INT16_SCALE = 32767.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+  """One source file as the cache knows it.
+
+  Attributes:
+    path: path relative to the data folder ("/"-separated).
+    size: bytes when prepared.
+    mtime_ns: modification time when prepared.
+    labels: label field -> value (always has "folder").
+    attributes: continuous attributes from the manifest.
+    seconds: decoded duration (0 when skipped).
+    shard: index into the cache's shard list (-1 when skipped).
+    row: first row of its windows in that shard.
+    offsets: start sample of each window in the file.
+    skipped: why the file is not used ("" when it is).
+  """
+
+  path: str
+  size: int
+  mtime_ns: int
+  labels: dict[str, str]
+  attributes: dict[str, float] = dataclasses.field(default_factory=dict)
+  seconds: float = 0.0
+  shard: int = -1
+  row: int = 0
+  offsets: tuple[int, ...] = ()
+  skipped: str = ""
+
+  @property
+  def count(self) -> int:
+    return len(self.offsets)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareReport:
+  """What one `prepare` call did.
+
+  Attributes:
+    cache: the cache folder.
+    files_used: files whose windows are in the cache.
+    clips: windows in the cache.
+    decoded: files decoded by this call (the rest were unchanged since the last one).
+    seconds_decoded: seconds of source audio decoded by this call.
+    wall_seconds: how long the call took.
+    skipped: (path, reason) for every file not used.
+  """
+
+  cache: str
+  files_used: int
+  clips: int
+  decoded: int
+  seconds_decoded: float
+  wall_seconds: float
+  skipped: tuple[tuple[str, str], ...]
+
+  def summary(self) -> str:
+    """'2031 files used (2031 clips), 5 skipped: 3 unreadable, 2 too short'."""
+    line = f"{self.files_used} files used ({self.clips} clips), {len(self.skipped)} skipped"
+    if not self.skipped:
+      return line
+    counts: dict[str, int] = {}
+    for _, reason in self.skipped:
+      counts[reason_kind(reason)] = counts.get(reason_kind(reason), 0) + 1
+    kinds = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return line + ": " + ", ".join(f"{n} {k}" for k, n in kinds)
+
+
+def is_cache(path: str) -> bool:
+  """Whether `path` is a prepared cache folder."""
+  return os.path.isfile(os.path.join(path, CACHE_FILE))
+
+
+def _options_dict(opts: SliceOptions, dtype: str) -> dict[str, Any]:
+  return {**dataclasses.asdict(opts), "dtype": dtype}
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+  """(size, mtime_ns), or None for a file that vanished since the scan."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_size, st.st_mtime_ns
+
+
+def _quantize(windows: np.ndarray, dtype: str) -> np.ndarray:
+  """float32 windows in [-1, 1] to the store dtype (int16 PCM halves the cache)."""
+  if dtype == "float32":
+    return windows.astype(np.float32)
+  return np.round(np.clip(windows, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
+
+
+def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, np.ndarray | None, float]:
+  """Worker: decodes one file. Returns (reason or "", windows, starts, seconds)."""
+  path, opts, dtype = job
+  try:
+    windows, starts, length = process_file(path, opts)                 # [W, T, C], [W]
+  except AudioDecodeError as err:
+    return err.reason, None, None, 0.0
+  except Exception as err:  # pylint: disable=broad-except  (one odd file never stops a prepare)
+    return f"cannot decode ({type(err).__name__}: {err})".splitlines()[0], None, None, 0.0
+  return "", _quantize(windows, dtype), starts, length / opts.sample_rate
+
+
+def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
+              ) -> Iterable[tuple[str, np.ndarray | None, np.ndarray | None, float]]:
+  """Results of `_work` for each job, in job order; in worker processes when `workers` > 1."""
+  if workers <= 1 or len(jobs) < 2:
+    yield from map(_work, jobs)
+    return
+  # "spawn": the caller may be a process with JAX's threads running, which fork would copy.
+  ctx = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    try:
+      yield from pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
+    except concurrent.futures.process.BrokenProcessPool:
+      broken = True
+    else:
+      broken = False
+  if broken:
+    raise DataError("a decoder worker process died (out of memory, or a crash in libsndfile on "
+                    "some file); run `prepare` again with --workers 1 to find the file")
+
+
+class _ShardWriter:
+  """Appends windows to new shard files of about SHARD_BYTES each."""
+
+  def __init__(self, folder: str, first_index: int):
+    self.folder = folder
+    self.next_index = first_index
+    self.names: list[str] = []
+    self._pending: list[np.ndarray] = []
+    self._rows = 0
+    self._bytes = 0
+
+  def add(self, windows: np.ndarray) -> tuple[int, int]:
+    """Queues windows [W, T, C]; returns (shard index, first row) they will have."""
+    where = (self.next_index, self._rows)
+    self._pending.append(windows)
+    self._rows += windows.shape[0]
+    self._bytes += windows.nbytes
+    if self._bytes >= SHARD_BYTES:
+      self.flush()
+    return where
+
+  def flush(self) -> None:
+    if not self._pending:
+      return
+    name = f"{self.next_index:05d}.npy"
+    final = os.path.join(self.folder, name)
+    tmp = final + ".tmp.npy"
+    np.save(tmp, np.concatenate(self._pending))
+    os.replace(tmp, final)
+    self.names.append(name)
+    self.next_index += 1
+    self._pending, self._rows, self._bytes = [], 0, 0
+
+
+def _entry_labels(rel: str, folder_label: str, table: Manifest | None, abs_path: str
+                  ) -> tuple[dict[str, str], dict[str, float], str]:
+  """(labels, attributes, skip reason or "") of one file."""
+  labels = {FOLDER_FIELD: folder_label}
+  if table is None:
+    return labels, {}, ""
+  key = os.path.normpath(abs_path)
+  if key not in table.labels:
+    return labels, {}, "not in the manifest"
+  return {**labels, **table.labels[key]}, dict(table.attributes[key]), ""
+
+
+def _read_info(cache: str) -> dict[str, Any]:
+  path = os.path.join(cache, CACHE_FILE)
+  try:
+    with open(path) as f:
+      info = json.load(f)
+  except (OSError, json.JSONDecodeError) as err:
+    raise DataError(f"{path}: cannot read the cache index ({err})") from None
+  if info.get("version") != CACHE_VERSION:
+    raise DataError(f"{path}: cache format version {info.get('version')} (this version reads "
+                    f"{CACHE_VERSION}); prepare it again with --force")
+  return info
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def prepare(
+    data_dir: str,
+    out: str,
+    opts: SliceOptions,
+    *,
+    dtype: str = "int16",
+    manifest: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PrepareReport:
+  """Decodes the audio under `data_dir` into the cache `out`, or brings an existing cache up to date.
+
+  Args:
+    data_dir: folder of audio files (labels from first-level sub-folders).
+    out: cache folder (created if needed).
+    opts: slicing options; an existing cache must have been made with the same ones.
+    dtype: how windows are stored: "int16" (16-bit PCM, half the size) or "float32".
+    manifest: CSV/JSON file with label fields and attributes per file; files it does not list
+      are skipped. Read again on every call, so editing it relabels without decoding.
+    workers: decoder processes (default: one per CPU core).
+    force: rebuild from scratch even when a cache with other options is there.
+    progress: show a progress bar.
+    log: where to print a line per skipped file (default: nowhere).
+
+  Returns:
+    What was done; also written to `out/prepare_report.json`.
+
+  Raises:
+    DataError: `data_dir` is missing or has no audio files, the cache at `out` was made with
+      other options (and not `force`), or no file could be used.
+  """
+  t0 = time.perf_counter()
+  opts.validate()
+  if dtype not in STORE_DTYPES:
+    raise DataError(f"dtype {dtype!r}: must be one of {STORE_DTYPES}")
+  data_dir = os.path.abspath(data_dir)
+  files = scan_folder(data_dir)
+  if not files:
+    raise DataError(f"{data_dir}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
+  table = read_manifest(manifest, data_dir) if manifest else None
+  wanted = _options_dict(opts, dtype)
+
+  old: dict[str, FileEntry] = {}
+  old_shards: list[str] = []
+  if is_cache(out) and not force:
+    info = _read_info(out)
+    if info["options"] != wanted:
+      had = info["options"]
+      diff = ", ".join(f"{k}={had.get(k)!r}" for k in wanted if had.get(k) != wanted[k])
+      raise DataError(f"{out} was prepared with other options ({diff}); "
+                      "use another --out, or --force to rebuild it")
+    old_shards = list(info["shards"])
+    # Entries name shards by position in the index; here they name the shard file's number.
+    old = {e["path"]: _entry_from_json(e, old_shards) for e in info["files"]}
+  shard_dir = os.path.join(out, SHARD_DIR)
+  os.makedirs(shard_dir, exist_ok=True)
+
+  entries: dict[str, FileEntry] = {}
+  jobs: list[tuple[str, SliceOptions, str]] = []
+  pending: list[FileEntry] = []
+  for f in files:
+    rel = os.path.relpath(f.path, data_dir).replace(os.sep, "/")
+    st = _stat(f.path)
+    if st is None:
+      entries[rel] = FileEntry(rel, 0, 0, {FOLDER_FIELD: f.label}, skipped="no such file")
+      continue
+    labels, attributes, reason = _entry_labels(rel, f.label, table, os.path.abspath(f.path))
+    prev = old.get(rel)
+    if reason:
+      entries[rel] = FileEntry(rel, *st, labels, skipped=reason)
+    elif prev is not None and (prev.size, prev.mtime_ns) == st and prev.skipped != "not in the manifest":
+      entries[rel] = dataclasses.replace(prev, labels=labels, attributes=attributes)
+    else:
+      pending.append(FileEntry(rel, *st, labels, attributes))
+      jobs.append((f.path, opts, dtype))
+
+  # New shards never reuse a number of a file still on disk: the old index stays valid until
+  # the new one replaces it.
+  writer = _ShardWriter(shard_dir, first_index=_next_shard_index(os.listdir(shard_dir)))
+  seconds_decoded = 0.0
+  n_workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+  results = _run_jobs(jobs, n_workers)
+  for entry, (reason, windows, starts, seconds) in zip(
+      pending, _progress(results, progress and bool(jobs), "preparing", total=len(jobs))):
+    if reason:
+      entries[entry.path] = dataclasses.replace(entry, skipped=reason)
+      continue
+    shard, row = writer.add(windows)
+    seconds_decoded += seconds
+    entries[entry.path] = dataclasses.replace(
+        entry, seconds=seconds, shard=shard, row=row, offsets=tuple(int(s) for s in starts))
+  writer.flush()
+
+  ordered = [entries[k] for k in sorted(entries)]
+  live = sorted({e.shard for e in ordered if not e.skipped})  # shard file numbers in use
+  shard_list = [f"{i:05d}.npy" for i in live]
+  position = {i: k for k, i in enumerate(live)}
+  ordered = [e if e.skipped else dataclasses.replace(e, shard=position[e.shard]) for e in ordered]
+  used = [e for e in ordered if not e.skipped]
+  skipped = tuple((os.path.join(data_dir, e.path), e.skipped) for e in ordered if e.skipped)
+  if log is not None:
+    for path, reason in skipped:
+      log(f"skipped {path}: {reason}")
+  report = PrepareReport(cache=out, files_used=len(used), clips=sum(e.count for e in used),
+                         decoded=len(jobs), seconds_decoded=seconds_decoded,
+                         wall_seconds=time.perf_counter() - t0, skipped=skipped)
+  _write_json(os.path.join(out, REPORT_FILE), {
+      "summary": report.summary(), "data": data_dir, "files_used": report.files_used,
+      "clips": report.clips, "decoded": report.decoded,
+      "seconds_decoded": round(seconds_decoded, 3), "wall_seconds": round(report.wall_seconds, 3),
+      "skipped": [{"path": p, "reason": r, "kind": reason_kind(r)} for p, r in skipped]})
+  if not used:
+    path, reason = skipped[0]
+    raise DataError(f"{data_dir}: none of the {len(files)} audio files could be used: "
+                    f"e.g. {path}: {reason} (every reason is in {os.path.join(out, REPORT_FILE)})")
+  label_fields = [FOLDER_FIELD] + (list(table.label_fields) if table else [])
+  _write_json(os.path.join(out, CACHE_FILE), {
+      "version": CACHE_VERSION, "data": data_dir, "options": wanted,
+      "label_fields": label_fields,
+      "attribute_names": list(table.attribute_names) if table else [],
+      "vocab": {field: sorted({e.labels.get(field, "") for e in used} - {""})
+                for field in label_fields},
+      "shards": shard_list, "files": [_entry_to_json(e) for e in ordered]})
+  for name in set(os.listdir(shard_dir)) - set(shard_list):  # superseded or left by a killed run
+    os.remove(os.path.join(shard_dir, name))
+  return report
+
+
+def _next_shard_index(names: list[str]) -> int:
+  numbers = [int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()]
+  return 1 + max(numbers, default=-1)
+
+
+def _entry_to_json(e: FileEntry) -> dict[str, Any]:
+  d = dataclasses.asdict(e)
+  d["offsets"] = list(e.offsets)
+  return d
+
+
+def _entry_from_json(d: dict[str, Any], shard_names: list[str] | None = None) -> FileEntry:
+  """An entry read back; with `shard_names`, its shard becomes that shard file's number."""
+  e = FileEntry(**{**d, "offsets": tuple(d["offsets"])})
+  if shard_names is not None and not e.skipped:
+    e = dataclasses.replace(e, shard=int(shard_names[e.shard].split(".")[0]))
+  return e
+
+
+class PreparedCache:
+  """Read access to a prepared cache: clips in source-path order, gathered from memory-mapped shards.
+
+  Pickles without its memory maps (they are reopened on first use), so it can be sent to loader
+  worker processes.
+
+  Attributes:
+    path: the cache folder.
+    options: the slicing options it was made with.
+    dtype: the store dtype.
+    label_fields: label fields every used file has a value for (at least "folder").
+    attribute_names: continuous attributes from the manifest.
+    files: the used files' entries, sorted by path.
+    skipped: (path, reason) of files not used.
+  """
+
+  def __init__(self, path: str):
+    info = _read_info(path)
+    self.path = path
+    opts = dict(info["options"])
+    self.dtype = opts.pop("dtype")
+    self.options = SliceOptions(**opts)
+    self.data = info["data"]
+    self.label_fields = tuple(info["label_fields"])
+    self.attribute_names = tuple(info["attribute_names"])
+    self.vocab = {k: tuple(v) for k, v in info["vocab"].items()}
+    self._shard_names = list(info["shards"])
+    entries = [_entry_from_json(e) for e in info["files"]]
+    self.files = tuple(e for e in entries if not e.skipped)
+    self.skipped = tuple((os.path.join(self.data, e.path), e.skipped) for e in entries if e.skipped)
+    counts = np.array([e.count for e in self.files], np.int64)                 # [F]
+    self._file_of_clip = np.repeat(np.arange(len(self.files)), counts)         # [N]
+    first_clip = np.cumsum(counts) - counts                                    # [F]
+    within = np.arange(len(self._file_of_clip)) - first_clip[self._file_of_clip]
+    self._shard = np.array([e.shard for e in self.files], np.int64)[self._file_of_clip]  # [N]
+    self._row = np.array([e.row for e in self.files], np.int64)[self._file_of_clip] + within
+    self.offsets = np.concatenate([np.asarray(e.offsets, np.int64) for e in self.files])  # [N]
+    self._maps: list[np.ndarray] | None = None
+
+  def __len__(self) -> int:
+    return int(self._file_of_clip.shape[0])
+
+  def __getstate__(self) -> dict[str, Any]:
+    return {**self.__dict__, "_maps": None}
+
+  @property
+  def slice_len(self) -> int:
+    return self.options.slice_len
+
+  @property
+  def channels(self) -> int:
+    return self.options.channels
+
+  @property
+  def sample_rate(self) -> int:
+    return self.options.sample_rate
+
+  @property
+  def sources(self) -> tuple[str, ...]:
+    """Source file of every clip, [N] (paths relative to the data folder)."""
+    return tuple(self.files[i].path for i in self._file_of_clip)
+
+  def _shards(self) -> list[np.ndarray]:
+    if self._maps is None:
+      self._maps = [np.load(os.path.join(self.path, SHARD_DIR, n), mmap_mode="r")
+                    for n in self._shard_names]
+    return self._maps
+
+  def label_field(self, requested: str = "") -> str:
+    """The field naming a clip's style: `requested`, the manifest's only field, or "folder"."""
+    if requested:
+      if requested not in self.label_fields:
+        raise DataError(f"{self.path}: no label field {requested!r}; "
+                        f"valid: {', '.join(self.label_fields)}")
+      return requested
+    own = [f for f in self.label_fields if f != FOLDER_FIELD]
+    if len(own) > 1:
+      raise DataError(f"{self.path}: label fields {', '.join(own)}: choose one with data.label_field")
+    return own[0] if own else FOLDER_FIELD
+
+  def labels(self, field: str = "") -> tuple[np.ndarray, tuple[str, ...]]:
+    """Style ids of every clip, int32 [N], and the sorted vocabulary they index.
+
+    Files with an empty value for `field` are not excluded: they get the label "" (callers that
+    need every clip labelled can check `"" in vocab`).
+    """
+    field = self.label_field(field)
+    values = [e.labels.get(field, "") for e in self.files]
+    vocab = tuple(sorted(set(values)))
+    ids = {v: i for i, v in enumerate(vocab)}
+    per_file = np.array([ids[v] for v in values], np.int32)                  # [F]
+    return per_file[self._file_of_clip], vocab
+
+  def attributes(self) -> dict[str, np.ndarray]:
+    """Continuous attributes of every clip: name -> float32 [N]."""
+    return {name: np.array([e.attributes[name] for e in self.files], np.float32)[self._file_of_clip]
+            for name in self.attribute_names}
+
+  def gather(self, index: np.ndarray) -> np.ndarray:
+    """Clips at `index` (any shape [...]) as float32 [..., T, C] in [-1, 1]."""
+    index = np.asarray(index)
+    flat = index.reshape(-1)
+    shards, rows = self._shard[flat], self._row[flat]
+    maps = self._shards()
+    out = np.empty((flat.shape[0], self.slice_len, self.channels), np.float32)
+    for s in np.unique(shards):
+      sel = np.flatnonzero(shards == s)
+      # Sorted rows read the memory map front to back; the result goes back to batch order.
+      order = np.argsort(rows[sel], kind="stable")
+      out[sel[order]] = maps[s][rows[sel][order]]
+    if self.dtype == "int16":
+      out *= 1.0 / INT16_SCALE
+    return out.reshape(index.shape + out.shape[1:])
+
+
+def open_cache(path: str) -> PreparedCache:
+  """Opens a prepared cache for reading.
+
+  Raises:
+    DataError: `path` is not a cache, or its index cannot be read.
+  """
+  if not is_cache(path):
+    raise DataError(f"{path}: not a prepared cache (no {CACHE_FILE}); make one with "
+                    "`wavegan prepare DATA_DIR --out CACHE`")
+  return PreparedCache(path)
