@@ -1,4 +1,4 @@
-"""Data for WaveGAN: a built-in procedural corpus, audio decoding, clips and resumable batches.
+"""Data for WaveGAN: a built-in corpus, decoding, slicing, a prepared cache and a grain loader.
 
 Everything here is numpy; nothing imports jax.
 """
@@ -31,13 +31,25 @@ from data_pipelines.slicing import (
     window_offsets,
 )
 from data_pipelines.dataset import (
+    NORMALIZE_MODES,
     NORMALIZE_PEAK,
     BatchSource,
     ClipSet,
+    SliceOptions,
     load_clips,
+    process_file,
     reason_kind,
     skip_summary,
 )
+from data_pipelines.cache import (
+    FileEntry,
+    PreparedCache,
+    PrepareReport,
+    is_cache,
+    open_cache,
+    prepare,
+)
+from data_pipelines.loader import Loader, step_dataset
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -47,6 +59,12 @@ __all__ = [
     "CORPUS_VERSION",
     "ClipSet",
     "DataError",
+    "FileEntry",
+    "Loader",
+    "NORMALIZE_MODES",
+    "PrepareReport",
+    "PreparedCache",
+    "SliceOptions",
     "Manifest",
     "NORMALIZE_PEAK",
     "PAD_MODES",
@@ -57,14 +75,19 @@ __all__ = [
     "decode",
     "default_cache_root",
     "is_audio_path",
+    "is_cache",
     "load_clips",
     "loud_enough",
     "make_corpus",
+    "open_cache",
+    "prepare",
+    "process_file",
     "read_manifest",
     "reason_kind",
     "scan_folder",
     "skip_summary",
     "slice_windows",
+    "step_dataset",
     "synthesize",
     "trim_leading_silence",
     "window_offsets",

@@ -6,7 +6,8 @@ access by step and its position is simply the next step. The loader's grain iter
 into every checkpoint; restoring it resumes with exactly the batches an uninterrupted run would
 have seen.
 
-Only numpy and grain here: the trainer places batches on devices.
+Only numpy and grain here: the trainer places batches on devices. (grain imports jax, so it is
+imported only when a pipeline is built: decoding and preparing stay free of it.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import grain
 import numpy as np
 
 from data_pipelines.dataset import BatchSource
@@ -43,7 +43,7 @@ def _parse_absl_flags() -> None:
 
 
 def step_dataset(source: BatchSource, start_step: int = 0, *, workers: int = 0,
-                 prefetch: int = 2) -> grain.IterDataset:
+                 prefetch: int = 2) -> "grain.IterDataset":
   """The grain pipeline over the steps of `source`, from step `start_step` on.
 
   Args:
@@ -59,6 +59,8 @@ def step_dataset(source: BatchSource, start_step: int = 0, *, workers: int = 0,
   if workers < 0 or prefetch < 0 or start_step < 0:
     raise ValueError(f"start_step={start_step}, workers={workers}, prefetch={prefetch}: "
                      "must be >= 0")
+  import grain  # pylint: disable=g-import-not-at-top
+
   records = grain.MapDataset.source(_StepRecords(source))[start_step:]
   if workers == 0:
     return records.to_iter_dataset(

@@ -1,6 +1,7 @@
 """`wavegan` command line: a thin front over the library.
 
   wavegan make-corpus OUT_DIR [--per-class N] [--sample-rate SR] [--seed S]
+  wavegan prepare DATA_DIR --out CACHE [--sample-rate SR] [--slice-len L] [--mode first|hop] ...
   wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|paper] [--steps N] [--set k=v ...]
   wavegan generate --workdir RUN --n N [--style NAME] [--seed S] --out DIR [--overwrite]
 """
@@ -30,6 +31,31 @@ def cmd_make_corpus(args: argparse.Namespace) -> None:
                         seed=args.seed)
   counts = ", ".join(f"{k}: {v}" for k, v in summary["counts"].items())
   print(f"wrote {sum(summary['counts'].values())} clips to {args.out_dir} ({counts})")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+  from data_pipelines import prepare
+  from wavegan.inputs import slice_options
+
+  cfg = preset("paper")
+  data = {"sample_rate": args.sample_rate, "slice_mode": args.mode, "slice_hop": args.hop,
+          "pad_mode": args.pad, "silence_db": args.silence_db, "trim_db": args.trim_db,
+          "normalize": args.normalize, "loudness_lufs": args.loudness_lufs}
+  model = {"slice_len": args.slice_len, "channels": args.channels}
+  cfg = dataclasses.replace(
+      cfg, data=dataclasses.replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
+      model=dataclasses.replace(cfg.model, **{k: v for k, v in model.items() if v is not None}))
+  cfg.validate()
+  if not os.path.isdir(args.data_dir):
+    raise DataError(f"{args.data_dir}: no such folder")
+  report = prepare(args.data_dir, args.out, slice_options(cfg), dtype=args.dtype,
+                   manifest=args.manifest, workers=args.workers, force=args.force,
+                   progress=not args.no_progress, log=_err if args.verbose else None)
+  rate = report.seconds_decoded / max(report.wall_seconds, 1e-9)
+  print(f"{args.out}: {report.summary()}")
+  print(f"decoded {report.decoded} files ({report.seconds_decoded:.0f} s of audio) in "
+        f"{report.wall_seconds:.1f} s ({rate:.0f}x real time); reasons for every skip in "
+        f"{os.path.join(args.out, 'prepare_report.json')}")
 
 
 def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
@@ -100,9 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(func=cmd_make_corpus)
 
+  p = sub.add_parser("prepare", help="decode a folder of audio into a training cache (incremental)")
+  p.add_argument("data_dir", help="folder of audio, one sub-folder per style")
+  p.add_argument("--out", required=True, help="cache folder; an existing cache is brought up to date")
+  p.add_argument("--sample-rate", type=int, help="target rate in Hz (default 16000)")
+  p.add_argument("--slice-len", type=int, help="samples per window (16384, 32768 or 65536)")
+  p.add_argument("--channels", type=int, help="channels per window (default 1: mono mixdown)")
+  p.add_argument("--mode", choices=["first", "hop"], help="onset window only, or every --hop samples")
+  p.add_argument("--hop", type=int, help="samples between windows in hop mode (default: slice length)")
+  p.add_argument("--pad", choices=["zero", "reflect", "loop", "drop"],
+                 help="what to do with windows past a file's end (default zero)")
+  p.add_argument("--silence-db", type=float, help="leave out windows quieter than this RMS (dBFS)")
+  p.add_argument("--trim-db", type=float, help="trim leading samples quieter than this (dBFS)")
+  p.add_argument("--normalize", choices=["peak", "loudness", "none"], help="per-file gain (default peak)")
+  p.add_argument("--loudness-lufs", type=float, help="target for --normalize loudness (default -20)")
+  p.add_argument("--manifest", help="CSV/JSON file with label fields and attributes per file")
+  p.add_argument("--dtype", choices=["int16", "float32"], default="int16", help="storage of windows")
+  p.add_argument("--workers", type=int, help="decoder processes (default: one per CPU core)")
+  p.add_argument("--force", action="store_true", help="rebuild the cache from scratch")
+  p.add_argument("--verbose", action="store_true", help="print every skipped file and its reason")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.set_defaults(func=cmd_prepare)
+
   p = sub.add_parser("train", help="train a new run or resume one")
   p.add_argument("--workdir", required=True, help="run folder; an existing run resumes")
-  p.add_argument("--data", help="folder of audio, one sub-folder per style (default: built-in corpus)")
+  p.add_argument("--data", help="folder of audio (one sub-folder per style) or a prepared cache "
+                 "(default: the built-in corpus)")
   p.add_argument("--preset", choices=sorted(PRESETS), help="starting config (new runs: paper)")
   p.add_argument("--steps", type=int, help="total G updates to reach")
   p.add_argument("--set", action="append", metavar="KEY=VALUE",

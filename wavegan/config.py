@@ -50,27 +50,44 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Where audio comes from and how it is cut into training clips."""
+  """Where audio comes from, how it is cut into training clips, and how batches are read.
 
-  path: str = ""                # folder of audio, one sub-folder per style; "" = built-in corpus
+  A raw folder is prepared (decoded and sliced) into an on-disk cache on first use and brought
+  up to date on every start; a prepared cache is used as it is, with its own slicing options.
+  """
+
+  path: str = ""                # audio folder (one sub-folder per style) or prepared cache; "" = built-in
   sample_rate: int = 16000
   builtin_per_class: int = 64   # clips per style when the built-in corpus is generated
-  normalize: bool = True        # scale each file's clips to peak 0.95 (quiet one-shots starve G)
+  normalize: str = "peak"       # per file: "peak" (to 0.95), "loudness" (to loudness_lufs) or "none"
+  loudness_lufs: float = -20.0  # target integrated loudness (ITU-R BS.1770) for normalize=loudness
   slice_mode: str = "first"     # "first": each file's onset window; "hop": windows every slice_hop
   slice_hop: int = 0            # samples between windows in "hop" mode; 0 = model.slice_len
   pad_mode: str = "zero"        # windows past a file's end: "zero", "reflect", "loop" or "drop"
   silence_db: float = -120.0    # leave out windows whose RMS is below this (dBFS)
   trim_db: float = 0.0          # trim leading samples quieter than this (dBFS); 0 = off
   manifest: str = ""            # CSV/JSON mapping files to labels; "" = styles from folder names
-  label_field: str = ""         # the manifest field naming the style ("" = its only label field)
+  label_field: str = ""         # the label field naming the style ("" = the manifest's only one, or the folder)
+  store_dtype: str = "int16"    # how prepared windows are stored: "int16" or "float32"
+  prepare_workers: int = 0      # decoder processes when preparing; 0 = one per CPU core
+  balance: bool = False         # draw every style equally often (else every clip once per epoch)
+  loader_workers: int = 0       # grain worker processes reading batches ahead; 0 = threads
+  prefetch: int = 2             # steps read ahead
 
   def validate(self) -> None:
     if self.slice_mode not in ("first", "hop"):
       raise ConfigError(f"data.slice_mode={self.slice_mode!r}: must be 'first' or 'hop'")
     if self.pad_mode not in ("zero", "reflect", "loop", "drop"):
       raise ConfigError(f"data.pad_mode={self.pad_mode!r}: must be zero, reflect, loop or drop")
-    if self.slice_hop < 0 or self.sample_rate < 1:
-      raise ConfigError("data.slice_hop must be >= 0 and data.sample_rate >= 1")
+    if self.normalize not in ("peak", "loudness", "none"):
+      raise ConfigError(f"data.normalize={self.normalize!r}: must be peak, loudness or none")
+    if self.store_dtype not in ("int16", "float32"):
+      raise ConfigError(f"data.store_dtype={self.store_dtype!r}: must be int16 or float32")
+    for name in ("slice_hop", "prepare_workers", "loader_workers", "prefetch"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"data.{name}={getattr(self, name)}: must be >= 0")
+    if self.sample_rate < 1:
+      raise ConfigError(f"data.sample_rate={self.sample_rate}: must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +163,8 @@ class Config:
       unknown = set(sub) - known
       if unknown:
         raise ConfigError(f"unknown {f.name} keys {sorted(unknown)}; valid: {sorted(known)}")
+      if f.name == "data" and isinstance(sub.get("normalize"), bool):  # runs from before "loudness"
+        sub["normalize"] = "peak" if sub["normalize"] else "none"
       parts[f.name] = sub_cls(**sub)
     return cls(**parts)
 

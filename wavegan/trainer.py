@@ -24,8 +24,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
-from data_pipelines import BatchSource, ClipSet, builtin_corpus, load_clips, skip_summary
-from wavegan import previews
+from data_pipelines import Loader
+from wavegan import inputs, previews
 from wavegan import train_step as ts
 from wavegan.config import Config, ConfigError
 
@@ -33,7 +33,8 @@ CHECKPOINT_DIR = "checkpoints"
 # Resuming may change how long and how often, never what is trained.
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.preview_every", "data.path",
-                     "data.manifest"}
+                     "data.manifest", "data.prepare_workers", "data.loader_workers",
+                     "data.prefetch", "data.store_dtype"}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
 MAX_STEPS_IN_FLIGHT = 8
@@ -76,27 +77,15 @@ def config_diff(a: Config, b: Config) -> list[str]:
   return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
 
 
-def load_corpus(cfg: Config, progress: bool = False) -> ClipSet:
-  """The run's clips: the user's folder, or the built-in corpus through the same WAV path."""
-  path = cfg.data.path or builtin_corpus(per_class=cfg.data.builtin_per_class,
-                                         sample_rate=cfg.data.sample_rate)
-  d = cfg.data
-  return load_clips(path, sample_rate=d.sample_rate, slice_len=cfg.model.slice_len,
-                    channels=cfg.model.channels, normalize=d.normalize, progress=progress,
-                    mode=d.slice_mode, hop=d.slice_hop or None, pad_mode=d.pad_mode,
-                    silence_db=d.silence_db, trim_db=d.trim_db or None,
-                    manifest=d.manifest or None, label_field=d.label_field)
-
-
 def with_styles(cfg: Config, styles: tuple[str, ...]) -> Config:
   """Sets model.num_styles from the corpus: conditional only with two or more styles."""
   n = len(styles) if len(styles) > 1 else 0
   return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_styles=n))
 
 
-def resolve_run(requested: Config, workdir: str, preset: str, clips: ClipSet) -> RunInfo:
+def resolve_run(requested: Config, workdir: str, preset: str, styles: tuple[str, ...]) -> RunInfo:
   """Combines the requested config with the run already in `workdir`, if any."""
-  fresh = RunInfo(with_styles(requested, clips.styles).validate(), clips.styles, preset)
+  fresh = RunInfo(with_styles(requested, styles).validate(), styles, preset)
   saved = saved_run(workdir)
   if saved is None:
     return fresh
@@ -104,9 +93,9 @@ def resolve_run(requested: Config, workdir: str, preset: str, clips: ClipSet) ->
   if changed:
     raise ConfigError(f"{workdir} holds a run with a different config ({', '.join(changed)}); "
                       "resume it unchanged or use a new --workdir")
-  if saved.styles != clips.styles:
+  if saved.styles != styles:
     raise ConfigError(f"{workdir} was trained on styles {list(saved.styles)} but the data has "
-                      f"{list(clips.styles)}; use the same data or a new --workdir")
+                      f"{list(styles)}; use the same data or a new --workdir")
   return RunInfo(fresh.config, saved.styles, saved.preset or preset)
 
 
@@ -166,11 +155,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   Returns:
     The run's description and its final state (host-side copies are not made).
   """
-  clips = load_corpus(requested, progress=progress)
-  for path, reason in clips.skipped:
-    log(f"skipped {path}: {reason}")
-  log(skip_summary(clips))
-  run = resolve_run(requested, workdir, preset, clips)
+  requested, data = inputs.load_data(requested, progress=progress, log=log)
+  run = resolve_run(requested, workdir, preset, data.styles)
   cfg = run.config
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -187,20 +173,25 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
 
   ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
   start = ckpt.latest_step() or 0
+  loader_state = None
   if start:
-    tree, _ = ckpt.restore(abstract_state(cfg, replicated), start)
+    tree, saved_md = ckpt.restore(abstract_state(cfg, replicated), start)
     state = _from_tree(tree)
+    loader_state = saved_md.get("loader")
     log(f"resuming {workdir} at step {start}")
 
-  source = BatchSource(clips, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-                       group=cfg.optim.n_critic)
+  # Each JAX process reads its own rows of every global batch.
+  source = data.batch_source(cfg, num_shards=jax.process_count(), shard_index=jax.process_index())
+  loader = Loader(source, start_step=start, state=loader_state, workers=cfg.data.loader_workers,
+                  prefetch=cfg.data.prefetch)
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   total = cfg.train.steps
 
   def save(step: int) -> None:
-    ckpt.save(step, _to_tree(state), run.metadata())
+    ckpt.save(step, _to_tree(state), {**run.metadata(), "loader": loader.state(),
+                                      "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()}})
 
   def preview(step: int) -> None:
     audio = np.asarray(preview_fn(state.ema_params, z_prev, y_prev))
@@ -218,9 +209,10 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   try:
     with _StopFlag() as stop:
       while step < total and not stop.requested:
-        real, labels = source.get(step)                      # [n_critic, B, T, C], [n_critic, B]
-        real = jax.device_put(real, batch_sharding)
-        labels = jax.device_put(labels, batch_sharding)
+        real, labels = next(loader)                          # [n_critic, b, T, C], [n_critic, b]
+        # This process's rows b of the global batch B, laid out over the mesh's data axis.
+        real = jax.make_array_from_process_local_data(batch_sharding, real)
+        labels = jax.make_array_from_process_local_data(batch_sharding, labels)
         state, pending = step_fn(state, real, labels)
         step += 1
         if step % cfg.train.log_every == 0 or step == total:
@@ -244,6 +236,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   finally:
     bar.close()
     ckpt.close()
+    loader.close()
   return run, state
 
 

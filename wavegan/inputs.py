@@ -1,0 +1,137 @@
+"""A run's training data: its folder (or the built-in corpus) prepared into a cache, labelled.
+
+`--data` may name a folder of audio or a prepared cache. A folder is prepared into
+`$WAVEGAN_CACHE/prepared/<name>-<hash>`, keyed by the folder and the slicing options, and brought
+up to date (new and changed files only) each time a run starts; a cache is used as it is, and the
+run adopts the slicing options it was made with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Callable
+
+import numpy as np
+
+from data_pipelines import (BatchSource, DataError, PreparedCache, SliceOptions, builtin_corpus,
+                            default_cache_root, is_cache, open_cache, prepare)
+from wavegan.config import Config, ConfigError
+
+PREPARED_DIR = "prepared"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+  """The clips a run trains on.
+
+  Attributes:
+    cache: the prepared clips.
+    labels: style id of every clip in the cache, int32 [N]; -1 for clips without one.
+    styles: style names, sorted; `styles[id]`.
+    summary: one line on what was used and skipped.
+  """
+
+  cache: PreparedCache
+  labels: np.ndarray
+  styles: tuple[str, ...]
+  summary: str
+
+  @property
+  def usable(self) -> np.ndarray:
+    """Indices of the clips that have a style, int64 [M]."""
+    return np.flatnonzero(self.labels >= 0)
+
+  def batch_source(self, cfg: Config, *, num_shards: int = 1, shard_index: int = 0) -> BatchSource:
+    """The run's deterministic batches (n_critic per step) over the usable clips."""
+    return BatchSource(self.cache, self.labels.clip(min=0), batch_size=cfg.train.batch_size,
+                       seed=cfg.train.seed, group=cfg.optim.n_critic, balance=cfg.data.balance,
+                       subset=self.usable, num_shards=num_shards, shard_index=shard_index)
+
+
+def slice_options(cfg: Config) -> SliceOptions:
+  """The cache-defining options a config asks for."""
+  d = cfg.data
+  return SliceOptions(sample_rate=d.sample_rate, slice_len=cfg.model.slice_len,
+                      channels=cfg.model.channels, mode=d.slice_mode, hop=d.slice_hop,
+                      pad_mode=d.pad_mode, silence_db=d.silence_db, trim_db=d.trim_db or None,
+                      normalize=d.normalize, loudness_lufs=d.loudness_lufs)
+
+
+def adopt_cache_options(cfg: Config, cache: PreparedCache) -> Config:
+  """`cfg` with the data options `cache` was prepared with; its window shape must fit the model.
+
+  Raises:
+    ConfigError: the cache's window length or channel count differs from the model's.
+  """
+  o = cache.options
+  m = cfg.model
+  if (o.slice_len, o.channels) != (m.slice_len, m.channels):
+    raise ConfigError(
+        f"{cache.path} holds {o.slice_len}-sample windows with {o.channels} channel(s) but the "
+        f"model wants model.slice_len={m.slice_len}, model.channels={m.channels}; pass "
+        f"--set model.slice_len={o.slice_len} --set model.channels={o.channels}, or prepare again")
+  data = dataclasses.replace(
+      cfg.data, sample_rate=o.sample_rate, slice_mode=o.mode, slice_hop=o.hop,
+      pad_mode=o.pad_mode, silence_db=-120.0 if o.silence_db is None else o.silence_db,
+      trim_db=o.trim_db or 0.0, normalize=o.normalize, loudness_lufs=o.loudness_lufs,
+      store_dtype=cache.dtype)
+  return dataclasses.replace(cfg, data=data)
+
+
+def prepared_path(folder: str, opts: SliceOptions, dtype: str, manifest: str) -> str:
+  """Where a folder's prepared cache lives: one per (folder, options, manifest)."""
+  real = os.path.realpath(folder)
+  key = json.dumps([real, dataclasses.asdict(opts), dtype, os.path.realpath(manifest) if manifest else ""],
+                   sort_keys=True)
+  digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+  return os.path.join(default_cache_root(), PREPARED_DIR, f"{os.path.basename(real)}-{digest}")
+
+
+def load_data(cfg: Config, *, progress: bool = False,
+              log: Callable[[str], None] = print) -> tuple[Config, TrainData]:
+  """Prepares (or opens) the run's data and labels every clip.
+
+  Args:
+    cfg: the requested config; `data.path` is a folder, a cache, or "" for the built-in corpus.
+    progress: show progress bars.
+    log: where skipped files and the summary line go.
+
+  Returns:
+    The config with the data options actually used, and the data.
+
+  Raises:
+    DataError: no usable audio, or an unknown label field.
+    ConfigError: a cache whose windows do not fit the model.
+  """
+  d = cfg.data
+  if d.path and is_cache(d.path):
+    cache = open_cache(d.path)
+    cfg = adopt_cache_options(cfg, cache)
+    summary = f"{len(cache.files)} files used ({len(cache)} clips), {len(cache.skipped)} skipped"
+    log(f"using prepared cache {d.path}")
+  else:
+    folder = d.path or builtin_corpus(per_class=d.builtin_per_class, sample_rate=d.sample_rate)
+    opts = slice_options(cfg)
+    out = prepared_path(folder, opts, d.store_dtype, d.manifest)
+    report = prepare(folder, out, opts, dtype=d.store_dtype, manifest=d.manifest or None,
+                     workers=d.prepare_workers or None, progress=progress, log=log)
+    if report.decoded:
+      log(f"prepared {report.decoded} files ({report.seconds_decoded:.0f} s of audio) in "
+          f"{report.wall_seconds:.1f} s into {out}")
+    cache = open_cache(out)
+    summary = report.summary()
+  ids, vocab = cache.labels(d.label_field)
+  if "" in vocab:  # files the chosen label field leaves blank
+    missing = int(np.sum(ids == vocab.index("")))
+    log(f"{missing} clips have no {cache.label_field(d.label_field)!r} label and are left out")
+    keep = [v for v in vocab if v]
+    remap = np.array([keep.index(v) if v else -1 for v in vocab], np.int32)
+    ids, vocab = remap[ids], tuple(keep)
+  if not vocab:
+    raise DataError(f"{cache.path}: no clip has a {cache.label_field(d.label_field)!r} label")
+  log(summary)
+  return cfg, TrainData(cache, ids, vocab, summary)
+
