@@ -39,6 +39,7 @@ FOLDER_FIELD = "folder"  # the label field every cache has: the file's first-lev
 STORE_DTYPES = ("int16", "float32")
 SHARD_BYTES = 256 << 20  # a new shard file every ~256 MB of windows
 INT16_SCALE = 32767.0
+MIN_POOL_JOBS = 32  # fewer files decode faster in-process than worker processes start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,7 @@ def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, n
 def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
               ) -> Iterable[tuple[str, np.ndarray | None, np.ndarray | None, float]]:
   """Results of `_work` for each job, in job order; in worker processes when `workers` > 1."""
-  if workers <= 1 or len(jobs) < 2:
+  if workers <= 1 or len(jobs) < MIN_POOL_JOBS:
     yield from map(_work, jobs)
     return
   # "spawn": the caller may be a process with JAX's threads running, which fork would copy.

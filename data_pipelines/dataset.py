@@ -18,6 +18,7 @@ import numpy as np
 
 from data_pipelines.audio_io import (
     AUDIO_EXTENSIONS,
+    MAX_SECONDS,
     AudioDecodeError,
     DataError,
     decode,
@@ -123,6 +124,7 @@ class SliceOptions:
     normalize: "peak" (each file's windows to peak 0.95), "loudness" (each file to
       `loudness_lufs` by ITU-R BS.1770, peak limited to 0.99) or "none".
     loudness_lufs: integrated loudness target for `normalize="loudness"`.
+    max_seconds: longer files are refused before they are read (one would fill memory).
   """
 
   sample_rate: int = 16000
@@ -135,6 +137,7 @@ class SliceOptions:
   trim_db: float | None = None
   normalize: str = "peak"
   loudness_lufs: float = -20.0
+  max_seconds: float = MAX_SECONDS
 
   def validate(self) -> SliceOptions:
     """Checks every option; returns self.
@@ -185,7 +188,7 @@ def process_file(path: str, opts: SliceOptions) -> tuple[np.ndarray, np.ndarray,
   Raises:
     AudioDecodeError: the file cannot be decoded or yields no usable window; `reason` says why.
   """
-  x = decode(path, opts.sample_rate, opts.channels)                     # [T, C]
+  x = decode(path, opts.sample_rate, opts.channels, max_seconds=opts.max_seconds)  # [T, C]
   length = x.shape[0]
   if opts.trim_db is not None:
     x = trim_leading_silence(x, opts.trim_db)

@@ -146,3 +146,37 @@ def test_ctrl_c_saves_and_kill_9_resumes(tmp_path):
   assert f"resuming {run} at step {saved[0]}" in res.stderr
   # Metrics of the lost steps were dropped and logged again: each step appears once.
   assert metrics_steps(run) == list(range(1, saved[0] + 2))
+
+
+def test_prepare_then_train_from_cache_and_resume_equals_one_run(tmp_path, capsys):
+  """A raw folder and its prepared cache train identically; a resumed run sees the same batches."""
+  corpus = tmp_path / "corpus"
+  assert run_cli("make-corpus", corpus, "--per-class", 3) == 0
+  (corpus / "kick" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+  capsys.readouterr()
+  assert run_cli("prepare", corpus, "--out", tmp_path / "cache", "--no-progress") == 0
+  out = capsys.readouterr().out
+  assert "18 files used (18 clips), 1 skipped: 1 unreadable" in out
+  report = json.loads((tmp_path / "cache" / "prepare_report.json").read_text())
+  assert [os.path.basename(s["path"]) for s in report["skipped"]] == ["broken.wav"]
+
+  common = ["--preset", "tiny", "--no-progress", "--set", "train.checkpoint_every=2"]
+  # One uninterrupted run from the raw folder (prepared on first use) ...
+  assert run_cli("train", "--workdir", tmp_path / "one", "--data", corpus, "--steps", 4, *common) == 0
+  # ... and one from the cache, stopped at step 2 and resumed.
+  assert run_cli("train", "--workdir", tmp_path / "two", "--data", tmp_path / "cache", "--steps", 2,
+                 *common) == 0
+  capsys.readouterr()
+  assert run_cli("train", "--workdir", tmp_path / "two", "--data", tmp_path / "cache", "--steps", 4,
+                 "--no-progress") == 0
+  assert "data loader state restored from the checkpoint" in capsys.readouterr().err
+  for run in ("one", "two"):
+    assert run_cli("generate", "--workdir", tmp_path / run, "--n", 3, "--seed", 5,
+                   "--out", tmp_path / f"{run}_clips") == 0
+  names = sorted(os.listdir(tmp_path / "one_clips"))
+  assert len(names) == 3
+  for name in names:
+    assert (tmp_path / "one_clips" / name).read_bytes() == (tmp_path / "two_clips" / name).read_bytes()
+  losses = [[json.loads(l)["d/loss"] for l in open(tmp_path / run / "metrics.jsonl")]
+            for run in ("one", "two")]
+  assert losses[0] == losses[1]

@@ -40,7 +40,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
   cfg = preset("paper")
   data = {"sample_rate": args.sample_rate, "slice_mode": args.mode, "slice_hop": args.hop,
           "pad_mode": args.pad, "silence_db": args.silence_db, "trim_db": args.trim_db,
-          "normalize": args.normalize, "loudness_lufs": args.loudness_lufs}
+          "normalize": args.normalize, "loudness_lufs": args.loudness_lufs,
+          "max_seconds": args.max_seconds}
   model = {"slice_len": args.slice_len, "channels": args.channels}
   cfg = dataclasses.replace(
       cfg, data=dataclasses.replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--trim-db", type=float, help="trim leading samples quieter than this (dBFS)")
   p.add_argument("--normalize", choices=["peak", "loudness", "none"], help="per-file gain (default peak)")
   p.add_argument("--loudness-lufs", type=float, help="target for --normalize loudness (default -20)")
+  p.add_argument("--max-seconds", type=float, help="skip longer files unread (default 3600)")
   p.add_argument("--manifest", help="CSV/JSON file with label fields and attributes per file")
   p.add_argument("--dtype", choices=["int16", "float32"], default="int16", help="storage of windows")
   p.add_argument("--workers", type=int, help="decoder processes (default: one per CPU core)")

@@ -68,6 +68,7 @@ class DataConfig:
   trim_db: float = 0.0          # trim leading samples quieter than this (dBFS); 0 = off
   manifest: str = ""            # CSV/JSON mapping files to labels; "" = styles from folder names
   label_field: str = ""         # the label field naming the style ("" = the manifest's only one, or the folder)
+  max_seconds: float = 3600.0   # longer files are skipped unread (a 10 h WAV would fill memory)
   store_dtype: str = "int16"    # how prepared windows are stored: "int16" or "float32"
   prepare_workers: int = 0      # decoder processes when preparing; 0 = one per CPU core
   balance: bool = False         # draw every style equally often (else every clip once per epoch)

@@ -57,7 +57,8 @@ def slice_options(cfg: Config) -> SliceOptions:
   return SliceOptions(sample_rate=d.sample_rate, slice_len=cfg.model.slice_len,
                       channels=cfg.model.channels, mode=d.slice_mode, hop=d.slice_hop,
                       pad_mode=d.pad_mode, silence_db=d.silence_db, trim_db=d.trim_db or None,
-                      normalize=d.normalize, loudness_lufs=d.loudness_lufs)
+                      normalize=d.normalize, loudness_lufs=d.loudness_lufs,
+                      max_seconds=d.max_seconds)
 
 
 def adopt_cache_options(cfg: Config, cache: PreparedCache) -> Config:
@@ -77,7 +78,7 @@ def adopt_cache_options(cfg: Config, cache: PreparedCache) -> Config:
       cfg.data, sample_rate=o.sample_rate, slice_mode=o.mode, slice_hop=o.hop,
       pad_mode=o.pad_mode, silence_db=-120.0 if o.silence_db is None else o.silence_db,
       trim_db=o.trim_db or 0.0, normalize=o.normalize, loudness_lufs=o.loudness_lufs,
-      store_dtype=cache.dtype)
+      max_seconds=o.max_seconds, store_dtype=cache.dtype)
   return dataclasses.replace(cfg, data=data)
 
 

@@ -184,6 +184,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   source = data.batch_source(cfg, num_shards=jax.process_count(), shard_index=jax.process_index())
   loader = Loader(source, start_step=start, state=loader_state, workers=cfg.data.loader_workers,
                   prefetch=cfg.data.prefetch)
+  if start:
+    log("data loader state restored from the checkpoint" if loader.restored else
+        f"data loader restarted at step {start} (no matching saved state)")
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
