@@ -161,8 +161,11 @@ def _loudness_gain(x: np.ndarray, sample_rate: int, target_lufs: float) -> float
   """Gain that brings x [T, C] to `target_lufs` integrated loudness (1.0 for silence)."""
   import pyloudnorm  # pylint: disable=g-import-not-at-top  (scipy import: only when used)
 
-  # BS.1770 gates 400 ms blocks; one-shots can be shorter, so the block shrinks to fit.
-  block = min(0.4, x.shape[0] / sample_rate)
+  if x.shape[1] > 5:  # BS.1770 weights at most 5 channels: measure the mixdown instead
+    x = x.mean(axis=1, keepdims=True)
+  # BS.1770 gates 400 ms blocks; one-shots can be shorter, so the block shrinks to fit (a hair
+  # under the clip's length: pyloudnorm compares in floating point and refuses a tie).
+  block = min(0.4, x.shape[0] / sample_rate * (1 - 1e-9))
   with np.errstate(divide="ignore"):
     lufs = pyloudnorm.Meter(sample_rate, block_size=block).integrated_loudness(x.astype(np.float64))
   if not np.isfinite(lufs):
