@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from data_pipelines.audio_io import AUDIO_EXTENSIONS, AudioDecodeError, DataError, scan_folder
-from data_pipelines.dataset import SliceOptions, _progress, process_file, reason_kind
+from data_pipelines.dataset import SliceOptions, _progress, process_file, reason_kind, summarize
 from data_pipelines.manifest import Manifest, read_manifest
 
 CACHE_VERSION = 1
@@ -99,14 +99,7 @@ class PrepareReport:
 
   def summary(self) -> str:
     """'2031 files used (2031 clips), 5 skipped: 3 unreadable, 2 too short'."""
-    line = f"{self.files_used} files used ({self.clips} clips), {len(self.skipped)} skipped"
-    if not self.skipped:
-      return line
-    counts: dict[str, int] = {}
-    for _, reason in self.skipped:
-      counts[reason_kind(reason)] = counts.get(reason_kind(reason), 0) + 1
-    kinds = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return line + ": " + ", ".join(f"{n} {k}" for k, n in kinds)
+    return summarize(self.files_used, self.clips, self.skipped)
 
 
 def is_cache(path: str) -> bool:

@@ -81,17 +81,22 @@ def reason_kind(reason: str) -> str:
   return "other"
 
 
-def skip_summary(clips: ClipSet) -> str:
-  """One line on what was used and skipped: '2031 files used, 5 skipped: 3 unreadable, 2 too short'."""
-  used = len(set(clips.sources)) if clips.sources else len(clips)
-  line = f"{used} files used ({len(clips)} clips), {len(clips.skipped)} skipped"
-  if not clips.skipped:
+def summarize(files_used: int, clips: int, skipped: tuple[tuple[str, str], ...]) -> str:
+  """One line on what was used and skipped: '2031 files used (2031 clips), 5 skipped: 3 unreadable, 2 too short'."""
+  line = f"{files_used} files used ({clips} clips), {len(skipped)} skipped"
+  if not skipped:
     return line
   counts: dict[str, int] = {}
-  for _, reason in clips.skipped:
+  for _, reason in skipped:
     kind = reason_kind(reason)
     counts[kind] = counts.get(kind, 0) + 1
   return line + ": " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def skip_summary(clips: ClipSet) -> str:
+  """`summarize` for clips loaded into memory."""
+  used = len(set(clips.sources)) if clips.sources else len(clips)
+  return summarize(used, len(clips), clips.skipped)
 
 
 def _progress(items, enabled: bool, desc: str, total: int | None = None):

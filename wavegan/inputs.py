@@ -18,6 +18,7 @@ import numpy as np
 
 from data_pipelines import (BatchSource, DataError, PreparedCache, SliceOptions, builtin_corpus,
                             default_cache_root, is_cache, open_cache, prepare)
+from data_pipelines.dataset import summarize
 from wavegan.config import Config, ConfigError
 
 PREPARED_DIR = "prepared"
@@ -111,8 +112,10 @@ def load_data(cfg: Config, *, progress: bool = False,
   if d.path and is_cache(d.path):
     cache = open_cache(d.path)
     cfg = adopt_cache_options(cfg, cache)
-    summary = f"{len(cache.files)} files used ({len(cache)} clips), {len(cache.skipped)} skipped"
+    summary = summarize(len(cache.files), len(cache), cache.skipped)
     log(f"using prepared cache {d.path}")
+    if d.manifest:
+      log("data.manifest is not read: the cache carries the labels it was prepared with")
   else:
     folder = d.path or builtin_corpus(per_class=d.builtin_per_class, sample_rate=d.sample_rate)
     opts = slice_options(cfg)
