@@ -162,7 +162,7 @@ class SliceOptions:
     return self.hop or self.slice_len
 
 
-def _loudness_gain(x: np.ndarray, sample_rate: int, target_lufs: float) -> float:
+def loudness_gain(x: np.ndarray, sample_rate: int, target_lufs: float) -> float:
   """Gain that brings x [T, C] to `target_lufs` integrated loudness (1.0 for silence)."""
   import pyloudnorm  # pylint: disable=g-import-not-at-top  (scipy import: only when used)
 
@@ -219,7 +219,7 @@ def process_file(path: str, opts: SliceOptions) -> tuple[np.ndarray, np.ndarray,
   if opts.normalize == "peak":
     windows *= NORMALIZE_PEAK / peak
   elif opts.normalize == "loudness":
-    gain = _loudness_gain(x, opts.sample_rate, opts.loudness_lufs)
+    gain = loudness_gain(x, opts.sample_rate, opts.loudness_lufs)
     windows *= min(gain, LOUDNESS_PEAK_LIMIT / peak)
   return windows, starts, length
 

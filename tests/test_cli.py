@@ -37,7 +37,7 @@ def test_train_generate_resume_on_builtin_corpus(tmp_path, capsys):
 
   assert run_cli("generate", "--workdir", run, "--n", 2, "--style", "snare", "--seed", 3,
                  "--out", tmp_path / "a") == 0
-  files = sorted(os.listdir(tmp_path / "a"))
+  files = sorted(f for f in os.listdir(tmp_path / "a") if f.endswith(".wav"))
   assert files == ["snare_s3_0000.wav", "snare_s3_0001.wav"]
   audio, sr = sf.read(tmp_path / "a" / files[0], dtype="float32")
   assert sr == 16000 and audio.shape == (16384,)
@@ -74,7 +74,8 @@ def test_one_style_folder_trains_unconditionally(tmp_path):
   cfg = json.loads((run / "config.json").read_text())
   assert cfg["model"]["num_styles"] == 0
   assert run_cli("generate", "--workdir", run, "--n", 2, "--out", tmp_path / "out") == 0
-  assert sorted(os.listdir(tmp_path / "out")) == ["kick_s0_0000.wav", "kick_s0_0001.wav"]
+  assert sorted(f for f in os.listdir(tmp_path / "out") if f.endswith(".wav")) == [
+      "kick_s0_0000.wav", "kick_s0_0001.wav"]
 
 
 @pytest.mark.parametrize("case", ["unknown_style", "missing_workdir", "empty_data", "bad_set",
@@ -173,7 +174,7 @@ def test_prepare_then_train_from_cache_and_resume_equals_one_run(tmp_path, capsy
   for run in ("one", "two"):
     assert run_cli("generate", "--workdir", tmp_path / run, "--n", 3, "--seed", 5,
                    "--out", tmp_path / f"{run}_clips") == 0
-  names = sorted(os.listdir(tmp_path / "one_clips"))
+  names = sorted(f for f in os.listdir(tmp_path / "one_clips") if f.endswith(".wav"))
   assert len(names) == 3
   for name in names:
     assert (tmp_path / "one_clips" / name).read_bytes() == (tmp_path / "two_clips" / name).read_bytes()

@@ -4,6 +4,8 @@
   wavegan prepare DATA_DIR --out CACHE [--sample-rate SR] [--slice-len L] [--mode first|hop] ...
   wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|paper] [--steps N] [--set k=v ...]
   wavegan generate --workdir RUN --n N [--style NAME] [--seed S] --out DIR [--overwrite]
+  wavegan export --workdir RUN --out MODEL [--overwrite]
+  wavegan render JOBS.toml (--model MODEL | --workdir RUN) [--out DIR] [--overwrite]
 """
 
 from __future__ import annotations
@@ -95,24 +97,53 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-  from wavegan.previews import write_wavs
+  from wavegan.render import RenderJob, render
   from wavegan.synthesis import Synthesizer
 
   if args.n < 1:
     raise ConfigError(f"--n {args.n}: must be >= 1")
   synth = Synthesizer.load(args.workdir)
-  ids = synth.style_ids(args.style, args.n)
-  names = [f"{synth.styles[i] if synth.styles else 'clip'}_s{args.seed}_{k:04d}"
-           for k, i in enumerate(ids)]
-  if not args.overwrite:
-    existing = [n for n in names if os.path.exists(os.path.join(args.out, f"{n}.wav"))]
-    if existing:
-      raise ConfigError(f"{os.path.join(args.out, existing[0])}.wav exists "
-                        f"({len(existing)} of {len(names)} clips would be overwritten); "
-                        "pass --overwrite or choose another --out")
-  audio = synth.generate(args.n, style=args.style, seed=args.seed)
-  paths = write_wavs(audio, names, args.out, synth.sample_rate)
-  print(f"wrote {len(paths)} clips to {args.out}")
+  job = RenderJob(name=f"generate-s{args.seed}-{args.style or 'all'}", count=args.n,
+                  seed=args.seed, style=args.style, filename="{style}_s{seed}_{index:04d}")
+
+  def refuse_existing(plans) -> None:
+    files = [f for p in plans for f in p.files]
+    existing = [f for f in files if os.path.exists(os.path.join(args.out, f))]
+    if existing and not args.overwrite:
+      raise ConfigError(f"{os.path.join(args.out, existing[0])} exists ({len(existing)} of "
+                        f"{len(files)} clips would be overwritten); pass --overwrite or choose "
+                        "another --out")
+
+  report = render(synth, [job], args.out, overwrite=args.overwrite, on_plan=refuse_existing)
+  print(f"wrote {report.written} clips to {args.out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+  from wavegan.synthesis import Synthesizer
+
+  if os.path.exists(args.out) and not args.overwrite:
+    raise ConfigError(f"{args.out} exists; pass --overwrite or choose another --out")
+  if not os.path.isdir(args.workdir):
+    raise ConfigError(f"{args.workdir}: no such run folder")
+  synth = Synthesizer.from_workdir(args.workdir)
+  synth.export(args.out)
+  size = os.path.getsize(args.out) / 2**20
+  styles = ", ".join(synth.styles) or "(unconditional)"
+  print(f"wrote {args.out} ({size:.1f} MB; step {synth.info.get('step')}; styles {styles})")
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+  from wavegan.render import read_jobs, render
+  from wavegan.synthesis import Synthesizer
+
+  jobs = read_jobs(args.jobs)  # every job is checked before the model is even loaded
+  if (args.model is None) == (args.workdir is None):
+    raise ConfigError("pass exactly one of --model MODEL_FILE and --workdir RUN")
+  synth = Synthesizer.load(args.model or args.workdir, batch_size=args.batch_size)
+  out = args.out or os.path.splitext(args.jobs)[0] + "_render"
+  report = render(synth, jobs, out, overwrite=args.overwrite, progress=not args.no_progress)
+  print(f"{out}: wrote {report.written} clips, skipped {report.skipped} that existed "
+        f"({report.seconds:.1f} s); manifest in {os.path.join(out, 'manifest.csv')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True)
   p.add_argument("--overwrite", action="store_true", help="replace existing files")
   p.set_defaults(func=cmd_generate)
+
+  p = sub.add_parser("export", help="write a run's generator as one self-contained model file")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--out", required=True, help="model file, e.g. drums.wgan")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+  p.set_defaults(func=cmd_export)
+
+  p = sub.add_parser("render", help="render the jobs of a TOML file (resumable)")
+  p.add_argument("jobs", help="TOML job file with [[job]] tables")
+  p.add_argument("--model", help="exported model file")
+  p.add_argument("--workdir", help="training run folder (its latest checkpoint)")
+  p.add_argument("--out", help="output folder (default: JOBS_render next to the job file)")
+  p.add_argument("--overwrite", action="store_true", help="replace existing files (default: skip)")
+  p.add_argument("--batch-size", type=int, default=64, help="clips per generator call")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.set_defaults(func=cmd_render)
   return parser
 
 

@@ -1,87 +1,222 @@
-"""Synthesis from a trained run: latents -> audio with the EMA generator, reproducibly.
+"""Synthesis from a trained run or an exported model: latents (+ style) -> audio, reproducibly.
 
 Latent i of seed s is `uniform(fold_in(key(s), i))`, so clip i is the same whatever `n` or batch
-size a caller asks for, and the same seed and style always give the same audio.
+size a caller asks for, and the same seed and style always give the same audio. A style is a
+name, a mix of names with weights (`{"kick": 0.7, "tom": 0.3}`, the weighted sum of their
+embeddings), per-clip ids or weights, or None (every style in turn).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterator, Mapping, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from checkpoints import Checkpointer, CheckpointNotFoundError
-from wavegan import train_step as ts
-from wavegan.config import Config, ConfigError
-from wavegan.models import Generator
-from wavegan.trainer import RunInfo, abstract_state, checkpoint_dir
+from wavegan import export
+from wavegan.config import ConfigError, ModelConfig
+
+Style = Union[None, str, Mapping[str, float], np.ndarray]
 
 
-def latents(seed: int, n: int, latent_dim: int, start: int = 0) -> jax.Array:
-  """Latents [n, latent_dim] for indices start .. start + n - 1 of `seed`."""
+def latents(seed: int, n: int, latent_dim: int, start: int = 0) -> np.ndarray:
+  """Latents float32 [n, latent_dim] for indices start .. start + n - 1 of `seed`."""
+  from wavegan.train_step import sample_latents  # pylint: disable=g-import-not-at-top
+
   base = jax.random.key(seed)
   keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + n))
-  return jax.vmap(lambda k: ts.sample_latents(k, 1, latent_dim)[0])(keys)
+  return np.asarray(jax.vmap(lambda k: sample_latents(k, 1, latent_dim)[0])(keys))
+
+
+def interpolation_path(points: np.ndarray, steps: int, method: str = "linear") -> np.ndarray:
+  """`steps` latents evenly spaced along the path through `points` [P, latent] (P >= 2).
+
+  Args:
+    points: latents to pass through, in order.
+    steps: latents to return (>= 2 includes both ends; 1 returns the first point).
+    method: "linear", or "slerp" (great-circle, keeps the norm of Gaussian-like latents).
+
+  Returns:
+    float32 [steps, latent].
+  """
+  points = np.asarray(points, np.float64)
+  if points.ndim != 2 or points.shape[0] < 2:
+    raise ConfigError(f"an interpolation needs at least 2 latents; got shape {points.shape}")
+  if method not in ("linear", "slerp"):
+    raise ConfigError(f"interpolation method {method!r}: must be 'linear' or 'slerp'")
+  pos = np.linspace(0.0, points.shape[0] - 1, steps)                      # [steps]
+  seg = np.minimum(pos.astype(int), points.shape[0] - 2)
+  t = (pos - seg)[:, None]                                                # [steps, 1]
+  a, b = points[seg], points[seg + 1]                                     # [steps, latent]
+  if method == "linear":
+    return (a + t * (b - a)).astype(np.float32)
+  na, nb = np.linalg.norm(a, axis=1, keepdims=True), np.linalg.norm(b, axis=1, keepdims=True)
+  cos = np.clip(np.sum(a * b, axis=1, keepdims=True) / np.maximum(na * nb, 1e-12), -1.0, 1.0)
+  omega = np.arccos(cos)
+  so = np.sin(omega)
+  safe = so > 1e-6  # nearly parallel: linear is the limit
+  wa = np.where(safe, np.sin((1 - t) * omega) / np.where(safe, so, 1), 1 - t)
+  wb = np.where(safe, np.sin(t * omega) / np.where(safe, so, 1), t)
+  return (wa * a + wb * b).astype(np.float32)
 
 
 class Synthesizer:
-  """The EMA generator of a run with its config, style names and sample rate."""
+  """A generator with its style names and sample rate, rendering in fixed-size batches.
 
-  def __init__(self, run: RunInfo, g_params: Any, batch_size: int = 64):
-    self.run = run
-    self.config: Config = run.config
-    self.styles = run.styles
-    self.sample_rate = run.config.data.sample_rate
+  Attributes:
+    model: the generator's config.
+    styles: style names (one, or none, for an unconditional model: the data it learned).
+    sample_rate: output rate in Hz.
+    batch_size: clips per compiled call (every call has this shape: compiled once).
+    info: facts about the source run (preset, step), when known.
+  """
+
+  def __init__(self, model: ModelConfig, styles: tuple[str, ...], sample_rate: int, params: Any,
+               *, batch_size: int = 64, info: dict[str, Any] | None = None):
+    self.model = model
+    self.styles = tuple(styles)
+    self.sample_rate = int(sample_rate)
     self.batch_size = batch_size
-    # G's structure without computing its initial parameters (the checkpoint supplies them).
-    graph = nnx.graphdef(nnx.eval_shape(lambda: Generator(self.config.model, rngs=nnx.Rngs(0))))
-    self._params = g_params
-    conditional = self.config.model.conditional
-    # One compiled function per batch shape; every batch is padded to `batch_size`.
-    self._generate = jax.jit(
-        lambda p, z, y: nnx.merge(graph, p)(z, y if conditional else None))
+    self.info = info or {}
+    graph, _ = export.generator_graph(model)
+    self._params = jax.device_put(params)
+    conditional = model.conditional
+    self._generate = jax.jit(lambda p, z, w: nnx.merge(graph, p)(z, w if conditional else None))
 
   @classmethod
-  def load(cls, workdir: str, batch_size: int = 64) -> Synthesizer:
-    """Loads the latest checkpoint of a training run folder."""
-    if not os.path.isdir(workdir):
-      raise ConfigError(f"{workdir}: no such run folder")
-    ck = Checkpointer(checkpoint_dir(workdir), keep=1)
-    try:
-      run = RunInfo.from_metadata(ck.read_metadata())
-      tree, _ = ck.restore(abstract_state(run.config))
-    except CheckpointNotFoundError:
-      raise ConfigError(f"{workdir}: no checkpoint found (train it first with `wavegan train`)") from None
-    finally:
-      ck.close()
-    return cls(run, tree["ema_params"], batch_size)
+  def load(cls, path: str, batch_size: int = 64) -> Synthesizer:
+    """Loads an exported model file, or the latest checkpoint of a training run folder.
 
-  def style_ids(self, style: str | None, n: int) -> np.ndarray:
-    """Style name -> ids [n]; None cycles through every style."""
+    Raises:
+      ConfigError: no such file or folder, a folder without checkpoints, or a damaged file.
+    """
+    if os.path.isdir(path):
+      return cls.from_workdir(path, batch_size)
+    if not os.path.exists(path):
+      raise ConfigError(f"{path}: no such run folder or model file")
+    m = export.load_model(path)
+    return cls(m.model, m.styles, m.sample_rate, m.params, batch_size=batch_size, info=m.info)
+
+  @classmethod
+  def from_workdir(cls, workdir: str, batch_size: int = 64) -> Synthesizer:
+    """The EMA generator of a run folder's latest checkpoint."""
+    ema, run, step = load_run_generator(workdir)
+    return cls(run.config.model, run.styles, run.config.data.sample_rate, ema,
+               batch_size=batch_size, info={"preset": run.preset, "step": step})
+
+  @property
+  def params(self) -> Any:
+    return self._params
+
+  def export(self, path: str) -> str:
+    """Writes this generator as a self-contained model file (see `wavegan.export`)."""
+    host = jax.device_get(self._params)
+    return export.save_model(path, self.model, self.styles, self.sample_rate, host, self.info)
+
+  def style_weights(self, style: Style, n: int) -> np.ndarray | None:
+    """Any style form -> mixing weights float32 [n, S] (None for an unconditional model).
+
+    Raises:
+      ConfigError: unknown style names, a style for an unconditional model, or bad shapes.
+    """
+    s = len(self.styles)
+    if not self.model.conditional:
+      if style is None or (isinstance(style, str) and style in self.styles):
+        return None
+      raise ConfigError(f"this model is unconditional (trained on {', '.join(self.styles) or 'one style'}); "
+                        "leave the style out")
     if style is None:
-      return np.arange(n, dtype=np.int32) % max(len(self.styles), 1)
-    if style not in self.styles:
-      raise ConfigError(f"unknown style {style!r}; valid: {', '.join(self.styles)}")
-    return np.full((n,), self.styles.index(style), np.int32)
+      return np.eye(s, dtype=np.float32)[np.arange(n) % s]
+    if isinstance(style, str):
+      return np.repeat(self._one_hot(style)[None], n, axis=0)
+    if isinstance(style, Mapping):
+      if not style:
+        raise ConfigError("an empty style mix; give at least one style and its weight")
+      w = np.zeros(s, np.float32)
+      for name, weight in style.items():
+        if not np.isfinite(float(weight)):
+          raise ConfigError(f"style mix weight for {name!r} is {weight}: must be a finite number")
+        w += float(weight) * self._one_hot(name)
+      return np.repeat(w[None], n, axis=0)
+    arr = np.asarray(style)
+    if arr.shape == (n,) and np.issubdtype(arr.dtype, np.integer):
+      if arr.size and (arr.min() < 0 or arr.max() >= s):
+        raise ConfigError(f"style ids must be in [0, {s}); got {arr.min()}..{arr.max()}")
+      return np.eye(s, dtype=np.float32)[arr]
+    if arr.shape == (n, s):
+      return arr.astype(np.float32)
+    raise ConfigError(f"style must be a name, a mix, ids [{n}] or weights [{n}, {s}]; "
+                      f"got an array of shape {arr.shape}")
 
-  def from_latents(self, z: jax.Array, style_ids: np.ndarray) -> np.ndarray:
-    """Latents [n, latent] + style ids [n] -> float32 audio [n, T, C], in fixed-size batches."""
+  def _one_hot(self, name: str) -> np.ndarray:
+    if name not in self.styles:
+      raise ConfigError(f"unknown style {name!r}; valid: {', '.join(self.styles)}")
+    return np.eye(len(self.styles), dtype=np.float32)[self.styles.index(name)]
+
+  def latents(self, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
+    """Latents float32 [n, latent] for indices start .. start + n - 1 of `seed`."""
+    return latents(seed, n, self.model.latent_dim, start)
+
+  def batches(self, z: np.ndarray, style: Style = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields (first index, audio float32 [b, T, C]) batch by batch.
+
+    The next batch is dispatched before the current one is copied to the host, so the device
+    keeps working while the caller handles (e.g. writes) the previous batch.
+    """
+    z = np.asarray(z, np.float32)
+    if z.ndim != 2 or z.shape[1] != self.model.latent_dim:
+      raise ConfigError(f"latents must be [n, {self.model.latent_dim}]; got shape {z.shape}")
     n, b = z.shape[0], self.batch_size
-    out = []
+    w = self.style_weights(style, n)
+    pending = None
     for start in range(0, n, b):
-      zb, yb = z[start:start + b], style_ids[start:start + b]
-      pad = b - zb.shape[0]
-      zb = jnp.pad(zb, ((0, pad), (0, 0)))
-      yb = jnp.pad(jnp.asarray(yb), (0, pad))
-      out.append(np.asarray(self._generate(self._params, zb, yb))[: b - pad])
-    return np.concatenate(out, axis=0)
+      zb = z[start:start + b]
+      count = zb.shape[0]
+      pad = ((0, b - count), (0, 0))
+      wb = None if w is None else np.pad(w[start:start + b], pad)
+      out = self._generate(self._params, np.pad(zb, pad), wb)  # dispatched, not awaited
+      if pending is not None:
+        yield pending[0], np.asarray(pending[1])[:pending[2]]
+      pending = (start, out, count)
+    if pending is not None:
+      yield pending[0], np.asarray(pending[1])[:pending[2]]
 
-  def generate(self, n: int, style: str | None = None, seed: int = 0) -> np.ndarray:
-    """n clips [n, T, C] of `style` (None: every style in turn) from `seed`."""
-    ids = self.style_ids(style, n)
-    z = latents(seed, n, self.config.model.latent_dim)
-    return self.from_latents(z, ids)
+  def from_latents(self, z: np.ndarray, style: Style = None) -> np.ndarray:
+    """Latents [n, latent] (+ style) -> float32 audio [n, T, C]."""
+    parts = [audio for _, audio in self.batches(z, style)]
+    if not parts:
+      return np.zeros((0, self.model.slice_len, self.model.channels), np.float32)
+    return np.concatenate(parts, axis=0)
+
+  def generate(self, n: int, style: Style = None, seed: int = 0) -> np.ndarray:
+    """n clips float32 [n, T, C] of `style` (None: every style in turn) from `seed`."""
+    if n < 0:
+      raise ConfigError(f"n={n}: must be >= 0")
+    return self.from_latents(self.latents(n, seed), style)
+
+  def interpolate(self, z_a: np.ndarray, z_b: np.ndarray, steps: int, style: Style = None,
+                  method: str = "linear") -> np.ndarray:
+    """`steps` clips float32 [steps, T, C] along the line (or great circle) from z_a to z_b."""
+    path = interpolation_path(np.stack([np.ravel(z_a), np.ravel(z_b)]), steps, method)
+    return self.from_latents(path, style)
+
+
+def load_run_generator(workdir: str) -> tuple[Any, Any, int]:
+  """(EMA generator params, RunInfo, step) of a run folder's latest checkpoint."""
+  # The training stack (orbax, optax) is imported only for run folders, not for model files.
+  from checkpoints import Checkpointer, CheckpointNotFoundError  # pylint: disable=g-import-not-at-top
+  from wavegan.trainer import RunInfo, abstract_state, checkpoint_dir  # pylint: disable=g-import-not-at-top
+
+  ck = Checkpointer(checkpoint_dir(workdir), keep=1)
+  try:
+    step = ck.latest_step()
+    run = RunInfo.from_metadata(ck.read_metadata())
+    tree, _ = ck.restore(abstract_state(run.config))
+  except CheckpointNotFoundError:
+    raise ConfigError(f"{workdir}: no checkpoint found (train it first with `wavegan train`)") from None
+  finally:
+    ck.close()
+  return tree["ema_params"], run, int(step or 0)

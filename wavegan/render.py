@@ -1,0 +1,480 @@
+"""Batch rendering: TOML job files -> audio files + a manifest that can re-render any clip exactly.
+
+    [[job]]
+    name = "snares"          # required; names the job in errors, file names and the manifest
+    style = "snare"          # a name, a mix {snare = 0.7, tom = 0.3}, or left out: every style in turn
+    count = 8                # clips
+    seed = 1                 # random latents: clip i uses latent i of this seed
+    format = "wav"           # wav, flac or ogg (Vorbis)
+
+Every other key, with its default, is a field of `RenderJob`. Clip i of a job is a pure function
+of (model, job): its latent is saved in `OUT/latents/<job>.npy` and described, with everything
+else needed to redo it, by one row of `OUT/manifest.csv` / `manifest.json`. Files that already
+exist are skipped (unless `overwrite`), and files are written under a temporary name and renamed,
+so a killed render simply resumes. Files are written by background threads while the device
+generates the next batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import os
+import string
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import soundfile as sf
+
+from wavegan.config import ConfigError
+from wavegan.synthesis import Synthesizer, interpolation_path
+
+FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
+            ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24", ("ogg", "vorbis"): "VORBIS"}
+LATENT_SOURCES = ("random", "file", "interpolate")
+NORMALIZE = ("none", "peak", "loudness")
+TEMPLATE_FIELDS = ("job", "style", "seed", "index")
+MANIFEST_FIELDS = ("file", "job", "style", "seed", "latent_index", "latents", "latent_row",
+                   "format", "subtype", "sample_rate", "normalize", "peak_db", "loudness_lufs",
+                   "fade_out_ms")
+
+
+class JobError(ConfigError):
+  """A job file that cannot be rendered; the message names the job and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderJob:
+  """One `[[job]]` of a job file.
+
+  Attributes:
+    name: the job's name (letters, digits, "-", "_", "."); unique in the file.
+    count: clips to render (for latent = "file": default all rows of the file).
+    seed: latent seed (latent = "random": clip i uses latent i of the seed).
+    style: a style name, a mix {name: weight}, or None for every style in turn.
+    latent: "random", "file" (rows of a saved .npy [n, latent]) or "interpolate" (count latents
+      evenly spaced along a path through latent 0 of each of `seeds`).
+    latent_file: the .npy for latent = "file" (relative to the job file).
+    seeds: the seeds an interpolation passes through (at least 2).
+    interpolation: "linear" or "slerp".
+    format: "wav", "flac" or "ogg".
+    subtype: "16" or "24" (wav, flac), "float" (wav), "vorbis" (ogg, the default for it).
+    sample_rate: output rate in Hz (resampled with soxr); 0 = the model's rate.
+    normalize: "none", "peak" (to peak_db) or "loudness" (to loudness_lufs, peak limited to peak_db).
+    peak_db: peak level in dBFS for normalize = "peak", and the ceiling for "loudness".
+    loudness_lufs: integrated loudness target for normalize = "loudness".
+    fade_out_ms: length of a raised-cosine fade at the end of each clip; 0 = none.
+    filename: file name template (no extension) with {job}, {style}, {seed}, {index}.
+  """
+
+  name: str
+  count: int = 0
+  seed: int = 0
+  style: str | dict[str, float] | None = None
+  latent: str = "random"
+  latent_file: str = ""
+  seeds: tuple[int, ...] = ()
+  interpolation: str = "linear"
+  format: str = "wav"
+  subtype: str = ""
+  sample_rate: int = 0
+  normalize: str = "none"
+  peak_db: float = -1.0
+  loudness_lufs: float = -16.0
+  fade_out_ms: float = 0.0
+  filename: str = "{job}_{index:04d}"
+
+  @property
+  def sound_subtype(self) -> str:
+    """The libsndfile subtype, e.g. "PCM_16"."""
+    return SUBTYPES[(self.format, self.subtype or ("vorbis" if self.format == "ogg" else "16"))]
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "count": (int,), "seed": (int,), "style": (str, dict), "latent": (str,),
+    "latent_file": (str,), "seeds": (list,), "interpolation": (str,), "format": (str,),
+    "subtype": (str, int), "sample_rate": (int,), "normalize": (str,), "peak_db": (int, float),
+    "loudness_lufs": (int, float), "fade_out_ms": (int, float), "filename": (str,),
+}
+
+
+def _job_error(label: str, key: str, msg: str) -> JobError:
+  return JobError(f"{label}: key {key!r}: {msg}")
+
+
+def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> RenderJob:
+  """Validates one `[[job]]` table (without the model: see `check_jobs`).
+
+  Args:
+    table: the job's keys.
+    number: its position in the file (1-based), for messages.
+    base_dir: folder that relative paths are taken from.
+
+  Raises:
+    JobError: naming the job and the key.
+  """
+  name = table.get("name")
+  label = f"job {name!r} (#{number})" if isinstance(name, str) else f"job #{number}"
+  valid = sorted(_TYPES)
+  for key, value in table.items():
+    if key not in _TYPES:
+      raise _job_error(label, key, f"unknown key; valid: {', '.join(valid)}")
+    if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+      kinds = " or ".join("table" if t is dict else "array" if t is list else t.__name__
+                          for t in _TYPES[key])
+      raise _job_error(label, key, f"must be a {kinds}, got {value!r}")
+  if not isinstance(name, str) or not name:
+    raise _job_error(label, "name", "every job needs a name")
+  if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+    raise _job_error(label, "name", "use letters, digits, '-', '_' and '.' only")
+  values = dict(table)
+  if "seeds" in values:
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in values["seeds"]):
+      raise _job_error(label, "seeds", "must be an array of integers")
+    values["seeds"] = tuple(values["seeds"])
+  if "subtype" in values:
+    values["subtype"] = str(values["subtype"])
+  style = values.get("style")
+  if isinstance(style, dict):
+    for k, w in style.items():
+      if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
+        raise _job_error(label, "style", f"mix weight for {k!r} must be a number, got {w!r}")
+    values["style"] = {k: float(w) for k, w in style.items()}
+  job = RenderJob(**values)
+
+  def need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+      raise _job_error(label, key, msg)
+
+  need(job.latent in LATENT_SOURCES, "latent", f"must be one of {', '.join(LATENT_SOURCES)}")
+  if job.latent == "file":
+    need(bool(job.latent_file), "latent_file", "latent = 'file' needs a .npy file")
+    path = job.latent_file if os.path.isabs(job.latent_file) else os.path.join(base_dir, job.latent_file)
+    need(os.path.isfile(path), "latent_file", f"{path}: no such file")
+    job = dataclasses.replace(job, latent_file=os.path.abspath(path))
+  else:
+    need(not job.latent_file, "latent_file", "only used with latent = 'file'")
+    need(job.count >= 1, "count", "must be >= 1")
+  if job.latent == "interpolate":
+    need(len(job.seeds) >= 2, "seeds", "an interpolation needs at least 2 seeds")
+  else:
+    need(not job.seeds, "seeds", "only used with latent = 'interpolate'")
+  need(job.count >= 0, "count", "must be >= 0")
+  need(job.seed >= 0, "seed", "must be >= 0")
+  need(job.interpolation in ("linear", "slerp"), "interpolation", "must be 'linear' or 'slerp'")
+  need(job.format in FORMATS, "format", f"must be one of {', '.join(FORMATS)}")
+  subtypes = sorted(s for f, s in SUBTYPES if f == job.format)
+  need(not job.subtype or (job.format, job.subtype) in SUBTYPES, "subtype",
+       f"{job.format} takes {', '.join(subtypes)}")
+  need(job.sample_rate == 0 or 1000 <= job.sample_rate <= 384000, "sample_rate",
+       "must be 0 (the model's rate) or 1000..384000")
+  need(job.normalize in NORMALIZE, "normalize", f"must be one of {', '.join(NORMALIZE)}")
+  need(job.peak_db <= 0, "peak_db", "must be <= 0 dBFS")
+  need(job.fade_out_ms >= 0, "fade_out_ms", "must be >= 0")
+  try:
+    fields = [f for _, f, _, _ in string.Formatter().parse(job.filename) if f is not None]
+    bad = [f for f in fields if f.split(".")[0].split("[")[0] not in TEMPLATE_FIELDS]
+    need(not bad, "filename", f"unknown field {{{bad[0] if bad else ''}}}; valid: "
+         + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS))
+    job.filename.format(job=name, style="s", seed=0, index=0)
+  except (ValueError, IndexError, KeyError) as err:
+    raise _job_error(label, "filename", f"not a valid template ({err})") from None
+  need(".." not in job.filename.split("/") and not job.filename.startswith("/"), "filename",
+       "must stay inside the output folder")
+  return job
+
+
+def read_jobs(path: str) -> list[RenderJob]:
+  """Reads and validates a TOML job file (every job, before anything is rendered).
+
+  Raises:
+    JobError: the file is missing or not TOML, has no jobs, or a job is invalid.
+  """
+  try:
+    import tomllib  # pylint: disable=g-import-not-at-top
+  except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # pylint: disable=g-import-not-at-top
+
+  if not os.path.isfile(path):
+    raise JobError(f"{path}: no such job file")
+  try:
+    with open(path, "rb") as f:
+      doc = tomllib.load(f)
+  except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    raise JobError(f"{path}: not valid TOML ({err})") from None
+  extra = sorted(set(doc) - {"job"})
+  if extra:
+    raise JobError(f"{path}: unknown top-level key {extra[0]!r}; jobs go in [[job]] tables")
+  tables = doc.get("job")
+  if not isinstance(tables, list) or not tables:
+    raise JobError(f"{path}: no jobs; add at least one [[job]] table")
+  base = os.path.dirname(os.path.abspath(path))
+  jobs = [parse_job(t, i + 1, base) for i, t in enumerate(tables)]
+  names = [j.name for j in jobs]
+  dup = next((n for n in names if names.count(n) > 1), None)
+  if dup:
+    raise JobError(f"{path}: two jobs are named {dup!r}; names must be unique")
+  return jobs
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A job resolved against a model: every clip's latent, style and file name."""
+
+  job: RenderJob
+  z: np.ndarray                      # float32 [n, latent]
+  weights: np.ndarray | None         # float32 [n, S], or None for an unconditional model
+  style_names: tuple[str, ...]       # per clip: a style name or a mix as JSON
+  latent_index: np.ndarray           # int64 [n]: index within the seed (random), else row
+  files: tuple[str, ...]             # per clip, relative to the output folder, with extension
+
+
+def _style_label(synth: Synthesizer, style: Any, i: int) -> str:
+  """A clip's style for file names and the manifest: a name, a mix as JSON, or ""."""
+  if not synth.model.conditional:
+    return synth.styles[0] if len(synth.styles) == 1 else ""
+  if style is None:
+    return synth.styles[i % len(synth.styles)]
+  if isinstance(style, str):
+    return style
+  return json.dumps(style, sort_keys=True)
+
+
+def plan_job(synth: Synthesizer, job: RenderJob, number: int) -> Plan:
+  """Resolves a job's latents, styles and file names.
+
+  Raises:
+    JobError: a style the model does not have, or a latent file of the wrong shape.
+  """
+  label = f"job {job.name!r} (#{number})"
+  dim = synth.model.latent_dim
+  if job.latent == "random":
+    z = synth.latents(job.count, job.seed)
+    index = np.arange(job.count, dtype=np.int64)
+  elif job.latent == "interpolate":
+    points = np.stack([synth.latents(1, s)[0] for s in job.seeds])
+    z = interpolation_path(points, job.count, job.interpolation)
+    index = np.arange(job.count, dtype=np.int64)
+  else:
+    try:
+      z = np.load(job.latent_file, allow_pickle=False)
+    except (OSError, ValueError) as err:
+      raise _job_error(label, "latent_file", f"cannot read ({err})") from None
+    if z.ndim != 2 or z.shape[1] != dim or not np.issubdtype(z.dtype, np.floating):
+      raise _job_error(label, "latent_file", f"must hold float latents [n, {dim}]; got "
+                       f"{z.dtype} {z.shape}")
+    count = job.count or z.shape[0]
+    if count > z.shape[0]:
+      raise _job_error(label, "count", f"{count} clips but the latent file has {z.shape[0]} rows")
+    z = z[:count].astype(np.float32)
+    index = np.arange(count, dtype=np.int64)
+  try:
+    weights = synth.style_weights(job.style, z.shape[0])
+  except ConfigError as err:
+    raise _job_error(label, "style", str(err)) from None
+  styles = tuple(_style_label(synth, job.style, i) for i in range(z.shape[0]))
+  ext = job.format
+  files = tuple(
+      job.filename.format(job=job.name, style=_file_safe(styles[i]) or "clip", seed=job.seed,
+                          index=i) + f".{ext}" for i in range(z.shape[0]))
+  return Plan(job, z, weights, styles, index, files)
+
+
+def _file_safe(label: str) -> str:
+  """A style label usable in a file name ('{"kick": 0.7, ...}' -> 'kick0.7-tom0.3')."""
+  if not label.startswith("{"):
+    return label
+  mix = json.loads(label)
+  return "-".join(f"{k}{v:g}" for k, v in mix.items())
+
+
+def check_plans(plans: list[Plan]) -> None:
+  """Raises JobError when two clips of the file would get the same file name."""
+  seen: dict[str, str] = {}
+  for p in plans:
+    for f in p.files:
+      if f in seen:
+        raise JobError(f"job {p.job.name!r}: key 'filename': {f} is also a file of job "
+                       f"{seen[f]!r}; add {{index}} or {{job}} to the template")
+      seen[f] = p.job.name
+
+
+def postprocess(audio: np.ndarray, job: RenderJob, model_rate: int) -> np.ndarray:
+  """A clip [T, C] as it is written: resampled, normalised, faded, clipped to [-1, 1]."""
+  import soxr  # pylint: disable=g-import-not-at-top
+
+  x = np.asarray(audio, np.float32)
+  rate = job.sample_rate or model_rate
+  if rate != model_rate:
+    x = soxr.resample(x, model_rate, rate, quality="HQ").astype(np.float32)
+  peak_limit = 10.0 ** (job.peak_db / 20.0)
+  peak = float(np.max(np.abs(x))) if x.size else 0.0
+  if job.normalize == "peak" and peak > 0:
+    x = x * (peak_limit / peak)
+  elif job.normalize == "loudness" and peak > 0:
+    from data_pipelines.dataset import loudness_gain  # pylint: disable=g-import-not-at-top
+
+    x = x * min(loudness_gain(x, rate, job.loudness_lufs), peak_limit / peak)
+  if job.fade_out_ms > 0:
+    n = min(x.shape[0], int(round(job.fade_out_ms * rate / 1000)))
+    if n > 0:
+      ramp = 0.5 * (1 + np.cos(np.pi * np.arange(1, n + 1) / n))  # 1 -> 0, raised cosine
+      x[-n:] *= ramp[:, None].astype(np.float32)
+  return np.clip(x, -1.0, 1.0)
+
+
+def write_clip(path: str, audio: np.ndarray, job: RenderJob, model_rate: int) -> None:
+  """Post-processes and writes one clip atomically (a temporary name, then a rename)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = path + ".part"
+  sf.write(tmp, postprocess(audio, job, model_rate), job.sample_rate or model_rate,
+           format=FORMATS[job.format], subtype=job.sound_subtype)
+  os.replace(tmp, path)
+
+
+def manifest_rows(plan: Plan, latents_path: str) -> list[dict[str, Any]]:
+  """One manifest row per clip of a plan."""
+  j = plan.job
+  return [{"file": f, "job": j.name, "style": plan.style_names[i],
+           "seed": j.seed if j.latent == "random" else "", "latent_index": int(plan.latent_index[i]),
+           "latents": latents_path, "latent_row": i, "format": j.format, "subtype": j.sound_subtype,
+           "sample_rate": j.sample_rate, "normalize": j.normalize, "peak_db": j.peak_db,
+           "loudness_lufs": j.loudness_lufs, "fade_out_ms": j.fade_out_ms}
+          for i, f in enumerate(plan.files)]
+
+
+def _write_manifest(out: str, rows: list[dict[str, Any]]) -> None:
+  """Merges rows into OUT/manifest.{csv,json} (rows of other files are kept), atomically."""
+  path_json = os.path.join(out, "manifest.json")
+  merged: dict[str, dict[str, Any]] = {}
+  if os.path.exists(path_json):
+    try:
+      with open(path_json) as f:
+        merged = {r["file"]: r for r in json.load(f)}
+    except (OSError, ValueError, KeyError, TypeError):
+      merged = {}  # unreadable: rebuilt from this render's rows
+  merged.update({r["file"]: r for r in rows})
+  ordered = [merged[k] for k in sorted(merged)]
+  tmp = path_json + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(ordered, f, indent=1)
+  os.replace(tmp, path_json)
+  path_csv = os.path.join(out, "manifest.csv")
+  with open(path_csv + ".tmp", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+    w.writeheader()
+    w.writerows(ordered)
+  os.replace(path_csv + ".tmp", path_csv)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderReport:
+  """What a render did: clips written, clips skipped because their file existed."""
+
+  written: int
+  skipped: int
+  seconds: float
+
+
+def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bool = False,
+           progress: bool = False, writers: int = 2,
+           on_plan: Callable[[list[Plan]], None] | None = None) -> RenderReport:
+  """Renders every job into `out`: audio files, `latents/<job>.npy` and the manifest.
+
+  All jobs are resolved against the model first (styles, latent files, file names), so an error
+  in the last job stops the render before any audio is made.
+
+  Args:
+    synth: the generator.
+    jobs: validated jobs (`read_jobs`).
+    out: output folder.
+    overwrite: replace existing files (default: skip them, which also resumes a killed render).
+    progress: show a progress bar with clips/s.
+    writers: background threads post-processing and writing files.
+    on_plan: called with the resolved plans before rendering (the CLI checks for existing files).
+
+  Returns:
+    Counts of written and skipped clips and the wall time.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+
+  t0 = time.perf_counter()
+  plans = [plan_job(synth, job, i + 1) for i, job in enumerate(jobs)]
+  check_plans(plans)
+  if on_plan is not None:
+    on_plan(plans)
+  os.makedirs(os.path.join(out, "latents"), exist_ok=True)
+  rows: list[dict[str, Any]] = []
+  todo: list[tuple[Plan, np.ndarray]] = []
+  for plan in plans:
+    rel = f"latents/{plan.job.name}.npy"
+    np.save(os.path.join(out, rel + ".tmp.npy"), plan.z)
+    os.replace(os.path.join(out, rel + ".tmp.npy"), os.path.join(out, rel))
+    rows.extend(manifest_rows(plan, rel))
+    missing = np.array([overwrite or not os.path.exists(os.path.join(out, f)) for f in plan.files])
+    todo.append((plan, np.flatnonzero(missing)))
+  total = sum(idx.size for _, idx in todo)
+  skipped = sum(len(p.files) for p in plans) - total
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+
+    bar = tqdm(total=total, unit="clip", desc="rendering", dynamic_ncols=True)
+  written = 0
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max(1, writers)) as pool:
+      pending: list[concurrent.futures.Future] = []
+      for plan, idx in todo:
+        if idx.size == 0:
+          continue
+        weights = None if plan.weights is None else plan.weights[idx]
+        for start, audio in synth.batches(plan.z[idx], weights):
+          # Bounded: at most a few batches wait for the writers, whatever the job size.
+          while len(pending) > 4 * max(1, writers):
+            pending.pop(0).result()
+          for k in range(audio.shape[0]):
+            i = int(idx[start + k])
+            f = pool.submit(write_clip, os.path.join(out, plan.files[i]), audio[k], plan.job,
+                            synth.sample_rate)
+            if bar is not None:
+              f.add_done_callback(lambda _: bar.update(1))
+            pending.append(f)
+            written += 1
+      for f in pending:
+        f.result()
+  finally:
+    if bar is not None:
+      bar.close()
+  _write_manifest(out, rows)
+  return RenderReport(written, skipped, time.perf_counter() - t0)
+
+
+def rerender(synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str | None = None) -> str:
+  """Re-renders one clip from its manifest row (as read from manifest.json or .csv).
+
+  Args:
+    synth: the model the manifest was rendered with.
+    row: the clip's manifest row.
+    out_dir: the render's output folder (latent paths in the manifest are relative to it).
+    path: where to write the clip (default: `out_dir/row["file"]`, which must not exist).
+
+  Returns:
+    The path written.
+  """
+  z = np.load(os.path.join(out_dir, row["latents"]), allow_pickle=False)[int(row["latent_row"])]
+  label = row["style"]
+  style = None if not label else json.loads(label) if label.startswith("{") else label
+  subtype = {v: s for (f, s), v in SUBTYPES.items() if f == row["format"]}[row["subtype"]]
+  job = RenderJob(name=row["job"], count=1, format=row["format"], subtype=subtype,
+                  sample_rate=int(row["sample_rate"]), normalize=row["normalize"],
+                  peak_db=float(row["peak_db"]), loudness_lufs=float(row["loudness_lufs"]),
+                  fade_out_ms=float(row["fade_out_ms"]))
+  audio = synth.from_latents(z[None], style)[0]
+  target = path or os.path.join(out_dir, row["file"])
+  if path is None and os.path.exists(target):
+    raise ConfigError(f"{target} exists; pass another path")
+  write_clip(target, audio, job, synth.sample_rate)
+  return target
