@@ -1,14 +1,34 @@
-"""WaveGAN in JAX + Flax NNX: train style-conditioned audio GANs and render new sounds."""
+"""WaveGAN in JAX + Flax NNX: train style-conditioned audio GANs and render new sounds.
 
-from wavegan.config import (PRESETS, Config, ConfigError, DataConfig, ModelConfig, OptimConfig,
-                            TrainConfig, apply_overrides, preset)
-from wavegan.models import Discriminator, Generator
-from wavegan.synthesis import Synthesizer
-from wavegan.train_step import GANState, build, make_train_step
-from wavegan.trainer import train
+Names are imported on first use, so `from wavegan import Synthesizer` (rendering from an exported
+model) does not load the training stack (optax, orbax, grain).
+"""
 
-__all__ = [
-    "PRESETS", "Config", "ConfigError", "DataConfig", "Discriminator", "GANState", "Generator",
-    "ModelConfig", "OptimConfig", "Synthesizer", "TrainConfig", "apply_overrides", "build",
-    "make_train_step", "preset", "train",
-]
+import importlib
+
+_EXPORTS = {
+    "PRESETS": "wavegan.config", "Config": "wavegan.config", "ConfigError": "wavegan.config",
+    "DataConfig": "wavegan.config", "ModelConfig": "wavegan.config",
+    "OptimConfig": "wavegan.config", "TrainConfig": "wavegan.config",
+    "apply_overrides": "wavegan.config", "preset": "wavegan.config",
+    "Discriminator": "wavegan.models", "Generator": "wavegan.models",
+    "Synthesizer": "wavegan.synthesis",
+    "RenderJob": "wavegan.render", "read_jobs": "wavegan.render", "render": "wavegan.render",
+    "GANState": "wavegan.train_step", "build": "wavegan.train_step",
+    "make_train_step": "wavegan.train_step",
+    "train": "wavegan.trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'wavegan' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  globals()[name] = value  # later lookups skip this function
+  return value
+
+
+def __dir__():
+  return __all__

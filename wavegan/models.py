@@ -40,6 +40,11 @@ def base_len(cfg: ModelConfig) -> int:
   return n
 
 
+def sample_latents(rng: jax.Array, batch: int, latent_dim: int) -> jax.Array:
+  """G's prior, z ~ U[-1, 1]^latent_dim as in the paper: [B, latent_dim]."""
+  return jax.random.uniform(rng, (batch, latent_dim), jnp.float32, -1.0, 1.0)
+
+
 def style_weights(style: jax.Array, num_styles: int) -> jax.Array:
   """Style ids [B] (int) or mixing weights [B, S] (float) -> weights [B, S]."""
   if jnp.issubdtype(style.dtype, jnp.integer):

@@ -18,14 +18,13 @@ from flax import nnx
 
 from wavegan import export
 from wavegan.config import ConfigError, ModelConfig
+from wavegan.models import sample_latents
 
 Style = Union[None, str, Mapping[str, float], np.ndarray]
 
 
 def latents(seed: int, n: int, latent_dim: int, start: int = 0) -> np.ndarray:
   """Latents float32 [n, latent_dim] for indices start .. start + n - 1 of `seed`."""
-  from wavegan.train_step import sample_latents  # pylint: disable=g-import-not-at-top
-
   base = jax.random.key(seed)
   keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + n))
   return np.asarray(jax.vmap(lambda k: sample_latents(k, 1, latent_dim)[0])(keys))

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wavegan import losses
 from wavegan.config import Config
-from wavegan.models import Discriminator, Generator
+from wavegan.models import Discriminator, Generator, sample_latents
 
 Metrics = dict[str, jax.Array]
 DATA_AXIS = "data"
@@ -71,11 +71,6 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
       d_opt=d_tx.init(d_params),
   )
   return Models(g_graph, d_graph, g_tx, d_tx), state
-
-
-def sample_latents(rng: jax.Array, batch: int, latent_dim: int) -> jax.Array:
-  """z ~ U[-1, 1]^latent_dim, as in the paper: [B, latent_dim]."""
-  return jax.random.uniform(rng, (batch, latent_dim), jnp.float32, -1.0, 1.0)
 
 
 def ema_decay(step: jax.Array, decay: float) -> jax.Array:
