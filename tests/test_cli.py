@@ -53,6 +53,18 @@ def test_train_generate_resume_on_builtin_corpus(tmp_path, capsys):
   other = sf.read(tmp_path / "c" / "snare_s4_0000.wav", dtype="float32")[0]
   assert not np.array_equal(audio, other)
 
+  # An exported model renders exactly what the run folder renders.
+  assert run_cli("export", "--workdir", run, "--out", tmp_path / "m.wgan") == 0
+  assert run_cli("export", "--workdir", run, "--out", tmp_path / "m.wgan") == 2  # no overwrite
+  jobs = tmp_path / "jobs.toml"
+  jobs.write_text('[[job]]\nname = "snares"\nstyle = "snare"\ncount = 3\nseed = 1\nformat = "wav"\n')
+  assert run_cli("render", jobs, "--model", tmp_path / "m.wgan", "--out", tmp_path / "r1",
+                 "--no-progress") == 0
+  assert run_cli("render", jobs, "--workdir", run, "--out", tmp_path / "r2", "--no-progress") == 0
+  for i in range(3):
+    name = f"snares_{i:04d}.wav"
+    assert (tmp_path / "r1" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes()
+
   # An existing run resumes at its saved step and continues.
   capsys.readouterr()
   assert run_cli("train", "--workdir", run, "--steps", 4, "--no-progress") == 0

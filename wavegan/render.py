@@ -101,6 +101,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a table",
+               list: "an array"}
+
+
 def _job_error(label: str, key: str, msg: str) -> JobError:
   return JobError(f"{label}: key {key!r}: {msg}")
 
@@ -123,9 +127,8 @@ def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> Ren
     if key not in _TYPES:
       raise _job_error(label, key, f"unknown key; valid: {', '.join(valid)}")
     if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
-      kinds = " or ".join("table" if t is dict else "array" if t is list else t.__name__
-                          for t in _TYPES[key])
-      raise _job_error(label, key, f"must be a {kinds}, got {value!r}")
+      kinds = " or ".join(_TYPE_NAMES[t] for t in _TYPES[key])
+      raise _job_error(label, key, f"must be {kinds}, got {value!r}")
   if not isinstance(name, str) or not name:
     raise _job_error(label, "name", "every job needs a name")
   if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
