@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import time
+import warnings
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -141,22 +142,27 @@ def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, n
 
 def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
               ) -> Iterable[tuple[str, np.ndarray | None, np.ndarray | None, float]]:
-  """Results of `_work` for each job, in job order; in worker processes when `workers` > 1."""
+  """Results of `_work` for each job, in job order; in worker processes when `workers` > 1.
+
+  If the pool breaks (a worker killed, or a calling script without an `if __name__ ==
+  "__main__":` guard, which "spawn" workers re-run), the remaining files are decoded here.
+  """
   if workers <= 1 or len(jobs) < MIN_POOL_JOBS:
     yield from map(_work, jobs)
     return
   # "spawn": the caller may be a process with JAX's threads running, which fork would copy.
   ctx = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-    try:
-      yield from pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
-    except concurrent.futures.process.BrokenProcessPool:
-      broken = True
-    else:
-      broken = False
-  if broken:
-    raise DataError("a decoder worker process died (out of memory, or a crash in libsndfile on "
-                    "some file); run `prepare` again with --workers 1 to find the file")
+  done = 0
+  try:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+      for result in pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers)))):
+        done += 1
+        yield result
+  except concurrent.futures.process.BrokenProcessPool:
+    warnings.warn("decoder worker processes failed (killed, or the calling script lacks an "
+                  "`if __name__ == '__main__':` guard); decoding the remaining "
+                  f"{len(jobs) - done} files in this process", RuntimeWarning, stacklevel=2)
+    yield from map(_work, jobs[done:])
 
 
 class _ShardWriter:

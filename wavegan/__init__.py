@@ -8,7 +8,7 @@ import importlib
 
 _EXPORTS = {
     "PRESETS": "wavegan.config", "Config": "wavegan.config", "ConfigError": "wavegan.config",
-    "DataConfig": "wavegan.config", "ModelConfig": "wavegan.config",
+    "DataConfig": "wavegan.config", "EvalConfig": "wavegan.config", "ModelConfig": "wavegan.config",
     "OptimConfig": "wavegan.config", "TrainConfig": "wavegan.config",
     "apply_overrides": "wavegan.config", "preset": "wavegan.config",
     "Discriminator": "wavegan.models", "Generator": "wavegan.models",

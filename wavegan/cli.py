@@ -6,6 +6,8 @@
   wavegan generate --workdir RUN --n N [--style NAME] [--seed S] --out DIR [--overwrite]
   wavegan export --workdir RUN --out MODEL [--overwrite]
   wavegan render JOBS.toml (--model MODEL | --workdir RUN) [--out DIR] [--overwrite]
+  wavegan evaluate --workdir RUN [--data DIR] [--n N] [--out DIR]
+  wavegan plot --workdir RUN [--out PNG]
 """
 
 from __future__ import annotations
@@ -146,6 +148,31 @@ def cmd_render(args: argparse.Namespace) -> None:
         f"({report.seconds:.1f} s); manifest in {os.path.join(out, 'manifest.csv')}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+  from wavegan.report import evaluate_run
+
+  report = evaluate_run(args.workdir, data=args.data, n=args.n, out=args.out, seed=args.seed,
+                        log=_err)
+  gen, real, noise = report["generated"], report["real_held_out"], report["noise"]
+  for key in ("style_accuracy", "inception_score", "fd", "kid", "ndb_over_k"):
+    if key in gen:
+      print(f"{key:16s} generated {gen[key]:10.4g}   real {real[key]:10.4g}   noise {noise[key]:10.4g}")
+  where = args.out or os.path.join(args.workdir, "eval", f"step_{report['step']:07d}")
+  print(f"report: {os.path.join(where, 'report.md')}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+  from wavegan.monitor import plot_run
+
+  if not os.path.isdir(args.workdir):
+    raise ConfigError(f"{args.workdir}: no such run folder")
+  try:
+    path = plot_run(args.workdir, args.out)
+  except (OSError, ValueError) as err:
+    raise ConfigError(str(err)) from None
+  print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="wavegan", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch-size", type=int, default=64, help="clips per generator call")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=cmd_render)
+
+  p = sub.add_parser("evaluate", help="score a run against its corpus (IS, FD, KID, NDB, accuracy)")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--data", help="corpus folder or cache (default: the run's own)")
+  p.add_argument("--n", type=int, default=1000, help="generated clips")
+  p.add_argument("--seed", type=int, default=0, help="latent seed of the generated clips")
+  p.add_argument("--out", help="report folder (default: RUN/eval/step_NNNNNNN)")
+  p.set_defaults(func=cmd_evaluate)
+
+  p = sub.add_parser("plot", help="draw a run's loss and metric curves to a PNG")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--out", help="PNG path (default: RUN/curves.png)")
+  p.set_defaults(func=cmd_plot)
   return parser
 
 

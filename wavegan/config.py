@@ -125,6 +125,7 @@ class TrainConfig:
   keep_checkpoints: int = 3
   preview_every: int = 500
   preview_per_style: int = 4
+  tensorboard: bool = True      # also log scalars, audio and spectrograms to RUN/tensorboard
 
   def validate(self) -> None:
     for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
@@ -134,17 +135,36 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Measuring a run: light evaluations during training and the reference classifier."""
+
+  every: int = 0                # FD, KID and style accuracy every N steps (and at step 0); 0 = off
+  clips: int = 256              # generated clips per light evaluation
+  classifier_steps: int = 200   # training steps of the reference classifier (cached per corpus)
+  classifier_width: int = 16    # channels of its first conv layer
+
+  def validate(self) -> None:
+    if self.every < 0:
+      raise ConfigError(f"eval.every={self.every}: must be >= 0")
+    for name in ("clips", "classifier_steps", "classifier_width"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"eval.{name}={getattr(self, name)}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   model: ModelConfig = ModelConfig()
   data: DataConfig = DataConfig()
   optim: OptimConfig = OptimConfig()
   train: TrainConfig = TrainConfig()
+  eval: EvalConfig = EvalConfig()
 
   def validate(self) -> Config:
     self.model.validate()
     self.data.validate()
     self.optim.validate()
     self.train.validate()
+    self.eval.validate()
     return self
 
   def to_dict(self) -> dict[str, Any]:
@@ -178,6 +198,7 @@ PRESETS: dict[str, Config] = {
         optim=OptimConfig(n_critic=2, ema_decay=0.9),
         train=TrainConfig(steps=4, batch_size=4, log_every=1, checkpoint_every=2,
                           preview_every=2, preview_per_style=1),
+        eval=EvalConfig(clips=32, classifier_steps=40, classifier_width=4),
     ),
     # Minutes on a laptop CPU: a small model that learns the built-in drum styles.
     "demo": Config(
@@ -187,6 +208,7 @@ PRESETS: dict[str, Config] = {
         # ~0.5 s per step on 2 CPU cores: about 10 minutes.
         train=TrainConfig(steps=1200, batch_size=16, log_every=10, checkpoint_every=100,
                           preview_every=200, preview_per_style=4),
+        eval=EvalConfig(every=200),
     ),
     # The paper's model and recipe (d=64, 16384 samples, batch 64).
     "paper": Config(),

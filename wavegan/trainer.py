@@ -6,6 +6,7 @@ A run lives in one folder:
   RUN/checkpoints/<step>/  orbax checkpoints: GANState + metadata (config, styles, preset)
   RUN/metrics.jsonl        one JSON object per logged step
   RUN/previews/            WAVs and a spectrogram grid from fixed latents, every N steps
+  RUN/tensorboard/         the same scalars, preview audio and spectrograms for TensorBoard
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
 from data_pipelines import Loader
-from wavegan import inputs, previews
+from wavegan import evaluation, inputs, previews
 from wavegan import train_step as ts
 from wavegan.config import Config, ConfigError
 
@@ -34,7 +35,8 @@ CHECKPOINT_DIR = "checkpoints"
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.preview_every", "data.path",
                      "data.manifest", "data.prepare_workers", "data.loader_workers",
-                     "data.prefetch", "data.store_dtype"}
+                     "data.prefetch", "data.store_dtype", "train.tensorboard",
+                     "eval.every", "eval.clips", "eval.classifier_steps", "eval.classifier_width"}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
 MAX_STEPS_IN_FLIGHT = 8
@@ -133,12 +135,29 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
+EVAL_CHUNK = 64  # clips per generator call in light evaluations (one compiled shape)
+
+
+def eval_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, np.ndarray | None]:
+  """Fixed latents [eval_clips, latent] and style ids for light evaluations, the same every time."""
+  n = -(-cfg.eval.clips // EVAL_CHUNK) * EVAL_CHUNK
+  z = ts.sample_latents(jax.random.key(cfg.train.seed + 3), n, cfg.model.latent_dim)
+  ids = (np.arange(n) % len(styles)).astype(np.int32) if cfg.model.conditional else None
+  return z, ids
+
+
 def _truncate_jsonl(path: str, last_step: int) -> None:
   """Drops records of steps after `last_step` (left by a run killed after its last save)."""
   if not os.path.exists(path):
     return
+  def keep(line: str) -> bool:
+    try:
+      return json.loads(line)["step"] <= last_step
+    except (ValueError, KeyError, TypeError):
+      return False  # a line half-written when the run was killed
+
   with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+    lines = [line for line in f if line.strip() and keep(line)]
   with open(path, "w") as f:
     f.writelines(lines)
 
@@ -188,6 +207,16 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     log("data loader state restored from the checkpoint" if loader.restored else
         f"data loader restarted at step {start} (no matching saved state)")
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
+  ref = None
+  if cfg.eval.every:
+    ref = evaluation.reference(data, cfg.data.label_field, evaluation.classifier_config(cfg),
+                               log=log)
+    z_eval, y_eval = eval_inputs(cfg, run.styles)
+  logger = None
+  if cfg.train.tensorboard and jax.process_index() == 0:
+    from wavegan.monitor import TensorBoardLogger  # pylint: disable=g-import-not-at-top
+
+    logger = TensorBoardLogger(workdir, start_step=start)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   total = cfg.train.steps
@@ -202,14 +231,33 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     names = [f"{rows[i // k]}_{i % k}" for i in range(audio.shape[0])]
     out = os.path.join(workdir, "previews", f"step_{step:07d}")
     previews.write_wavs(audio, names, out, cfg.data.sample_rate)
-    previews.spectrogram_grid(audio, rows, os.path.join(out, "grid.png"), cfg.data.sample_rate,
-                              title=f"step {step}")
+    grid = previews.spectrogram_grid(audio, rows, os.path.join(out, "grid.png"),
+                                     cfg.data.sample_rate, title=f"step {step}")
+    if logger is not None:
+      for r, name in enumerate(rows):  # the first clip of each style, from the same latent each time
+        logger.audio(step, f"preview/{name}", audio[r * k], cfg.data.sample_rate)
+      logger.image(step, "preview/spectrograms", grid)
+
+  def light_eval(step: int) -> None:
+    chunks = []
+    for i in range(0, z_eval.shape[0], EVAL_CHUNK):
+      y = jnp.zeros(EVAL_CHUNK, jnp.int32) if y_eval is None else y_eval[i:i + EVAL_CHUNK]
+      chunks.append(np.asarray(preview_fn(state.ema_params, z_eval[i:i + EVAL_CHUNK], y)))
+    audio = np.concatenate(chunks)[:cfg.eval.clips]                # [eval_clips, T, C]
+    values = evaluation.light_eval(ref, audio, None if y_eval is None else
+                                   y_eval[:cfg.eval.clips])
+    _append_jsonl(metrics_path, {"step": step, "time": time.time(), **values})
+    if logger is not None:
+      logger.scalars(step, values)
+    log(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in values.items()))
 
   bar = tqdm(total=total, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
   step = start
   t_last, step_last = time.perf_counter(), start
   pending: dict[str, jax.Array] | None = None
   try:
+    if ref is not None and start == 0:
+      light_eval(0)  # the untrained generator: where every curve starts
     with _StopFlag() as stop:
       while step < total and not stop.requested:
         real, labels = next(loader)                          # [n_critic, b, T, C], [n_critic, b]
@@ -224,6 +272,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           rate = (step - step_last) / max(now - t_last, 1e-9)
           t_last, step_last = now, step
           _append_jsonl(metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate, **values})
+          if logger is not None:
+            logger.scalars(step, {**values, "steps_per_s": rate})
           bar.set_postfix({"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}",
                            "it/s": f"{rate:.2f}"}, refresh=False)
         elif step % MAX_STEPS_IN_FLIGHT == 0:
@@ -231,6 +281,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
         bar.update(1)
         if step % cfg.train.preview_every == 0 or step == total:
           preview(step)
+        if ref is not None and (step % cfg.eval.every == 0 or step == total):
+          light_eval(step)
         if step % cfg.train.checkpoint_every == 0 or step == total:
           save(step)
       if stop.requested and step < total:
@@ -240,6 +292,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     bar.close()
     ckpt.close()
     loader.close()
+    if logger is not None:
+      logger.close()
   return run, state
 
 

@@ -1,0 +1,268 @@
+"""GAN evaluation metrics (wavegan/metrics.py): known values, invariances and brute-force checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from wavegan import metrics
+
+
+def _blobs(rng: np.random.Generator, centers: np.ndarray, per: int, scale: float = 0.5):
+  """Points [len(centers) * per, D] around each center, shuffled, and their blob ids [N]."""
+  ids = np.repeat(np.arange(len(centers)), per)
+  x = centers[ids] + scale * rng.normal(size=(len(ids), centers.shape[1]))
+  order = rng.permutation(len(ids))
+  return x[order], ids[order]
+
+
+def _with_exact_cov(rng: np.random.Generator, n: int, mean: np.ndarray, cov: np.ndarray):
+  """Samples [n, D] whose sample mean and unbiased covariance are exactly `mean` and `cov`."""
+  z = rng.normal(size=(n, len(mean)))
+  z -= z.mean(axis=0)
+  # Whiten with the sample covariance so the only remaining error is rounding.
+  z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False)).T)
+  return z @ np.linalg.cholesky(cov).T + mean
+
+
+# ------------------------------------------------------------------------------------------------
+# Inception Score.
+
+
+def test_inception_score_known_values():
+  onehot = np.eye(10)[np.arange(200) % 10]                               # balanced, confident
+  mean, std = metrics.inception_score(onehot)
+  assert abs(mean - 10.0) < 1e-6 and std == 0.0
+  uniform = np.full((50, 7), 1.0 / 7)
+  assert abs(metrics.inception_score(uniform)[0] - 1.0) < 1e-9
+  always_three = np.tile(np.eye(5)[3], (40, 1))                           # one class for every clip
+  assert abs(metrics.inception_score(always_three)[0] - 1.0) < 1e-9
+
+
+def test_inception_score_splits_are_contiguous_and_give_a_std():
+  # First half covers 2 classes (score 2), second half 4 classes (score 4): mean 3, std 1.
+  first = np.eye(6)[np.arange(40) % 2]
+  second = np.eye(6)[2 + np.arange(40) % 4]
+  mean, std = metrics.inception_score(np.concatenate([first, second]), splits=2)
+  assert mean == pytest.approx(3.0, abs=1e-9) and std == pytest.approx(1.0, abs=1e-9)
+  # One split over all 80 clips sees all 6 classes, in shares 1/4, 1/4, 1/8 x 4.
+  whole, whole_std = metrics.inception_score(np.concatenate([first, second]))
+  assert whole == pytest.approx(np.exp(2 * 0.25 * np.log(4) + 4 * 0.125 * np.log(8)))
+  assert whole_std == 0.0
+
+
+def test_inception_score_matches_the_formula_and_survives_zeros():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(64, 8)) * 3
+  probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  probs[:, 5] = 0.0                                                       # a class never predicted
+  probs /= probs.sum(axis=1, keepdims=True)
+  marginal = probs.mean(axis=0)
+  nz = probs > 0
+  kl = np.array([np.sum(p[m] * np.log(p[m] / marginal[m])) for p, m in zip(probs, nz)])
+  with np.errstate(all="raise"):                                          # no log(0) on the way
+    mean, _ = metrics.inception_score(probs.astype(np.float32))
+  assert mean == pytest.approx(np.exp(kl.mean()), rel=1e-5)
+  assert 1.0 <= mean <= 8.0
+
+
+def test_inception_score_rejects_bad_input():
+  with pytest.raises(ValueError, match="non-negative"):
+    metrics.inception_score(np.array([[1.5, -0.5]]))
+  with pytest.raises(ValueError, match="splits"):
+    metrics.inception_score(np.eye(3), splits=4)
+  with pytest.raises(ValueError, match="2-D"):
+    metrics.inception_score(np.ones(3) / 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Frechet distance.
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+  rng = np.random.default_rng(1)
+  x = 3.0 * rng.normal(size=(400, 16)) @ rng.normal(size=(16, 16))
+  assert 0.0 <= metrics.frechet_distance(x, x) < 1e-6 * np.var(x)
+  # Fewer samples than features: a singular covariance still gives a finite, tiny value.
+  few = rng.normal(size=(6, 20))
+  value = metrics.frechet_distance(few, few)
+  assert np.isfinite(value) and 0.0 <= value < 1e-2 * np.var(few)
+
+
+def test_frechet_distance_grows_with_a_mean_shift():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(20000, 4))
+  y = rng.normal(size=(20000, 4))
+  values = [metrics.frechet_distance(x, y + s) for s in (0.0, 0.5, 1.0, 2.0)]
+  assert values == sorted(values) and values[0] < 0.01
+  for s, v in zip((0.5, 1.0, 2.0), values[1:]):
+    # ||shift||^2 = D s^2, up to the sampling noise of the means (std ~0.04 s here).
+    assert v == pytest.approx(4 * s**2, rel=0.01, abs=0.05)
+
+
+def test_frechet_distance_closed_form_for_diagonal_covariances():
+  rng = np.random.default_rng(3)
+  a, b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+  mu_a, mu_b = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.0])
+  x = _with_exact_cov(rng, 300, mu_a, np.diag(a))
+  y = _with_exact_cov(rng, 500, mu_b, np.diag(b))
+  expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)   # 5 + 5
+  assert metrics.frechet_distance(x, y) == pytest.approx(expected, abs=1e-8)
+  # Symmetric in its arguments, and one feature works too.
+  assert metrics.frechet_distance(y, x) == pytest.approx(metrics.frechet_distance(x, y), abs=1e-8)
+  x1, y1 = x[:, :1], y[:, :1]
+  assert metrics.frechet_distance(x1, y1) == pytest.approx(1.0 + (1.0 - 3.0) ** 2, abs=1e-8)
+
+
+def test_frechet_distance_checks_shapes():
+  with pytest.raises(ValueError, match="at least 2 rows"):
+    metrics.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+  with pytest.raises(ValueError, match="feature sizes differ"):
+    metrics.frechet_distance(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernel distance.
+
+
+def test_kernel_distance_separates_shifted_sets_and_is_seeded():
+  rng = np.random.default_rng(4)
+  x, y = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+  same, same_std = metrics.kernel_distance(x, y, subsets=10, subset_size=100)
+  shifted, _ = metrics.kernel_distance(x, y + 1.0, subsets=10, subset_size=100)
+  assert shifted > 0.5 and abs(same) < 0.02 * shifted and same_std > 0.0
+  again = metrics.kernel_distance(x, y, subsets=10, subset_size=100)
+  assert again == (same, same_std)
+  assert metrics.kernel_distance(x, y, subsets=10, subset_size=100, seed=1) != again
+
+
+def test_kernel_distance_matches_the_unbiased_estimator():
+  rng = np.random.default_rng(5)
+  x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 0.3
+  k = lambda a, b: (a @ b / 3 + 1) ** 3
+  m = 6
+  within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i, j in itertools.permutations(range(m), 2))
+  cross = sum(k(x[i], y[j]) for i, j in itertools.product(range(m), repeat=2))
+  expected = within / (m * (m - 1)) - 2 * cross / m**2
+  # A subset as large as both sets is a permutation of them; MMD^2 does not depend on order.
+  mean, std = metrics.kernel_distance(x, y, subsets=3, subset_size=100)
+  assert mean == pytest.approx(expected, rel=1e-10) and std == pytest.approx(0.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# k-means and NDB.
+
+
+def test_kmeans_recovers_separated_blobs():
+  rng = np.random.default_rng(6)
+  truth = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+  x, ids = _blobs(rng, truth, per=60)
+  centers, labels = metrics.kmeans(x, 3, seed=0)
+  assert centers.shape == (3, 2) and labels.shape == (180,)
+  mapping = {}
+  for blob in range(3):
+    found = np.unique(labels[ids == blob])
+    assert len(found) == 1                                                # each cluster is pure
+    mapping[blob] = int(found[0])
+  assert sorted(mapping.values()) == [0, 1, 2]
+  for blob, label in mapping.items():
+    assert np.linalg.norm(centers[label] - truth[blob]) < 0.3
+  again = metrics.kmeans(x, 3, seed=0)
+  np.testing.assert_array_equal(again[0], centers)
+  np.testing.assert_array_equal(again[1], labels)
+
+
+def test_kmeans_with_more_clusters_than_distinct_points():
+  # Three distinct points, five clusters: duplicates seed coincident centers and empty clusters.
+  x = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 4, axis=0)
+  centers, labels = metrics.kmeans(x, 5, seed=0)
+  assert np.all(np.isfinite(centers)) and labels.min() >= 0 and labels.max() < 5
+  # Every center sits on a data point and every point is at distance 0 from its center.
+  np.testing.assert_allclose(np.linalg.norm(x - centers[labels], axis=1), 0.0, atol=1e-12)
+  with pytest.raises(ValueError, match="k must be"):
+    metrics.kmeans(x, 13)
+
+
+def test_kmeans_reseeds_empty_clusters(monkeypatch):
+  # A center far from every point owns nothing; left alone it would stay there for good.
+  monkeypatch.setattr(metrics, "_kmeans_pp", lambda x, k, rng: np.array([[0.0], [1.0], [100.0]]))
+  x = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0])[:, None]
+  centers, labels = metrics.kmeans(x, 3)
+  assert np.bincount(labels, minlength=3).min() > 0 and centers.max() <= 12.0
+  assert len(np.unique(labels[3:])) == 1 and labels[0] != labels[3]      # the far group stays whole
+
+
+def test_ndb_of_a_set_with_itself_is_zero():
+  rng = np.random.default_rng(7)
+  real = rng.normal(size=(400, 5))
+  out = metrics.ndb(real, real, k=20)
+  assert out["ndb"] == 0 and out["ndb_over_k"] == 0.0 and out["k"] == 20
+  assert out["real_share"] == out["fake_share"] and sum(out["real_share"]) == pytest.approx(1.0)
+  # A fresh sample of the same distribution differs in few bins.
+  assert metrics.ndb(real, rng.normal(size=(400, 5)), k=20)["ndb_over_k"] <= 0.2
+  # k shrinks to len(real) // 2 for small sets.
+  assert metrics.ndb(real[:10], real[:10])["k"] == 5
+
+
+def test_ndb_flags_mode_collapse():
+  rng = np.random.default_rng(8)
+  centers = 20.0 * rng.normal(size=(10, 4))
+  real, _ = _blobs(rng, centers, per=50)
+  collapsed, _ = _blobs(rng, centers[:2], per=250)                        # only 2 of 10 modes
+  out = metrics.ndb(real, collapsed, k=10)
+  assert out["ndb"] >= 8 and out["ndb_over_k"] == out["ndb"] / 10
+  assert sorted(out["fake_share"])[-2:] == pytest.approx([0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------------------------
+# Nearest-neighbour distance.
+
+
+def test_nearest_neighbour_distance_of_copies_and_shifted_copies():
+  train = 10.0 * np.stack(np.meshgrid(np.arange(5), np.arange(5)), -1).reshape(-1, 2)   # [25, 2]
+  copies = train[[3, 7, 7, 20]]
+  np.testing.assert_array_equal(metrics.nearest_neighbour_distance(copies, train), 0.0)
+  shift = np.array([0.3, 0.4])                                            # length 0.5
+  np.testing.assert_allclose(metrics.nearest_neighbour_distance(train + shift, train), 0.5,
+                             rtol=1e-12)
+
+
+def test_nearest_neighbour_distance_matches_brute_force_in_any_chunking():
+  rng = np.random.default_rng(9)
+  fake, train = rng.normal(size=(37, 5)), rng.normal(size=(53, 5))
+  brute = np.linalg.norm(fake[:, None] - train[None], axis=2).min(axis=1)   # [37]
+  for chunk in (1, 8, 37, 1024):
+    np.testing.assert_allclose(metrics.nearest_neighbour_distance(fake, train, chunk=chunk), brute,
+                               rtol=1e-12)
+  assert metrics.nearest_neighbour_distance(np.zeros((0, 5)), train).shape == (0,)
+
+
+# ------------------------------------------------------------------------------------------------
+# Audio checks.
+
+
+def test_silence_rate():
+  t = np.linspace(0, 1, 1000, endpoint=False)
+  tone = np.sin(2 * np.pi * 5 * t)[:, None] * np.ones(2)                  # [T, 2]
+  # Peaks: 0 (digital silence), -80 dBFS, -50 dBFS, -6 dBFS.
+  audio = np.stack([0 * tone, 1e-4 * tone, 10 ** (-50 / 20) * tone, 0.5 * tone])   # [4, T, 2]
+  assert metrics.silence_rate(audio) == 0.5
+  assert metrics.silence_rate(audio, threshold_db=-40.0) == 0.75
+  assert metrics.silence_rate(audio.astype(np.float32), threshold_db=-100.0) == 0.25
+
+
+def test_clipping_rate():
+  t = np.linspace(0, 1, 10000, endpoint=False)
+  sine = np.sin(2 * np.pi * 7 * t)
+  one_peak = 0.5 * sine
+  one_peak[100] = 1.0                                                     # 0.01% at full scale
+  rail = 0.5 * sine
+  rail[:20] = -1.0                                                        # 0.2% at the rail
+  audio = np.stack([one_peak, np.clip(1.5 * sine, -1, 1), np.zeros_like(sine), rail])[..., None]
+  assert metrics.clipping_rate(audio) == 0.5
+  assert metrics.clipping_rate(audio, min_fraction=1e-4) == 0.75
+  assert metrics.clipping_rate(audio, min_fraction=0.01) == 0.25
+  with pytest.raises(ValueError, match="non-empty"):
+    metrics.clipping_rate(np.zeros((0, 10, 1)))

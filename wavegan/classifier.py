@@ -1,0 +1,273 @@
+"""A reference classifier per corpus: log-mel features -> small CNN -> style, in JAX.
+
+It is what the evaluation measures generated audio with (WaveGAN's SC09 inception score, GANSynth's
+and DrumGAN's Frechet distances): class probabilities for the inception score and style accuracy,
+and its penultimate layer as the embedding for Frechet distance, KID, NDB and nearest neighbours.
+It is trained on the real corpus with a held-out split (by source file, so windows of one
+recording never sit on both sides), reports its own held-out accuracy, and is cached next to the
+corpus under a key made from the corpus' content, the label field and these settings.
+
+A corpus with one style has nothing to classify: its "classifier" is then the log-mel features'
+per-band mean and standard deviation (an embedding without probabilities).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from wavegan.export import digest, flatten
+
+CLASSIFIER_VERSION = 1
+HELD_OUT = 0.2  # share of source files held out
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+  """Features and training of the reference classifier."""
+
+  n_fft: int = 512
+  hop: int = 256
+  n_mels: int = 64
+  width: int = 16            # channels of the first conv; doubled at each of 4 blocks
+  embed_dim: int = 128
+  steps: int = 200
+  batch_size: int = 32
+  lr: float = 2e-3
+  seed: int = 0
+
+
+def mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+  """Mel filterbank [n_fft // 2 + 1, n_mels] (librosa's Slaney mel scale)."""
+  import librosa  # pylint: disable=g-import-not-at-top
+
+  return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype(np.float32)
+
+
+def log_mel(audio: jax.Array, mel: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """Audio [B, T, C] -> log-mel features [B, frames, mels] (mono mix, Hann window, log(1e-5 + x))."""
+  x = jnp.mean(audio, axis=-1)                                          # [B, T]
+  x = jnp.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
+  n_frames = 1 + (x.shape[1] - n_fft) // hop
+  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]  # [F, n_fft], static
+  frames = x[:, idx] * jnp.hanning(n_fft).astype(x.dtype)               # [B, F, n_fft]
+  power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2                   # [B, F, n_fft/2+1]
+  return jnp.log(1e-5 + power @ mel)                                    # [B, F, mels]
+
+
+class StyleNet(nnx.Module):
+  """Log-mel [B, F, M] -> (logits [B, K], embedding [B, E]): four conv blocks and global pooling."""
+
+  def __init__(self, cfg: ClassifierConfig, num_classes: int, *, rngs: nnx.Rngs):
+    widths = [cfg.width * 2**i for i in range(4)]
+    ins = [1] + widths[:-1]
+    self.convs = nnx.List([nnx.Conv(i, o, (3, 3), rngs=rngs) for i, o in zip(ins, widths)])
+    self.norms = nnx.List([nnx.LayerNorm(o, rngs=rngs) for o in widths])
+    self.embed = nnx.Linear(widths[-1], cfg.embed_dim, rngs=rngs)
+    self.head = nnx.Linear(cfg.embed_dim, num_classes, rngs=rngs)
+
+  def __call__(self, feats: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = feats[..., None]                                                # [B, F, M, 1]
+    for conv, norm in zip(self.convs, self.norms):
+      x = nnx.relu(norm(conv(x)))
+      x = nnx.max_pool(x, (2, 2), strides=(2, 2))                       # F, M halve
+    h = nnx.relu(self.embed(jnp.mean(x, axis=(1, 2))))                  # [B, E]
+    return self.head(h), h
+
+
+@dataclasses.dataclass
+class Classifier:
+  """A trained reference classifier (or, for one style, the feature-statistics embedding).
+
+  Attributes:
+    classes: style names its outputs index ([] for the one-style fallback).
+    sample_rate: rate its features assume.
+    held_out_accuracy: accuracy on the held-out real clips (None for the fallback).
+    info: how it was made (key, steps, seconds, clip counts).
+  """
+
+  cfg: ClassifierConfig
+  classes: tuple[str, ...]
+  sample_rate: int
+  params: Any
+  held_out_accuracy: float | None
+  info: dict[str, Any]
+
+  def __post_init__(self):
+    mel = jnp.asarray(mel_matrix(self.sample_rate, self.cfg.n_fft, self.cfg.n_mels))
+    c = self.cfg
+
+    def features(audio):
+      return log_mel(audio, mel, c.n_fft, c.hop)
+
+    if self.classes:
+      graph = nnx.graphdef(nnx.eval_shape(lambda: StyleNet(c, len(self.classes), rngs=nnx.Rngs(0))))
+
+      def forward(params, audio):
+        logits, emb = nnx.merge(graph, params)(features(audio))
+        return jax.nn.softmax(logits), emb
+    else:
+
+      def forward(params, audio):
+        f = features(audio)                                             # [B, F, M]
+        emb = jnp.concatenate([f.mean(axis=1), f.std(axis=1)], axis=-1)  # [B, 2M]
+        return jnp.zeros((audio.shape[0], 0)), emb
+
+    self._forward = jax.jit(forward)
+
+  def predict(self, audio: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Audio [N, T, C] -> (probabilities [N, K], embeddings [N, E]), in fixed-size batches."""
+    probs, embs = [], []
+    for start in range(0, audio.shape[0], batch_size):
+      chunk = np.asarray(audio[start:start + batch_size], np.float32)
+      n = chunk.shape[0]
+      if n < batch_size:  # one compiled shape
+        chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], np.float32)])
+      p, e = self._forward(self.params, chunk)
+      probs.append(np.asarray(p)[:n])
+      embs.append(np.asarray(e)[:n])
+    if not probs:
+      return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(probs), np.concatenate(embs)
+
+
+def held_out_mask(sources: tuple[str, ...], share: float = HELD_OUT) -> np.ndarray:
+  """bool [N]: clips whose source file is held out, a fixed function of the file name."""
+  def held(path: str) -> bool:
+    h = int(hashlib.sha256(path.encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < share
+  by_file = {s: held(s) for s in set(sources)}
+  return np.array([by_file[s] for s in sources], bool)
+
+
+def corpus_key(files_fingerprint: str, field: str, sample_rate: int, cfg: ClassifierConfig) -> str:
+  """The cache key: what the corpus holds, the label field, and how the classifier is made."""
+  blob = json.dumps([CLASSIFIER_VERSION, files_fingerprint, field, sample_rate,
+                     dataclasses.asdict(cfg)], sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_classifier(audio_fn: Callable[[np.ndarray], np.ndarray], labels: np.ndarray,
+                     train_idx: np.ndarray, test_idx: np.ndarray, classes: tuple[str, ...],
+                     sample_rate: int, cfg: ClassifierConfig = ClassifierConfig(),
+                     log: Callable[[str], None] | None = None) -> Classifier:
+  """Trains the reference classifier on the clips `train_idx` and scores it on `test_idx`.
+
+  Args:
+    audio_fn: clip indices [b] -> audio float32 [b, T, C] (e.g. `PreparedCache.gather`).
+    labels: style id of every clip, int [N].
+    train_idx: clips to train on.
+    test_idx: held-out clips.
+    classes: style names (K >= 2).
+    sample_rate: Hz.
+    cfg: features and training settings.
+    log: progress lines.
+
+  Returns:
+    The classifier, with its held-out accuracy.
+  """
+  t0 = time.perf_counter()
+  model = StyleNet(cfg, len(classes), rngs=nnx.Rngs(cfg.seed))
+  graph, params = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(params)
+  mel = jnp.asarray(mel_matrix(sample_rate, cfg.n_fft, cfg.n_mels))
+  tx = optax.adamw(optax.cosine_decay_schedule(cfg.lr, cfg.steps), weight_decay=1e-4)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt, audio, y, key):
+    # Random gain and circular time shifts: the classifier should hear timbre, not level or onset.
+    k1, k2 = jax.random.split(key)
+    gain = jax.random.uniform(k1, (audio.shape[0], 1, 1), minval=0.3, maxval=1.0)
+    shift = jax.random.randint(k2, (), 0, audio.shape[1] // 8)
+    audio = jnp.roll(audio * gain, shift, axis=1)
+
+    def loss_fn(p):
+      logits, _ = nnx.merge(graph, p)(log_mel(audio, mel, cfg.n_fft, cfg.hop))
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  rng = np.random.default_rng(cfg.seed)
+  key = jax.random.key(cfg.seed)
+  # Class-balanced batches: small styles are seen as often as large ones.
+  by_class = [train_idx[labels[train_idx] == k] for k in range(len(classes))]
+  by_class = [c for c in by_class if c.size]
+  per = max(1, cfg.batch_size // len(by_class))
+  loss = jnp.zeros(())
+  for s in range(cfg.steps):
+    idx = np.concatenate([rng.choice(c, per) for c in by_class])
+    params, opt, loss = step(params, opt, audio_fn(idx), jnp.asarray(labels[idx], jnp.int32),
+                             jax.random.fold_in(key, s))
+    if log is not None and (s + 1) % 100 == 0:
+      log(f"reference classifier: step {s + 1}/{cfg.steps}, loss {float(loss):.3f}")
+  clf = Classifier(cfg, classes, sample_rate, params, None, {})
+  probs, _ = clf.predict(audio_fn(test_idx)) if test_idx.size else (np.zeros((0, 1)), None)
+  acc = float(np.mean(np.argmax(probs, axis=1) == labels[test_idx])) if test_idx.size else None
+  clf.held_out_accuracy = acc
+  clf.info = {"train_clips": int(train_idx.size), "held_out_clips": int(test_idx.size),
+              "steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1),
+              "final_loss": float(loss)}
+  return clf
+
+
+def save_classifier(folder: str, clf: Classifier) -> None:
+  """Writes params.safetensors + classifier.json into `folder` (atomically, folder by folder)."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+
+  tmp = folder + ".tmp"
+  os.makedirs(tmp, exist_ok=True)
+  tensors = flatten(clf.params) if clf.classes else {}
+  if tensors:
+    save_file(tensors, os.path.join(tmp, "params.safetensors"))
+  with open(os.path.join(tmp, "classifier.json"), "w") as f:
+    json.dump({"version": CLASSIFIER_VERSION, "config": dataclasses.asdict(clf.cfg),
+               "classes": list(clf.classes), "sample_rate": clf.sample_rate,
+               "held_out_accuracy": clf.held_out_accuracy, "info": clf.info,
+               "sha256": digest(tensors)}, f, indent=1)
+  if os.path.exists(folder):
+    import shutil  # pylint: disable=g-import-not-at-top
+
+    shutil.rmtree(folder)
+  os.replace(tmp, folder)
+
+
+def load_classifier(folder: str) -> Classifier | None:
+  """A cached classifier, or None when it is missing or does not verify."""
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
+  try:
+    with open(os.path.join(folder, "classifier.json")) as f:
+      meta = json.load(f)
+    cfg = ClassifierConfig(**meta["config"])
+    classes = tuple(meta["classes"])
+    tensors = load_file(os.path.join(folder, "params.safetensors")) if classes else {}
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  if meta.get("version") != CLASSIFIER_VERSION or digest(tensors) != meta.get("sha256"):
+    return None
+  params = None
+  if classes:
+    abstract = nnx.eval_shape(lambda: StyleNet(cfg, len(classes), rngs=nnx.Rngs(0)))
+    structure = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(structure)
+    from wavegan.export import _key  # pylint: disable=g-import-not-at-top
+
+    try:
+      params = jax.tree_util.tree_unflatten(treedef, [tensors[_key(p)] for p, _ in leaves])
+    except KeyError:
+      return None
+  return Classifier(cfg, classes, int(meta["sample_rate"]), params, meta["held_out_accuracy"],
+                    meta.get("info", {}))

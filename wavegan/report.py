@@ -1,0 +1,150 @@
+"""`wavegan evaluate`: score a run's generator and write report.json, report.md and pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from wavegan import evaluation, inputs, previews
+from wavegan.config import ConfigError
+
+
+def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: str | None = None,
+                 seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Scores the latest checkpoint of `workdir` against its corpus and writes the report.
+
+  Args:
+    workdir: a training run folder.
+    data: the corpus (folder or cache) when not the run's own `data.path`.
+    n: generated clips (spread evenly over the styles).
+    out: report folder (default `RUN/eval/step_NNNNNNN`).
+    seed: latent seed of the generated clips.
+    log: progress lines.
+
+  Returns:
+    The report (also in `out/report.json`).
+  """
+  from wavegan.synthesis import Synthesizer  # pylint: disable=g-import-not-at-top
+  from wavegan.trainer import saved_run  # pylint: disable=g-import-not-at-top
+
+  if n < 2:
+    raise ConfigError(f"--n {n}: must be >= 2")
+  run = saved_run(workdir) if os.path.isdir(workdir) else None
+  if run is None:
+    raise ConfigError(f"{workdir}: no trained run found (no checkpoint)")
+  cfg = run.config
+  if data is not None:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
+  _, train_data = inputs.load_data(cfg, log=log)
+  if cfg.model.conditional and train_data.styles != run.styles:
+    raise ConfigError(f"{workdir} was trained on styles {list(run.styles)} but the data has "
+                      f"{list(train_data.styles)}")
+  ref = evaluation.reference(train_data, cfg.data.label_field,
+                             evaluation.classifier_config(cfg), log=log)
+  synth = Synthesizer.from_workdir(workdir)
+  out = out or os.path.join(workdir, "eval", f"step_{synth.info['step']:07d}")
+  os.makedirs(out, exist_ok=True)
+
+  styles = ref.styles if ref.conditional else ()
+  ids = (np.arange(n) % len(styles)).astype(np.int32) if styles else None
+  log(f"generating {n} clips")
+  fake = synth.from_latents(synth.latents(n, seed=seed), ids)
+  real = train_data.cache.gather(ref.test_idx)
+  noise = evaluation.noise_clips(n, fake.shape[1:], seed=seed)
+  log("scoring generated clips, held-out real clips and noise")
+  report = {
+      "run": os.path.abspath(workdir), "step": synth.info["step"], "n": n, "seed": seed,
+      "styles": list(ref.styles),
+      "classifier": {"kind": "cnn on log-mel" if ref.conditional else "log-mel statistics",
+                     "held_out_accuracy": ref.classifier.held_out_accuracy,
+                     "train_clips": int(ref.train_idx.size), "held_out_clips": int(ref.test_idx.size),
+                     **ref.classifier.info},
+      "generated": evaluation.score_set(ref, fake, ids, seed=seed),
+      "real_held_out": evaluation.score_set(ref, real, ref.test_labels if styles else None,
+                                            probs=ref.test_probs, emb=ref.test_emb, seed=seed),
+      "noise": evaluation.score_set(ref, noise, ids, seed=seed),
+  }
+  with open(os.path.join(out, "report.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(markdown(report))
+  _pictures(out, fake, ids, real, ref, synth.sample_rate, report)
+  return report
+
+
+def _fmt(v: Any) -> str:
+  if v is None:
+    return "-"
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
+
+
+def markdown(report: dict[str, Any]) -> str:
+  """The report as a Markdown table: one row per metric, one column per set."""
+  sets = ("generated", "real_held_out", "noise")
+  lines = [f"# Evaluation of {report['run']} at step {report['step']}", "",
+           f"{report['n']} generated clips (seed {report['seed']}) against the real training split; "
+           f"reference classifier: {report['classifier']['kind']}, held-out accuracy "
+           f"{_fmt(report['classifier']['held_out_accuracy'])}.", "",
+           "| metric | better | generated | real held-out | noise |",
+           "| --- | --- | --- | --- | --- |"]
+  for key, (label, better) in evaluation.METRICS.items():
+    if key not in report["generated"]:
+      continue
+    lines.append(f"| {label} | {better} | " + " | ".join(_fmt(report[s].get(key)) for s in sets) + " |")
+  gen_nn, real_nn = report["generated"]["nn_distance"], report["real_held_out"]["nn_distance"]
+  lines += ["", f"Memorisation check: generated clips are on average {gen_nn / max(real_nn, 1e-12):.2f}x "
+            "as far from their nearest training clip as held-out real clips are "
+            "(well below 1 suggests copying)."]
+  per = report["generated"].get("style_accuracy_per_style")
+  if per:
+    real_per = report["real_held_out"].get("style_accuracy_per_style", {})
+    lines += ["", "| style | generated accuracy | real held-out accuracy |", "| --- | --- | --- |"]
+    lines += [f"| {s} | {_fmt(per[s])} | {_fmt(real_per.get(s))} |" for s in per]
+  return "\n".join(lines) + "\n"
+
+
+def _pictures(out: str, fake: np.ndarray, ids: np.ndarray | None, real: np.ndarray,
+              ref: evaluation.Reference, sample_rate: int, report: dict[str, Any]) -> None:
+  """spectrograms.png (per style: generated row, real row) and style_accuracy.png."""
+  per_row = 4
+  rows, clips = [], []
+  groups = list(enumerate(ref.styles)) if ref.conditional else [(None, "all")]
+  for i, name in groups:
+    g = fake[ids == i] if i is not None else fake
+    r = real[ref.test_labels == i] if i is not None else real
+    for label, x in ((f"{name}: generated", g), (f"{name}: real", r)):
+      if x.shape[0] == 0:
+        continue
+      take = x[np.arange(per_row) % x.shape[0]]
+      rows.append(label)
+      clips.append(take)
+  previews.spectrogram_grid(np.concatenate(clips), rows, os.path.join(out, "spectrograms.png"),
+                            sample_rate, title=f"step {report['step']}: generated vs real")
+  per = report["generated"].get("style_accuracy_per_style")
+  if not per:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  names = list(per)
+  real_per = report["real_held_out"]["style_accuracy_per_style"]
+  x = np.arange(len(names))
+  fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
+  ax.bar(x - 0.2, [per[s] or 0 for s in names], 0.4, label="generated")
+  ax.bar(x + 0.2, [real_per.get(s) or 0 for s in names], 0.4, label="real held-out")
+  ax.axhline(1 / len(names), color="gray", ls="--", lw=1, label="chance")
+  ax.set_xticks(x, names)
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("style accuracy")
+  ax.legend(fontsize=8)
+  ax.set_title(f"step {report['step']}")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "style_accuracy.png"), dpi=90)
+  plt.close(fig)
