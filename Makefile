@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/wavegan train --workdir $(DEMO_DIR) --preset demo
 	$(BIN)/wavegan generate --workdir $(DEMO_DIR) --n 12 --seed 0 --out $(DEMO_DIR)/clips --overwrite
-	@echo "clips: $(DEMO_DIR)/clips   previews: $(DEMO_DIR)/previews"
+	$(BIN)/wavegan evaluate --workdir $(DEMO_DIR) --n 600 --out $(DEMO_DIR)/eval
+	$(BIN)/wavegan plot --workdir $(DEMO_DIR)
+	@echo "clips: $(DEMO_DIR)/clips   previews: $(DEMO_DIR)/previews   report: $(DEMO_DIR)/eval/report.md   curves: $(DEMO_DIR)/curves.png"
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -27,6 +29,8 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_render.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,104 @@
+"""Reference classifier and evaluation: accuracy, real vs noise, reports (wavegan/evaluation.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wavegan import evaluation, inputs
+from wavegan.classifier import ClassifierConfig, held_out_mask, load_classifier
+from wavegan.cli import main
+from wavegan.config import preset
+
+SMALL = ClassifierConfig(steps=120, width=8)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+  cfg = preset("demo")
+  cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, builtin_per_class=32))
+  _, data = inputs.load_data(cfg, log=lambda _: None)
+  return data
+
+
+@pytest.fixture(scope="module")
+def ref(corpus):
+  return evaluation.reference(corpus, cfg=SMALL, log=lambda _: None)
+
+
+def test_classifier_learns_the_builtin_styles_on_a_cpu(ref):
+  assert ref.classifier.classes == ("clap", "hat", "kick", "pluck", "snare", "tom")
+  assert ref.test_idx.size >= 30 and ref.train_idx.size >= 120
+  assert not set(ref.test_idx) & set(ref.train_idx)
+  assert ref.classifier.held_out_accuracy >= 0.9
+  assert ref.train_emb.shape == (ref.train_idx.size, 128)
+
+
+def test_split_keeps_each_source_file_on_one_side():
+  sources = ("a.wav",) * 5 + ("b.wav",) * 3 + tuple(f"c{i}.wav" for i in range(200))
+  held = held_out_mask(sources)
+  assert len(set(held[:5])) == 1 and len(set(held[5:8])) == 1
+  assert 0.1 < held.mean() < 0.3
+  np.testing.assert_array_equal(held, held_out_mask(sources))
+
+
+def test_classifier_is_cached_by_corpus_content(corpus, ref):
+  folders = os.listdir(os.path.join(corpus.cache.path, evaluation.CLASSIFIER_DIR))
+  assert len(folders) == 1
+  cached = load_classifier(os.path.join(corpus.cache.path, evaluation.CLASSIFIER_DIR, folders[0]))
+  assert cached.held_out_accuracy == ref.classifier.held_out_accuracy
+  audio = corpus.cache.gather(ref.test_idx[:4])
+  np.testing.assert_allclose(cached.predict(audio)[0], ref.classifier.predict(audio)[0], atol=1e-6)
+  again = evaluation.reference(corpus, cfg=SMALL, log=lambda msg: pytest.fail(f"retrained: {msg}"))
+  assert again.classifier.held_out_accuracy == ref.classifier.held_out_accuracy
+  # Other settings are another key: a second classifier next to the first.
+  other = dataclasses.replace(SMALL, steps=5)
+  evaluation.reference(corpus, cfg=other, log=lambda _: None)
+  assert len(os.listdir(os.path.join(corpus.cache.path, evaluation.CLASSIFIER_DIR))) == 2
+
+
+def test_real_held_out_beats_noise_on_every_metric(corpus, ref):
+  real = evaluation.score_set(ref, corpus.cache.gather(ref.test_idx), ref.test_labels,
+                              probs=ref.test_probs, emb=ref.test_emb)
+  n = ref.test_idx.size
+  noise = evaluation.score_set(ref, evaluation.noise_clips(n, (16384, 1)), ref.test_labels)
+  assert real["style_accuracy"] >= 0.9 > 0.5 > noise["style_accuracy"]
+  assert real["inception_score"] > 2 * noise["inception_score"]
+  assert real["fd"] * 5 < noise["fd"]
+  assert real["kid"] * 5 < noise["kid"]
+  assert real["ndb_over_k"] < noise["ndb_over_k"]
+  assert real["nn_distance"] * 2 < noise["nn_distance"]
+  assert real["silent_rate"] == noise["silent_rate"] == 0.0
+
+
+def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
+  run = tmp_path / "run"
+  assert main(["train", "--workdir", str(run), "--preset", "tiny", "--steps", "2",
+               "--set", "eval.every=2", "--no-progress"]) == 0
+  records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+  evals = [r["step"] for r in records if "eval/fd" in r]
+  assert evals == [0, 2]  # the untrained generator, then every eval.every steps
+  assert all("eval/style_acc" in r and "eval/kid" in r for r in records if "eval/fd" in r)
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(run / "tensorboard"))
+
+  assert main(["evaluate", "--workdir", str(run), "--n", "24", "--out", str(tmp_path / "ev")]) == 0
+  report = json.loads((tmp_path / "ev" / "report.json").read_text())
+  assert report["step"] == 2 and report["n"] == 24
+  for part in ("generated", "real_held_out", "noise"):
+    assert set(report[part]) >= {"fd", "kid", "ndb_over_k", "nn_distance", "silent_rate",
+                                 "clipped_rate", "inception_score", "style_accuracy",
+                                 "style_accuracy_per_style"}, part
+  assert report["classifier"]["held_out_accuracy"] is not None
+  md = (tmp_path / "ev" / "report.md").read_text()
+  assert "| Frechet distance | lower |" in md and "Memorisation check" in md
+  for png in ("spectrograms.png", "style_accuracy.png"):
+    assert (tmp_path / "ev" / png).stat().st_size > 5000
+  assert "report:" in capsys.readouterr().out
+
+  assert main(["plot", "--workdir", str(run)]) == 0
+  assert (run / "curves.png").stat().st_size > 10000
+  assert main(["plot", "--workdir", str(tmp_path / "nothing")]) == 2
