@@ -30,7 +30,8 @@ def ref(corpus):
   return evaluation.reference(corpus, cfg=SMALL, log=lambda _: None)
 
 
-def test_classifier_learns_the_builtin_styles_on_a_cpu(ref):
+def test_classifier_learns_the_builtin_styles_on_a_cpu(corpus, ref):
+  assert corpus.cache.path.startswith(os.environ["WAVEGAN_CACHE"])  # not the user's cache
   assert ref.classifier.classes == ("clap", "hat", "kick", "pluck", "snare", "tom")
   assert ref.test_idx.size >= 30 and ref.train_idx.size >= 120
   assert not set(ref.test_idx) & set(ref.train_idx)
