@@ -32,9 +32,15 @@ class ModelConfig:
   phase_shuffle: int = 2        # radius n of D's phase shuffle; 0 turns it off
   post_filter_len: int = 0      # learned post-processing FIR length in G (paper: 512); 0 = off
   num_styles: int = 0           # set from the corpus; <= 1 means unconditional
-  style_dim: int = 32           # width of G's style embedding, concatenated to z
+  style_dim: int = 32           # width of G's style embedding
+  g_cond: str = "concat"        # how G hears the style: "concat" (to z) or "film" (every layer)
+  d_cond: str = "projection"    # how D uses it: "projection" or "acgan" (auxiliary classifier)
 
   def validate(self) -> None:
+    if self.g_cond not in ("concat", "film"):
+      raise ConfigError(f"model.g_cond={self.g_cond!r}: must be 'concat' or 'film'")
+    if self.d_cond not in ("projection", "acgan"):
+      raise ConfigError(f"model.d_cond={self.d_cond!r}: must be 'projection' or 'acgan'")
     if self.slice_len not in SLICE_LENS:
       raise ConfigError(f"model.slice_len={self.slice_len}: must be one of {SLICE_LENS}")
     for name in ("channels", "dim", "latent_dim", "kernel_len", "stride"):
@@ -103,8 +109,14 @@ class OptimConfig:
   b1: float = 0.5
   b2: float = 0.9
   ema_decay: float = 0.999      # EMA of G's parameters used for synthesis
+  ac_weight: float = 1.0        # weight of the style classification loss (model.d_cond=acgan)
+  uncond_share: float = 0.0     # share of examples trained without a style (sampling with style={})
 
   def validate(self) -> None:
+    if not 0.0 <= self.uncond_share < 1.0:
+      raise ConfigError(f"optim.uncond_share={self.uncond_share}: must be in [0, 1)")
+    if self.ac_weight < 0:
+      raise ConfigError(f"optim.ac_weight={self.ac_weight}: must be >= 0")
     if self.loss not in LOSSES:
       raise ConfigError(f"optim.loss={self.loss!r}: must be one of {LOSSES}")
     if self.n_critic < 1:

@@ -61,10 +61,18 @@ class Generator(nnx.Module):
     self.base_len = base_len(cfg)
     in_dim = cfg.latent_dim
     self.style_embed = nnx.data(None)
+    self.film = nnx.data(None)
     if cfg.conditional:
       self.style_embed = nnx.Param(
           nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_styles, cfg.style_dim)))
-      in_dim += cfg.style_dim
+      if cfg.g_cond == "film":
+        # FiLM (Perez et al. 2018): a per-channel scale and shift after every hidden layer,
+        # so the style reaches each resolution instead of only the first projection.
+        self.film = nnx.List([nnx.Linear(cfg.style_dim, 2 * c, rngs=rngs,
+                                         kernel_init=nnx.initializers.zeros_init())
+                              for c in widths])
+      else:
+        in_dim += cfg.style_dim
     self.project = nnx.Linear(in_dim, self.base_len * widths[0], rngs=rngs,
                               kernel_init=nnx.initializers.glorot_uniform())
     outs = widths[1:] + [cfg.channels]
@@ -77,20 +85,30 @@ class Generator(nnx.Module):
 
   def __call__(self, z: jax.Array, style: jax.Array | None = None) -> jax.Array:
     b = z.shape[0]
+    emb = None
     if self.style_embed is not None:
       if style is None:
         raise ValueError("this generator is style-conditioned: pass style ids or weights")
       emb = style_weights(style, self.cfg.num_styles) @ self.style_embed[...]  # [B, E]
-      z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                     # [B, latent + E]
+      if self.film is None:
+        z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                   # [B, latent + E]
     x = self.project(z).reshape(b, self.base_len, -1)                             # [B, 16, 16d]
-    x = nnx.relu(x)
-    for up in self.ups[:-1]:
-      x = nnx.relu(up(x))                                                        # T *= 4, C /= 2
+    x = nnx.relu(self._film(x, emb, 0))
+    for i, up in enumerate(self.ups[:-1]):
+      x = nnx.relu(self._film(up(x), emb, i + 1))                                # T *= 4, C /= 2
     x = jnp.tanh(self.ups[-1](x))                                                # [B, T, C]
     if self.post_filter is not None:
       x = jax.lax.conv_general_dilated(x, self.post_filter[...].astype(x.dtype), (1,), "SAME",
                                        dimension_numbers=("NWC", "WIO", "NWC"))
     return x
+
+
+  def _film(self, x: jax.Array, emb: jax.Array | None, i: int) -> jax.Array:
+    """x [B, T, C] * (1 + scale) + shift from the style embedding (identity without FiLM)."""
+    if self.film is None or emb is None:
+      return x
+    scale, shift = jnp.split(self.film[i](emb.astype(x.dtype)), 2, axis=-1)        # [B, C] each
+    return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
 
 
 class Discriminator(nnx.Module):
@@ -105,9 +123,13 @@ class Discriminator(nnx.Module):
     feat = base_len(cfg) * chans[-1]
     self.out = nnx.Linear(feat, 1, rngs=rngs, kernel_init=nnx.initializers.glorot_uniform())
     self.style_proj = nnx.data(None)
-    if cfg.conditional:
+    self.classifier = nnx.data(None)
+    if cfg.conditional and cfg.d_cond == "projection":
       self.style_proj = nnx.Param(
           nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.num_styles, feat)))
+    if cfg.conditional and cfg.d_cond == "acgan":
+      # AC-GAN (Odena et al. 2017): D also names the style; G is rewarded when it is recognised.
+      self.classifier = nnx.Linear(feat, cfg.num_styles, rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array) -> jax.Array:
     """[B, T, C] -> flat features [B, 16 * 16d]."""
@@ -119,9 +141,15 @@ class Discriminator(nnx.Module):
     return x.reshape(x.shape[0], -1)
 
   def __call__(self, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
+    return self.logits(x, style, rng)[0]
+
+  def logits(self, x: jax.Array, style: jax.Array | None, rng: jax.Array
+             ) -> tuple[jax.Array, jax.Array | None]:
+    """(realness logit [B], style logits [B, S] with the AC-GAN head, else None)."""
     h = self.features(x, rng)                                # [B, F]
     logit = self.out(h)[:, 0]                                # [B]
     if self.style_proj is not None and style is not None:
       emb = style_weights(style, self.cfg.num_styles) @ self.style_proj[...]   # [B, F]
       logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
-    return logit
+    classes = self.classifier(h) if self.classifier is not None else None
+    return logit, classes

@@ -3,7 +3,8 @@
 Latent i of seed s is `uniform(fold_in(key(s), i))`, so clip i is the same whatever `n` or batch
 size a caller asks for, and the same seed and style always give the same audio. A style is a
 name, a mix of names with weights (`{"kick": 0.7, "tom": 0.3}`, the weighted sum of their
-embeddings), per-clip ids or weights, or None (every style in turn).
+embeddings), per-clip ids or weights, None (every style in turn) or `{}` (no style, for runs trained
+with `optim.uncond_share` > 0).
 """
 
 from __future__ import annotations
@@ -132,8 +133,7 @@ class Synthesizer:
     if isinstance(style, str):
       return np.repeat(self._one_hot(style)[None], n, axis=0)
     if isinstance(style, Mapping):
-      if not style:
-        raise ConfigError("an empty style mix; give at least one style and its weight")
+      # An empty mix is "no style": what a run trained with optim.uncond_share > 0 learned.
       w = np.zeros(s, np.float32)
       for name, weight in style.items():
         if not np.isfinite(float(weight)):

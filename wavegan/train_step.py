@@ -101,25 +101,54 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
   def critic(d_params: Any, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
     return models.discriminator(d_params)(x, style if conditional else None, rng)
 
-  def d_objective(d_params, g_params, real, style, rng):
-    kz, kr, kf, kg, ke = jax.random.split(rng, 5)
+  def critic_classes(d_params, x, style, rng) -> tuple[jax.Array, jax.Array | None]:
+    return models.discriminator(d_params).logits(x, style if conditional else None, rng)
+
+  def conditioning(ids: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Style ids [B] -> (mixing weights [B, S], kept [B]); a share of rows get no style at all."""
+    if not conditional:
+      return ids, jnp.ones(ids.shape, jnp.float32)
+    kept = jnp.ones(ids.shape, jnp.float32)
+    if o.uncond_share > 0:
+      kept = (jax.random.uniform(rng, ids.shape) >= o.uncond_share).astype(jnp.float32)
+    return jax.nn.one_hot(ids, m.num_styles) * kept[:, None], kept
+
+  def class_loss(classes: jax.Array | None, ids: jax.Array, kept: jax.Array) -> jax.Array:
+    """AC-GAN cross-entropy of the style logits on the rows that have a style."""
+    if classes is None:
+      return jnp.zeros(())
+    ce = optax.softmax_cross_entropy_with_integer_labels(classes, ids)        # [B]
+    return jnp.sum(ce * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+
+  def d_objective(d_params, g_params, real, ids, rng):
+    kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
+    style, kept = conditioning(ids, kc)
     z = shard_batch(sample_latents(kz, real.shape[0], m.latent_dim))
     fake = jax.lax.stop_gradient(generate(g_params, z, style))            # [B, T, C]
-    d_real = critic(d_params, real, style, kr)                            # [B]
-    d_fake = critic(d_params, fake, style, kf)
+    d_real, c_real = critic_classes(d_params, real, style, kr)            # [B], [B, S]
+    d_fake, _ = critic_classes(d_params, fake, style, kf)
     adv = d_loss_fn(d_real, d_fake)
     gp = jnp.zeros(())
     if o.gp_weight > 0:
       gp = losses.gradient_penalty(lambda x: critic(d_params, x, style, kg), real, fake, ke)
+    ac = class_loss(c_real, ids, kept)  # D learns styles from real clips only
     metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
-    return adv + o.gp_weight * gp, metrics
+    if c_real is not None:
+      metrics["d/ac"] = ac
+    return adv + o.gp_weight * gp + o.ac_weight * ac, metrics
 
-  def g_objective(g_params, d_params, style, rng):
-    kz, kd = jax.random.split(rng)
-    z = shard_batch(sample_latents(kz, style.shape[0], m.latent_dim))
+  def g_objective(g_params, d_params, ids, rng):
+    kz, kd, kc = jax.random.split(rng, 3)
+    style, kept = conditioning(ids, kc)
+    z = shard_batch(sample_latents(kz, ids.shape[0], m.latent_dim))
     fake = generate(g_params, z, style)
-    adv = g_loss_fn(critic(d_params, fake, style, kd))
-    return adv, {"g/adv": adv}
+    d_fake, c_fake = critic_classes(d_params, fake, style, kd)
+    adv = g_loss_fn(d_fake)
+    ac = class_loss(c_fake, ids, kept)
+    metrics = {"g/adv": adv}
+    if c_fake is not None:
+      metrics["g/ac"] = ac
+    return adv + o.ac_weight * ac, metrics
 
   def step(state: GANState, real: jax.Array, styles: jax.Array) -> tuple[GANState, Metrics]:
     rng = jax.random.fold_in(base_key, state.step)

@@ -1,0 +1,336 @@
+"""Auxiliary waveform discriminators (MelGAN, HiFi-GAN, UnivNet) and their losses, in Flax NNX.
+
+Each discriminator takes audio [B, T, C] (channels-last, any T) and returns `(logits, features)`:
+one logits tensor [B, N_i] per sub-discriminator, and every sub-discriminator's hidden activations
+(after their leaky ReLU, the logits themselves excluded) in one flat list, for feature matching.
+
+* `MultiScaleDiscriminator` (Kumar et al. 2019): one 1-D conv stack per scale 1, 1/2, 1/4.
+* `MultiPeriodDiscriminator` (Kong et al. 2020): (k, 1) 2-D convs over the waveform folded by
+  period p. They never mix the period axis, so it folds into the batch: 1-D convs over [B*p, T/p, C].
+* `MultiResolutionSTFTDiscriminator` (Jang et al. 2021; Defossez et al. 2022): 2-D convs over
+  log-magnitude spectrograms. A (3, k) kernel with stride (1, s) runs as a 1-D conv over bins with
+  the 3 neighbouring frames stacked as channels.
+
+Every convolution is a `Downsample1d` ('SAME'; a stride-1 conv is its s = 1 case), so all of them,
+and all their derivatives, are stride-1 `conv1d`s, which stay fast inside XLA:CPU training loops.
+Weight and spectral normalization (used by the papers) are left out; grouped convs are not used.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from wavegan.layers import Downsample1d, lrelu
+from wavegan.losses import hinge_d, hinge_g, lsgan_d, lsgan_g
+
+Outputs = tuple[list[jax.Array], list[jax.Array]]   # (logits [B, N_i] each, feature maps)
+
+DEFAULT_PERIODS = (2, 3, 5, 7, 11)
+DEFAULT_RESOLUTIONS = ((512, 128), (1024, 256), (256, 64))   # (n_fft, hop); window = n_fft
+_POWER_FLOOR = 1e-7        # |X|^2 floor before sqrt / log (as in Parallel WaveGAN's STFT loss)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def pad_to_multiple(x: jax.Array, multiple: int, axis: int = 1, mode: str = "constant") -> jax.Array:
+  """Right-pads `axis` of x to a multiple of `multiple` ('constant' zeros or 'reflect')."""
+  extra = -x.shape[axis] % multiple
+  if extra == 0:
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, extra)
+  return jnp.pad(x, widths, mode=mode)
+
+
+class Conv1d(nnx.Module):
+  """'SAME' 1-D conv of any length, stride s: [B, L, C_in] -> [B, ceil(L / s), C_out].
+
+  L is zero-padded on the right to a multiple of s, then `Downsample1d` runs the conv.
+  """
+
+  def __init__(self, c_in: int, c_out: int, kernel_len: int, stride: int = 1, *, rngs: nnx.Rngs):
+    self.stride = stride
+    self.conv = Downsample1d(c_in, c_out, kernel_len, stride, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.conv(pad_to_multiple(x, self.stride))
+
+
+class SpectralConv(nnx.Module):
+  """'SAME' 2-D conv, kernel (kh, kw), stride (1, s): [B, F, W, C_in] -> [B, F, ceil(W / s), C_out].
+
+  Runs as a 1-D conv over W whose input stacks the kh neighbouring frames as channels. Its kernel
+  is stored as [kw, kh * C_in, C_out]: the 2-D kernel K[i, j, c, o] is `kernel[j, i * C_in + c, o]`.
+  """
+
+  def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], stride: int = 1, *,
+               rngs: nnx.Rngs):
+    self.kh = kernel[0]
+    self.conv = Conv1d(self.kh * c_in, c_out, kernel[1], stride, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, f, w, c = x.shape
+    lo = (self.kh - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (lo, self.kh - 1 - lo), (0, 0), (0, 0)))     # [B, F + kh - 1, W, C]
+    cols = jnp.concatenate([xp[:, i:i + f] for i in range(self.kh)], -1)   # [B, F, W, kh * C]
+    y = self.conv(cols.reshape(b * f, w, self.kh * c))                     # [B * F, W', C_out]
+    return y.reshape(b, f, y.shape[1], -1)                                 # [B, F, W', C_out]
+
+
+def conv_stack(layers: Sequence[nnx.Module], post: nnx.Module, x: jax.Array) -> Outputs:
+  """Leaky-ReLU conv stack, then `post` to one channel: (logits [[B, N]], features)."""
+  feats = []
+  for layer in layers:
+    x = lrelu(layer(x))
+    feats.append(x)
+  logits = post(x)                                                          # [B, ..., 1]
+  return [logits.reshape(x.shape[0], -1)], feats                           # [B, N]
+
+
+def avg_pool(x: jax.Array) -> jax.Array:
+  """MelGAN's pooling between scales: mean over 4 samples, stride 2, 'SAME', padding not counted.
+
+  [B, T, C] -> [B, ceil(T / 2), C]; y[m] = mean(x[2m - 1 : 2m + 3]) over the samples that exist.
+  """
+  def window_sum(v: jax.Array) -> jax.Array:
+    v = jnp.pad(pad_to_multiple(v, 2), ((0, 0), (1, 1), (0, 0)))          # [B, T + 2, C]
+    pairs = v.reshape(v.shape[0], -1, 2, v.shape[-1]).sum(2)               # [B, T / 2 + 1, C]
+    return pairs[:, :-1] + pairs[:, 1:]                                    # [B, T / 2, C]
+
+  counts = window_sum(jnp.ones((1, x.shape[1], 1), x.dtype))               # [1, T / 2, 1]
+  return window_sum(x) / counts
+
+
+def hann_window(n: int) -> np.ndarray:
+  """Periodic Hann window (torch.hann_window's default), [n]."""
+  return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """|STFT| of x [B, T]: Hann window of n_fft, centred (reflect-padded) frames every hop samples.
+
+  Returns:
+    [B, 1 + T // hop, n_fft // 2 + 1], floored at sqrt(_POWER_FLOOR).
+  """
+  pad = n_fft // 2
+  xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")                   # [B, T + n_fft]
+  num_frames = 1 + x.shape[1] // hop
+  index = hop * np.arange(num_frames)[:, None] + np.arange(n_fft)[None]    # [F, n_fft]
+  frames = xp[:, index] * hann_window(n_fft)                               # [B, F, n_fft]
+  spec = jnp.fft.rfft(frames, axis=-1)                                     # [B, F, n_fft/2 + 1]
+  power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+  return jnp.sqrt(jnp.maximum(power, _POWER_FLOOR))
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminators
+
+
+class ScaleDiscriminator(nnx.Module):
+  """One MelGAN sub-discriminator: [B, T, C] -> logits [[B, ceil(T / 256)]], 6 feature maps.
+
+  Kernel-15 conv to `width` channels, four kernel-41 stride-4 convs (channels x4, capped at
+  16 * width since the convs are not grouped), a kernel-5 conv, and a kernel-3 conv to 1 channel.
+  """
+
+  def __init__(self, channels: int, width: int, *, rngs: nnx.Rngs):
+    chans = [width * min(4**i, 16) for i in range(5)]                    # w, 4w, 16w, 16w, 16w
+    layers = [Conv1d(channels, width, 15, rngs=rngs)]
+    layers += [Conv1d(ci, co, 41, 4, rngs=rngs) for ci, co in zip(chans[:-1], chans[1:])]
+    layers += [Conv1d(chans[-1], chans[-1], 5, rngs=rngs)]
+    self.layers = nnx.List(layers)
+    self.post = Conv1d(chans[-1], 1, 3, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    return conv_stack(self.layers, self.post, x)
+
+
+class MultiScaleDiscriminator(nnx.Module):
+  """MelGAN's multi-scale discriminator: the same stack at scales 1, 1/2, 1/4 (Kumar et al. 2019).
+
+  Audio [B, T, C] -> ([B, ceil(T / 256 / 2^k)] for k < num_scales, features).
+  """
+
+  def __init__(self, channels: int, width: int, num_scales: int = 3, *, rngs: nnx.Rngs):
+    self.scales = nnx.List([ScaleDiscriminator(channels, width, rngs=rngs)
+                            for _ in range(num_scales)])
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    logits, feats = [], []
+    for k, disc in enumerate(self.scales):
+      if k:
+        x = avg_pool(x)                                                   # T /= 2
+      out, f = disc(x)
+      logits += out
+      feats += f
+    return logits, feats
+
+
+class PeriodDiscriminator(nnx.Module):
+  """One HiFi-GAN sub-discriminator for period p: [B, T, C] -> logits [[B, p * ceil(T/p/81)]].
+
+  Four (5, 1) stride-(3, 1) convs (w, 4w, 16w, 32w channels: HiFi-GAN's at w = 32), a (5, 1)
+  conv and a (3, 1) conv to 1 channel, over the waveform folded to [B, T / p, p, C]. Features
+  are [B, p, T', C'] (period-major).
+  """
+
+  def __init__(self, channels: int, width: int, period: int, *, rngs: nnx.Rngs):
+    self.period = period
+    chans = [channels] + [width * m for m in (1, 4, 16, 32)]
+    layers = [Conv1d(ci, co, 5, 3, rngs=rngs) for ci, co in zip(chans[:-1], chans[1:])]
+    layers += [Conv1d(chans[-1], chans[-1], 5, rngs=rngs)]
+    self.layers = nnx.List(layers)
+    self.post = Conv1d(chans[-1], 1, 3, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    b, _, c = x.shape
+    p = self.period
+    x = pad_to_multiple(x, p, mode="reflect")                             # [B, p * L, C]
+    x = x.reshape(b, -1, p, c).transpose(0, 2, 1, 3).reshape(b * p, -1, c)   # [B * p, L, C]
+    logits, feats = conv_stack(self.layers, self.post, x)                 # [[B * p, L']]
+    feats = [f.reshape(b, p, *f.shape[1:]) for f in feats]               # [B, p, L', C']
+    return [logits[0].reshape(b, -1)], feats                              # [[B, p * L']]
+
+
+class MultiPeriodDiscriminator(nnx.Module):
+  """HiFi-GAN's multi-period discriminator (Kong et al. 2020): one `PeriodDiscriminator` a period."""
+
+  def __init__(self, channels: int, width: int, periods: Sequence[int] = DEFAULT_PERIODS, *,
+               rngs: nnx.Rngs):
+    self.periods = tuple(periods)
+    self.discs = nnx.List([PeriodDiscriminator(channels, width, p, rngs=rngs) for p in periods])
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    logits, feats = [], []
+    for disc in self.discs:
+      out, f = disc(x)
+      logits += out
+      feats += f
+    return logits, feats
+
+
+class ResolutionDiscriminator(nnx.Module):
+  """One STFT sub-discriminator: [B, T, C] -> logits [[B, (1 + T // hop) * ceil(bins / 8)]].
+
+  The mono mix's log-magnitude STFT [B, frames, bins, 1] goes through a (3, 9) conv, three (3, 9)
+  convs with stride (1, 2) over bins, a 3x3 conv (all `width` channels, as UnivNet's MRD) and a
+  3x3 conv to 1 channel.
+  """
+
+  def __init__(self, width: int, n_fft: int, hop: int, *, rngs: nnx.Rngs):
+    self.n_fft, self.hop = n_fft, hop
+    layers = [SpectralConv(1, width, (3, 9), rngs=rngs)]
+    layers += [SpectralConv(width, width, (3, 9), 2, rngs=rngs) for _ in range(3)]
+    layers += [SpectralConv(width, width, (3, 3), rngs=rngs)]
+    self.layers = nnx.List(layers)
+    self.post = SpectralConv(width, 1, (3, 3), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    mono = jnp.mean(x, axis=-1)                                           # [B, T]
+    spec = jnp.log(stft_magnitude(mono, self.n_fft, self.hop))[..., None]  # [B, F, bins, 1]
+    return conv_stack(self.layers, self.post, spec)
+
+
+class MultiResolutionSTFTDiscriminator(nnx.Module):
+  """Multi-resolution spectrogram discriminator (UnivNet's MRD; EnCodec's MS-STFTD on magnitudes).
+
+  `channels` is accepted for a uniform signature: the input is mixed to mono first.
+  """
+
+  def __init__(self, channels: int, width: int,
+               resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS, *, rngs: nnx.Rngs):
+    del channels
+    self.resolutions = tuple(tuple(r) for r in resolutions)
+    self.discs = nnx.List([ResolutionDiscriminator(width, n, h, rngs=rngs)
+                           for n, h in self.resolutions])
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    logits, feats = [], []
+    for disc in self.discs:
+      out, f = disc(x)
+      logits += out
+      feats += f
+    return logits, feats
+
+
+AUX_DISCRIMINATORS = {
+    "msd": MultiScaleDiscriminator,
+    "mpd": MultiPeriodDiscriminator,
+    "mrstft": MultiResolutionSTFTDiscriminator,
+}
+
+
+def build_aux_discriminators(names: tuple[str, ...], channels: int, width: int, *,
+                             rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+  """{name: discriminator} with default settings, for names in `AUX_DISCRIMINATORS`."""
+  unknown = [n for n in names if n not in AUX_DISCRIMINATORS]
+  if unknown:
+    raise ValueError(f"unknown auxiliary discriminator(s) {unknown}: "
+                     f"valid names are {sorted(AUX_DISCRIMINATORS)}")
+  return {n: AUX_DISCRIMINATORS[n](channels, width, rngs=rngs) for n in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def feature_matching_loss(real_feats: Sequence[jax.Array], fake_feats: Sequence[jax.Array]) -> jax.Array:
+  """Mean over feature maps of mean |D_l(x) - D_l(G(z))| (MelGAN, HiFi-GAN); real is a constant."""
+  terms = [jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f))
+           for r, f in zip(real_feats, fake_feats, strict=True)]
+  return jnp.mean(jnp.stack(terms))
+
+
+def _frobenius(x: jax.Array) -> jax.Array:
+  # A tiny offset keeps the gradient finite (zero) where x == 0, e.g. identical signals.
+  return jnp.sqrt(jnp.sum(x**2) + 1e-20)
+
+
+def multi_resolution_stft_loss(real: jax.Array, fake: jax.Array,
+                               resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
+                               ) -> jax.Array:
+  """Sum over (n_fft, hop) of spectral convergence + log-magnitude L1 (Yamamoto et al. 2020).
+
+  Args:
+    real, fake: audio [B, T, C]; every channel is compared.
+  Returns:
+    Scalar: sum_r ||S_x| - |S_y||_F / ||S_x||_F + mean |log|S_x| - log|S_y||.
+  """
+  b, t, c = real.shape
+  real = real.transpose(0, 2, 1).reshape(b * c, t)                      # [B * C, T]
+  fake = fake.transpose(0, 2, 1).reshape(b * c, t)
+  total = jnp.zeros((), jnp.float32)
+  for n_fft, hop in resolutions:
+    mag_r = stft_magnitude(real, n_fft, hop)                            # [B * C, F, bins]
+    mag_f = stft_magnitude(fake, n_fft, hop)
+    convergence = _frobenius(mag_r - mag_f) / _frobenius(mag_r)
+    log_l1 = jnp.mean(jnp.abs(jnp.log(mag_r) - jnp.log(mag_f)))
+    total = total + convergence + log_l1
+  return total
+
+
+def hinge_d_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:
+  """`losses.hinge_d` per sub-discriminator, summed."""
+  return sum(hinge_d(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
+
+
+def hinge_g_loss(fake_logits: Sequence[jax.Array]) -> jax.Array:
+  """`losses.hinge_g` per sub-discriminator, summed."""
+  return sum(hinge_g(f) for f in fake_logits)
+
+
+def lsgan_d_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:
+  """`losses.lsgan_d` (0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]) per sub-discriminator, summed."""
+  return sum(lsgan_d(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
+
+
+def lsgan_g_loss(fake_logits: Sequence[jax.Array]) -> jax.Array:
+  """`losses.lsgan_g` (0.5 E[(D(G(z)) - 1)^2]) per sub-discriminator, summed."""
+  return sum(lsgan_g(f) for f in fake_logits)

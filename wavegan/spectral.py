@@ -1,0 +1,198 @@
+"""SpecGAN's spectral front end: STFT, log-magnitude images, corpus moments and Griffin-Lim.
+
+SpecGAN (Donahue et al. 2019) trains a 2-D GAN on 128 x 128 log-magnitude images: 16384 samples
+at 16 kHz, `n_fft=256`, `hop=128`, 128 frames, the Nyquist bin dropped to leave 128 frequency
+bins. Each bin is normalised with the corpus' mean and std of the log magnitude, clipped to 3 std
+and scaled to [-1, 1]; generated images go back to audio through Griffin-Lim.
+
+The original needed a separate statistics pass writing a pickle. Here `moments` and
+`moments_from_batches` compute the per-bin statistics from numpy arrays (in chunks, for a whole
+corpus) and `moments_to_dict` / `moments_from_dict` keep them as plain JSON-able lists.
+
+Everything in JAX is jit-friendly, with the int arguments (`n_fft`, `hop`, `length`, `n_iter`)
+static: they fix array shapes and the frame indices, which are built in numpy at trace time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STD_FLOOR = 1e-6
+
+
+def hann(n_fft: int) -> np.ndarray:
+  """Periodic Hann window [n_fft] (tf.signal.hann_window's default, as SpecGAN's STFT used)."""
+  return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
+
+
+def frame_indices(n_frames: int, n_fft: int, hop: int) -> np.ndarray:
+  """Sample indices [n_frames, n_fft] of each frame; static, so gathers need no dynamic shapes."""
+  return np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
+
+
+def stft(audio: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array:
+  """Short-time Fourier transform with SpecGAN's framing.
+
+  Frames start at sample 0 (no centring) and the end is zero-padded just enough that there are
+  exactly `T // hop` frames: 128 for 16384 samples, matching tf.contrib.signal.stft(pad_end=True).
+
+  Args:
+    audio: mono audio [B, T].
+    n_fft: frame (and FFT) length.
+    hop: frame step.
+
+  Returns:
+    Complex spectrum [B, T // hop, n_fft // 2 + 1].
+  """
+  n_frames = audio.shape[-1] // hop
+  x = jnp.pad(audio, ((0, 0), (0, max(n_fft - hop, 0))))                # [B, T + n_fft - hop]
+  idx = frame_indices(n_frames, n_fft, hop)                             # [F, n_fft], static
+  frames = x[:, idx] * jnp.asarray(hann(n_fft), x.dtype)                # [B, F, n_fft]
+  return jnp.fft.rfft(frames, axis=-1)                                  # [B, F, n_fft/2+1]
+
+
+def istft(spec: jax.Array, n_fft: int = 256, hop: int = 128, length: int | None = None) -> jax.Array:
+  """Inverse of `stft`: windowed overlap-add divided by the summed squared window.
+
+  Dividing by sum_k w[n - k hop]^2 makes istft(stft(x)) == x wherever that sum is not tiny; only
+  the first few samples (under the rising edge of the first window alone) are unreliable.
+
+  Args:
+    spec: complex spectrum [B, F, n_fft // 2 + 1].
+    n_fft: frame length used by the forward transform.
+    hop: frame step used by the forward transform.
+    length: output length; defaults to `F * hop`, the length `stft` started from.
+
+  Returns:
+    Audio [B, length].
+  """
+  n_frames = spec.shape[1]
+  length = n_frames * hop if length is None else length
+  window = hann(n_fft)
+  frames = jnp.fft.irfft(spec, n=n_fft, axis=-1)                        # [B, F, n_fft]
+  frames = frames * jnp.asarray(window, frames.dtype)
+  idx = frame_indices(n_frames, n_fft, hop)                             # [F, n_fft], static
+  total = max(int(idx[-1, -1]) + 1, length)
+  out = jnp.zeros((spec.shape[0], total), frames.dtype)
+  out = out.at[:, idx].add(frames)                                      # [B, total]
+  # The window-square envelope is shape-only, so it is a numpy constant; floor it so the
+  # near-zero edge of the first window does not blow up (those samples carry no energy anyway).
+  # (np.bincount rather than np.add.at, whose broadcast values misbehave in numpy 2.4.)
+  sq = np.broadcast_to(window**2, idx.shape)
+  env = np.maximum(np.bincount(idx.ravel(), sq.ravel(), minlength=total), 1e-8)  # [total]
+  return (out / jnp.asarray(env, out.dtype))[:, :length]                # [B, length]
+
+
+def log_magnitude(audio: jax.Array, n_fft: int = 256, hop: int = 128, eps: float = 1e-6) -> jax.Array:
+  """Audio [B, T] -> SpecGAN's log |STFT| [B, T // hop, n_fft // 2] (Nyquist bin dropped).
+
+  Dropping the Nyquist bin makes the bin count a power of two (128 for n_fft=256), which the 2-D
+  GAN's stride-2 stack needs; it holds next to no energy in real audio.
+  """
+  mag = jnp.abs(stft(audio, n_fft, hop))[..., :n_fft // 2]              # [B, F, n_fft/2]
+  return jnp.log(mag + eps)
+
+
+def moments(log_mags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-frequency mean and std [K] of log magnitudes [..., K] over every other axis.
+
+  Accumulates in float64; the std is floored at 1e-6 so normalising a constant bin stays finite.
+  """
+  x = np.asarray(log_mags, np.float64).reshape(-1, np.shape(log_mags)[-1])  # [N, K]
+  return x.mean(axis=0), np.maximum(x.std(axis=0), STD_FLOOR)
+
+
+def moments_from_batches(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """`moments` over a stream of log-magnitude chunks [..., K], holding only running sums.
+
+  Lets a whole corpus be processed chunk by chunk: count, sum and sum of squares per bin in
+  float64, which is ample for log magnitudes (|x| ~ 10, so no catastrophic cancellation).
+
+  Raises:
+    ValueError: if `batches` is empty.
+  """
+  count, total, total_sq = 0, None, None
+  for batch in batches:
+    x = np.asarray(batch, np.float64).reshape(-1, np.shape(batch)[-1])     # [N, K]
+    if total is None:
+      total, total_sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    count += x.shape[0]
+    total += x.sum(axis=0)
+    total_sq += np.square(x).sum(axis=0)
+  if not count:
+    raise ValueError("moments_from_batches got no data")
+  mean = total / count
+  var = np.maximum(total_sq / count - np.square(mean), 0.0)  # rounding can dip just below 0
+  return mean, np.maximum(np.sqrt(var), STD_FLOOR)
+
+
+def moments_to_dict(mean: np.ndarray, std: np.ndarray) -> dict[str, list[float]]:
+  """Moments as plain lists, ready for `json.dump` (replaces SpecGAN's pickle)."""
+  return {"mean": np.asarray(mean, np.float64).tolist(), "std": np.asarray(std, np.float64).tolist()}
+
+
+def moments_from_dict(d: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+  """Inverse of `moments_to_dict`: (mean [K], std [K]) as float32 arrays."""
+  return np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32)
+
+
+def normalize(log_mag: jax.Array, mean: jax.Array, std: jax.Array, clip: float = 3.0) -> jax.Array:
+  """Standardise each bin, clip to `clip` std and scale into [-1, 1]; mean/std [K] broadcast."""
+  z = (log_mag - jnp.asarray(mean, log_mag.dtype)) / jnp.asarray(std, log_mag.dtype)
+  return jnp.clip(z, -clip, clip) / clip
+
+
+def denormalize(x: jax.Array, mean: jax.Array, std: jax.Array, clip: float = 3.0) -> jax.Array:
+  """Inverse of `normalize` (exact for values that were within the clip range)."""
+  return x * clip * jnp.asarray(std, x.dtype) + jnp.asarray(mean, x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("n_iter", "n_fft", "hop", "length"))
+def griffin_lim(magnitude: jax.Array, n_iter: int = 16, n_fft: int = 256, hop: int = 128,
+                length: int | None = None, momentum: float = 0.99, seed: int = 0) -> jax.Array:
+  """Fast Griffin-Lim (Perraudin et al. 2013, as librosa): a phase for a magnitude spectrogram.
+
+  Each iteration projects onto consistent spectrograms (istft -> stft) and back onto the target
+  magnitude, extrapolating the phase by `momentum` times the last step; the iterations are one
+  `fori_loop`, so `n_iter` only changes the trip count of a single compiled loop.
+
+  Args:
+    magnitude: |STFT| without the Nyquist bin [B, F, n_fft // 2] (SpecGAN's layout).
+    n_iter: iterations.
+    n_fft: frame length.
+    hop: frame step.
+    length: output length; defaults to `F * hop`.
+    momentum: fast Griffin-Lim's alpha; 0 gives the classic algorithm.
+    seed: seed of the random initial phase.
+
+  Returns:
+    Audio [B, length].
+  """
+  mag = jnp.pad(magnitude, ((0, 0), (0, 0), (0, 1)))                    # [B, F, n_fft/2+1]
+  phase = jax.random.uniform(jax.random.key(seed), mag.shape, mag.dtype, 0.0, 2.0 * jnp.pi)
+  angles = jnp.exp(1j * phase)                                          # unit phasors
+  # The rebuilt signal is re-framed by `stft` at F * hop samples; trim later to `length`.
+  n_samples = mag.shape[1] * hop
+  scale = momentum / (1.0 + momentum)
+
+  def body(_, carry):
+    angles, prev = carry
+    rebuilt = stft(istft(mag * angles, n_fft, hop, n_samples), n_fft, hop)
+    step = rebuilt - scale * prev
+    return step / (jnp.abs(step) + 1e-16), rebuilt
+
+  angles, _ = jax.lax.fori_loop(0, n_iter, body, (angles, jnp.zeros_like(angles)))
+  return istft(mag * angles, n_fft, hop, length)
+
+
+def spec_to_audio(x_norm: jax.Array, mean: jax.Array, std: jax.Array, n_iter: int = 16,
+                  n_fft: int = 256, hop: int = 128, length: int | None = None,
+                  clip: float = 3.0, seed: int = 0) -> jax.Array:
+  """Normalised log-magnitude images [B, F, n_fft // 2] -> audio [B, length] via Griffin-Lim."""
+  mag = jnp.exp(denormalize(x_norm, mean, std, clip))                   # [B, F, n_fft/2]
+  return griffin_lim(mag, n_iter=n_iter, n_fft=n_fft, hop=hop, length=length, seed=seed)
