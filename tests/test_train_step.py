@@ -169,3 +169,26 @@ def test_eight_simulated_devices_match_one(tmp_path):
   line = [l for l in res.stdout.splitlines() if l.startswith("MAXDIFF")][0].split()
   assert float(line[1]) < 1e-5, line
   assert abs(float(line[2]) - float(line[3])) < 1e-4 * max(1.0, abs(float(line[2]))), line
+
+
+def test_film_acgan_and_unconditional_share_train():
+  cfg = tiny(**{"model.num_styles": 3, "model.g_cond": "film", "model.d_cond": "acgan",
+                "optim.uncond_share": 0.5})
+  models, state, step = setup(cfg)
+  real, styles = fake_batch(cfg)
+  film_before = np.asarray(state.g_params["film"][1]["kernel"])
+  assert not np.any(film_before)  # FiLM starts as the identity
+  state, metrics = step(state, real, styles)
+  state, metrics = step(state, real, styles)
+  assert {"d/ac", "g/ac"} <= set(metrics)
+  for name, value in metrics.items():
+    assert np.isfinite(float(value)), name
+  # The style reaches G through FiLM (its weights learn) and D through its classifier head.
+  assert np.any(np.asarray(state.g_params["film"][1]["kernel"]))
+  assert "classifier" in state.d_params and "style_proj" not in state.d_params
+  g = models.generator(state.g_params)
+  z = ts.sample_latents(jax.random.key(0), 2, cfg.model.latent_dim)
+  a, b = g(z, jnp.array([0, 0])), g(z, jnp.array([1, 1]))
+  assert not np.allclose(np.asarray(a), np.asarray(b))
+  none = g(z, jnp.zeros((2, 3)))  # no style: what the unconditional share trains
+  assert np.all(np.isfinite(np.asarray(none))) and not np.allclose(np.asarray(none), np.asarray(a))

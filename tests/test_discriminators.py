@@ -1,0 +1,128 @@
+"""Auxiliary discriminators (MSD, MPD, MR-STFT) and their losses: shapes, gradients, equivalences."""
+
+import math
+
+import flax.linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from wavegan import discriminators as aux
+
+B, WIDTH = 2, 4
+NAMES = ("msd", "mpd", "mrstft")
+
+
+def build(name, channels=1):
+  return aux.build_aux_discriminators((name,), channels, WIDTH, rngs=nnx.Rngs(0))[name]
+
+
+def expected_logit_lens(name, t):
+  """Logit count per example for each sub-discriminator at the default settings."""
+  if name == "msd":
+    return [math.ceil(math.ceil(t / 2**k) / 256) for k in range(3)]
+  if name == "mpd":
+    return [p * math.ceil(math.ceil(t / p) / 81) for p in aux.DEFAULT_PERIODS]
+  return [(1 + t // hop) * math.ceil((n_fft // 2 + 1) / 8) for n_fft, hop in aux.DEFAULT_RESOLUTIONS]
+
+
+def audio(seed, t=16384, channels=1, scale=0.5):
+  return scale * jax.random.normal(jax.random.key(seed), (B, t, channels), jnp.float32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_output_shapes(name, slice_len, channels):
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: build(name, channels)))   # abstract params
+  x = jax.ShapeDtypeStruct((B, slice_len, channels), jnp.float32)
+  logits, feats = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
+  assert [l.shape for l in logits] == [(B, n) for n in expected_logit_lens(name, slice_len)]
+  assert feats and all(f.shape[0] == B and f.dtype == jnp.float32 for f in feats)
+
+
+@pytest.mark.parametrize("name,channels", [("msd", 2), ("mpd", 1), ("mrstft", 2)])
+def test_forward_is_finite_and_generator_gradients_flow(name, channels):
+  disc = build(name, channels)
+  real, fake = audio(0, channels=channels), audio(1, channels=channels)
+  logits, feats = nnx.jit(lambda d, x: d(x))(disc, real)
+  assert len(logits) == len(expected_logit_lens(name, 16384))
+  assert feats
+  for t in logits + feats:
+    assert t.shape[0] == B and bool(jnp.all(jnp.isfinite(t)))
+  assert all(float(jnp.std(f)) > 0 for f in feats)
+
+  def g_loss(y):
+    fake_logits, fake_feats = disc(y)
+    return aux.hinge_g_loss(fake_logits) + aux.feature_matching_loss(feats, fake_feats)
+
+  grad = jax.jit(jax.grad(g_loss))(fake)
+  assert grad.shape == fake.shape
+  assert bool(jnp.all(jnp.isfinite(grad)))
+  assert float(jnp.max(jnp.abs(grad))) > 0
+
+
+def test_feature_matching_loss():
+  feats = [jax.random.normal(jax.random.key(i), (B, 8, 3)) for i in range(3)]
+  assert float(aux.feature_matching_loss(feats, feats)) == 0.0
+  other = [f + 0.1 for f in feats]
+  np.testing.assert_allclose(float(aux.feature_matching_loss(feats, other)), 0.1, rtol=1e-5)
+  # The real features are constants: no gradient reaches them.
+  grad = jax.grad(lambda r: aux.feature_matching_loss(r, other))(feats)
+  assert all(float(jnp.max(jnp.abs(g))) == 0 for g in grad)
+
+
+def test_multi_resolution_stft_loss():
+  t = jnp.arange(8192) / 16000.0
+  tone = (0.5 * jnp.sin(2 * jnp.pi * 440.0 * t))[None, :, None].repeat(B, 0)   # [B, T, 1]
+  noise = audio(3, t=8192, scale=0.1)
+  loss = jax.jit(aux.multi_resolution_stft_loss)
+  assert float(loss(tone, tone)) < 1e-6
+  assert float(loss(tone, noise)) > 1.0
+  grad = jax.jit(jax.grad(lambda y: aux.multi_resolution_stft_loss(tone, y)))(tone)
+  assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_adversarial_losses_sum_over_sub_discriminators():
+  ones, zeros = [jnp.ones((B, 5)), jnp.ones((B, 7))], [jnp.zeros((B, 5)), jnp.zeros((B, 7))]
+  assert float(aux.hinge_d_loss(ones, [-o for o in ones])) == 0.0
+  assert float(aux.hinge_d_loss(zeros, zeros)) == 4.0
+  assert float(aux.hinge_g_loss(ones)) == -2.0
+  assert float(aux.lsgan_d_loss(ones, zeros)) == 0.0
+  assert float(aux.lsgan_g_loss(zeros)) == 1.0
+
+
+def test_stft_magnitude_peaks_at_the_tone_bin():
+  n_fft, hop = 512, 128
+  t = jnp.arange(8192)
+  tone = jnp.sin(2 * jnp.pi * 32 * t / n_fft)[None]                      # exactly bin 32
+  mag = aux.stft_magnitude(tone, n_fft, hop)
+  assert mag.shape == (1, 1 + 8192 // hop, n_fft // 2 + 1)
+  assert bool(jnp.all(jnp.argmax(mag[0, 4:-4], axis=-1) == 32))
+
+
+def test_spectral_conv_matches_2d_conv():
+  conv = aux.SpectralConv(3, 5, (3, 9), 2, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (2, 7, 20, 3))
+  k1 = conv.conv.conv.kernel[...]                                          # [kw, kh * C_in, C_out]
+  k2 = k1.reshape(9, 3, 3, 5).transpose(1, 0, 2, 3)                        # [kh, kw, C_in, C_out]
+  want = jax.lax.conv_general_dilated(x, k2, (1, 2), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(conv(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [64, 65])
+def test_avg_pool_matches_reference(t):
+  x = jax.random.normal(jax.random.key(0), (2, t, 3))
+  want = flax.linen.avg_pool(x, (4,), strides=(2,), padding="SAME", count_include_pad=False)
+  np.testing.assert_allclose(aux.avg_pool(x), want, atol=1e-6)
+
+
+def test_factory():
+  discs = aux.build_aux_discriminators(("msd", "mrstft"), 1, WIDTH, rngs=nnx.Rngs(0))
+  assert isinstance(discs["msd"], aux.MultiScaleDiscriminator)
+  assert isinstance(discs["mrstft"], aux.MultiResolutionSTFTDiscriminator)
+  with pytest.raises(ValueError, match="mpd"):
+    aux.build_aux_discriminators(("msd", "melgan"), 1, WIDTH, rngs=nnx.Rngs(0))
