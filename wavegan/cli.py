@@ -141,6 +141,8 @@ def cmd_render(args: argparse.Namespace) -> None:
   jobs = read_jobs(args.jobs)  # every job is checked before the model is even loaded
   if (args.model is None) == (args.workdir is None):
     raise ConfigError("pass exactly one of --model MODEL_FILE and --workdir RUN")
+  if args.batch_size < 1:
+    raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
   synth = Synthesizer.load(args.model or args.workdir, batch_size=args.batch_size)
   out = args.out or os.path.splitext(args.jobs)[0] + "_render"
   report = render(synth, jobs, out, overwrite=args.overwrite, progress=not args.no_progress)

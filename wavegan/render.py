@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import string
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -402,8 +403,6 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
   Returns:
     Counts of written and skipped clips and the wall time.
   """
-  import time  # pylint: disable=g-import-not-at-top
-
   t0 = time.perf_counter()
   plans = [plan_job(synth, job, i + 1) for i, job in enumerate(jobs)]
   check_plans(plans)
