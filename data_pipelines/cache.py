@@ -199,7 +199,7 @@ class _ShardWriter:
     self._pending, self._rows, self._bytes = [], 0, 0
 
 
-def _entry_labels(rel: str, folder_label: str, table: Manifest | None, abs_path: str
+def _entry_labels(folder_label: str, table: Manifest | None, abs_path: str
                   ) -> tuple[dict[str, str], dict[str, float], str]:
   """(labels, attributes, skip reason or "") of one file."""
   labels = {FOLDER_FIELD: folder_label}
@@ -299,7 +299,7 @@ def prepare(
     if st is None:
       entries[rel] = FileEntry(rel, 0, 0, {FOLDER_FIELD: f.label}, skipped="no such file")
       continue
-    labels, attributes, reason = _entry_labels(rel, f.label, table, os.path.abspath(f.path))
+    labels, attributes, reason = _entry_labels(f.label, table, os.path.abspath(f.path))
     prev = old.get(rel)
     if reason:
       entries[rel] = FileEntry(rel, *st, labels, skipped=reason)

@@ -26,7 +26,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from wavegan.export import digest, flatten
+from wavegan.export import digest, flatten, unflatten
+from wavegan.spectral import frame_indices
 
 CLASSIFIER_VERSION = 1
 HELD_OUT = 0.2  # share of source files held out
@@ -58,8 +59,7 @@ def log_mel(audio: jax.Array, mel: jax.Array, n_fft: int, hop: int) -> jax.Array
   """Audio [B, T, C] -> log-mel features [B, frames, mels] (mono mix, Hann window, log(1e-5 + x))."""
   x = jnp.mean(audio, axis=-1)                                          # [B, T]
   x = jnp.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
-  n_frames = 1 + (x.shape[1] - n_fft) // hop
-  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]  # [F, n_fft], static
+  idx = frame_indices(1 + (x.shape[1] - n_fft) // hop, n_fft, hop)      # [F, n_fft], static
   frames = x[:, idx] * jnp.hanning(n_fft).astype(x.dtype)               # [B, F, n_fft]
   power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2                   # [B, F, n_fft/2+1]
   return jnp.log(1e-5 + power @ mel)                                    # [B, F, mels]
@@ -261,12 +261,8 @@ def load_classifier(folder: str) -> Classifier | None:
   params = None
   if classes:
     abstract = nnx.eval_shape(lambda: StyleNet(cfg, len(classes), rngs=nnx.Rngs(0)))
-    structure = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(structure)
-    from wavegan.export import _key  # pylint: disable=g-import-not-at-top
-
     try:
-      params = jax.tree_util.tree_unflatten(treedef, [tensors[_key(p)] for p, _ in leaves])
+      params = unflatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)), tensors)
     except KeyError:
       return None
   return Classifier(cfg, classes, int(meta["sample_rate"]), params, meta["held_out_accuracy"],

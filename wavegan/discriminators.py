@@ -27,6 +27,7 @@ from flax import nnx
 
 from wavegan.layers import Downsample1d, lrelu
 from wavegan.losses import hinge_d, hinge_g, lsgan_d, lsgan_g
+from wavegan.spectral import frame_indices, hann
 
 Outputs = tuple[list[jax.Array], list[jax.Array]]   # (logits [B, N_i] each, feature maps)
 
@@ -108,11 +109,6 @@ def avg_pool(x: jax.Array) -> jax.Array:
   return window_sum(x) / counts
 
 
-def hann_window(n: int) -> np.ndarray:
-  """Periodic Hann window (torch.hann_window's default), [n]."""
-  return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
-
-
 def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
   """|STFT| of x [B, T]: Hann window of n_fft, centred (reflect-padded) frames every hop samples.
 
@@ -121,9 +117,8 @@ def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
   """
   pad = n_fft // 2
   xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")                   # [B, T + n_fft]
-  num_frames = 1 + x.shape[1] // hop
-  index = hop * np.arange(num_frames)[:, None] + np.arange(n_fft)[None]    # [F, n_fft]
-  frames = xp[:, index] * hann_window(n_fft)                               # [B, F, n_fft]
+  index = frame_indices(1 + x.shape[1] // hop, n_fft, hop)                # [F, n_fft]
+  frames = xp[:, index] * hann(n_fft).astype(np.float32)                   # [B, F, n_fft]
   spec = jnp.fft.rfft(frames, axis=-1)                                     # [B, F, n_fft/2 + 1]
   power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
   return jnp.sqrt(jnp.maximum(power, _POWER_FLOOR))
@@ -199,6 +194,16 @@ class PeriodDiscriminator(nnx.Module):
     return [logits[0].reshape(b, -1)], feats                              # [[B, p * L']]
 
 
+def _concat_outputs(discs: Sequence[nnx.Module], x: jax.Array) -> Outputs:
+  """Every sub-discriminator's logits and feature maps, in one pair of lists."""
+  logits, feats = [], []
+  for disc in discs:
+    out, f = disc(x)
+    logits += out
+    feats += f
+  return logits, feats
+
+
 class MultiPeriodDiscriminator(nnx.Module):
   """HiFi-GAN's multi-period discriminator (Kong et al. 2020): one `PeriodDiscriminator` a period."""
 
@@ -208,12 +213,7 @@ class MultiPeriodDiscriminator(nnx.Module):
     self.discs = nnx.List([PeriodDiscriminator(channels, width, p, rngs=rngs) for p in periods])
 
   def __call__(self, x: jax.Array) -> Outputs:
-    logits, feats = [], []
-    for disc in self.discs:
-      out, f = disc(x)
-      logits += out
-      feats += f
-    return logits, feats
+    return _concat_outputs(self.discs, x)
 
 
 class ResolutionDiscriminator(nnx.Module):
@@ -252,12 +252,7 @@ class MultiResolutionSTFTDiscriminator(nnx.Module):
                            for n, h in self.resolutions])
 
   def __call__(self, x: jax.Array) -> Outputs:
-    logits, feats = [], []
-    for disc in self.discs:
-      out, f = disc(x)
-      logits += out
-      feats += f
-    return logits, feats
+    return _concat_outputs(self.discs, x)
 
 
 AUX_DISCRIMINATORS = {

@@ -162,9 +162,17 @@ def load_model(path: str) -> ExportedModel:
     if tuple(tensors[name].shape) != tuple(spec.shape):
       raise ModelFileError(f"{path}: parameter {name} has shape {tensors[name].shape}, the model "
                            f"wants {spec.shape}")
+  return ExportedModel(model, styles, sample_rate, unflatten(structure, tensors), info)
+
+
+def unflatten(structure: Any, tensors: dict[str, np.ndarray]) -> Any:
+  """The inverse of `flatten`: arrays named like `structure`'s leaves, in its tree.
+
+  Raises:
+    KeyError: a leaf of `structure` has no array in `tensors`.
+  """
   leaves, treedef = jax.tree_util.tree_flatten_with_path(structure)
-  params = jax.tree_util.tree_unflatten(treedef, [tensors[_key(p)] for p, _ in leaves])
-  return ExportedModel(model, styles, sample_rate, params, info)
+  return jax.tree_util.tree_unflatten(treedef, [tensors[_key(path)] for path, _ in leaves])
 
 
 def flatten_abstract(structure: Any) -> dict[str, Any]:
