@@ -22,6 +22,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import threading
 import time
 import warnings
 from typing import Any, Callable, Iterable
@@ -380,6 +381,9 @@ def _entry_from_json(d: dict[str, Any], shard_names: list[str] | None = None) ->
   return e
 
 
+_OPEN_LOCK = threading.Lock()
+
+
 class PreparedCache:
   """Read access to a prepared cache: clips in source-path order, gathered from memory-mapped shards.
 
@@ -443,9 +447,13 @@ class PreparedCache:
     return tuple(self.files[i].path for i in self._file_of_clip)
 
   def _shards(self) -> list[np.ndarray]:
-    if self._maps is None:
-      self._maps = [np.load(os.path.join(self.path, SHARD_DIR, n), mmap_mode="r")
-                    for n in self._shard_names]
+    # Loader threads call this at once on a fresh cache. np.load parses each header with
+    # ast.literal_eval, which is not thread-safe in CPython 3.11 ("AST constructor recursion depth
+    # mismatch"), so the maps are opened once, under a lock.
+    with _OPEN_LOCK:
+      if self._maps is None:
+        self._maps = [np.load(os.path.join(self.path, SHARD_DIR, n), mmap_mode="r")
+                      for n in self._shard_names]
     return self._maps
 
   def label_field(self, requested: str = "") -> str:
@@ -504,4 +512,6 @@ def open_cache(path: str) -> PreparedCache:
   if not is_cache(path):
     raise DataError(f"{path}: not a prepared cache (no {CACHE_FILE}); make one with "
                     "`wavegan prepare DATA_DIR --out CACHE`")
-  return PreparedCache(path)
+  cache = PreparedCache(path)
+  cache._shards()  # open the maps here, before any reader thread starts
+  return cache

@@ -206,3 +206,26 @@ def test_worker_processes_give_the_same_cache(tmp_path):
   # Byte-identical shards: the pool returns results in file order.
   for name in os.listdir(tmp_path / "s" / "shards"):
     assert (tmp_path / "s" / "shards" / name).read_bytes() == (tmp_path / "p" / "shards" / name).read_bytes()
+
+
+def test_first_reads_from_many_threads_at_once(pack, tmp_path):
+  # Loader threads all make the first read of a freshly opened cache together; opening the shard
+  # maps must not race (np.load's header parse is not thread-safe on every CPython).
+  import concurrent.futures
+  import pickle
+  import threading
+  prepare(str(pack), str(tmp_path / "c"), SliceOptions(slice_len=4096, mode="hop", hop=1024),
+          workers=1)
+  want = open_cache(str(tmp_path / "c")).gather(np.arange(8))
+  for _ in range(30):
+    # A pickled copy (as a loader worker process gets) opens its maps on first read.
+    cache = pickle.loads(pickle.dumps(open_cache(str(tmp_path / "c"))))
+    barrier = threading.Barrier(8)
+
+    def read(_):
+      barrier.wait()
+      return cache.gather(np.arange(8))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      for got in pool.map(read, range(8)):
+        np.testing.assert_array_equal(got, want)
