@@ -360,6 +360,7 @@ class BatchSource:
       shard_index: int = 0,
       balance: bool = False,
       subset: np.ndarray | None = None,
+      conditions: np.ndarray | None = None,
   ):
     """Builds the source.
 
@@ -374,6 +375,8 @@ class BatchSource:
       shard_index: shard to return, in [0, num_shards).
       balance: draw every style equally often in each epoch.
       subset: the clip indices to draw from (default: all N).
+      conditions: what batches carry instead of the labels, one row per clip [N, ...] (e.g. style
+        vectors of several label fields and attributes); the labels still drive `balance`.
 
     Raises:
       ValueError: empty data, mismatched labels, or an invalid size/seed/shard argument.
@@ -404,6 +407,9 @@ class BatchSource:
           f"shard_index={shard_index}, num_shards={num_shards}: need 0 <= shard_index < num_shards"
           f" and num_shards dividing batch_size={batch_size}")
     self._labels = np.ascontiguousarray(labels, dtype=np.int32)  # [N]
+    if conditions is not None and len(conditions) != n:
+      raise ValueError(f"conditions for {len(conditions)} clips; there are {n}")
+    self._carried = self._labels if conditions is None else np.ascontiguousarray(conditions)
     self._pool = pool                                            # [M] clip ids drawn from
     self.batch_size = batch_size
     self.group = group
@@ -517,10 +523,11 @@ class BatchSource:
       step: training step, >= 0.
 
     Returns:
-      audio float32 [group, local_batch_size, T, C] and labels int32 [group, local_batch_size].
+      audio float32 [group, local_batch_size, T, C] and labels int32 [group, local_batch_size]
+      (or the `conditions` rows [group, local_batch_size, ...]).
     """
     idx = self.step_indices(step)  # [G, b]
-    return self._gather(idx), self._labels[idx]
+    return self._gather(idx), self._carried[idx]
 
   def iterate(self, start_step: int = 0):
     """Yields `get(start_step)`, `get(start_step + 1)`, ... forever.

@@ -85,6 +85,24 @@ def test_multi_resolution_stft_loss():
   assert bool(jnp.all(jnp.isfinite(grad)))
 
 
+def test_unpaired_losses_compare_batch_means():
+  # Mean feature matching: batches with the same per-position mean match, whatever their rows.
+  feats = [jax.random.normal(jax.random.key(i), (B, 8, 3)) for i in range(2)]
+  assert float(aux.mean_feature_matching_loss(feats, [f[::-1] for f in feats])) < 1e-6
+  assert float(aux.mean_feature_matching_loss(feats, [f + 0.1 for f in feats])) == pytest.approx(0.1)
+  # Mean spectrum: the same clips in another order match; a different spectrum does not, and its
+  # gradient reaches the generated audio only.
+  t = jnp.arange(8192) / 16000.0
+  tones = jnp.stack([jnp.sin(2 * jnp.pi * f * t) for f in (220.0, 440.0, 880.0, 1760.0)])[..., None]
+  loss = jax.jit(aux.mean_spectrum_loss)
+  assert float(loss(tones, tones[::-1])) < 1e-5
+  noise = audio(4, t=8192, scale=0.1)
+  assert float(loss(tones, noise)) > 1.0
+  g_real, g_fake = jax.jit(jax.grad(aux.mean_spectrum_loss, argnums=(0, 1)))(tones, noise)
+  assert bool(jnp.all(jnp.isfinite(g_fake))) and float(jnp.max(jnp.abs(g_fake))) > 0
+  assert bool(jnp.all(jnp.isfinite(g_real)))
+
+
 def test_adversarial_losses_sum_over_sub_discriminators():
   ones, zeros = [jnp.ones((B, 5)), jnp.ones((B, 7))], [jnp.zeros((B, 5)), jnp.zeros((B, 7))]
   assert float(aux.hinge_d_loss(ones, [-o for o in ones])) == 0.0

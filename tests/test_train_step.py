@@ -192,3 +192,51 @@ def test_film_acgan_and_unconditional_share_train():
   assert not np.allclose(np.asarray(a), np.asarray(b))
   none = g(z, jnp.zeros((2, 3)))  # no style: what the unconditional share trains
   assert np.all(np.isfinite(np.asarray(none))) and not np.allclose(np.asarray(none), np.asarray(a))
+
+
+def test_extra_discriminators_train_with_feature_matching_and_stft_loss():
+  cfg = tiny(**{"model.num_styles": 2, "model.aux_discs": "mrstft,msd,mpd", "model.aux_width": 2,
+                "optim.stft_weight": 1.0})
+  models, state, step = setup(cfg)
+  assert set(state.d_params) == {"main", "aux"}
+  assert models.aux(state.d_params).names == ("mrstft", "msd", "mpd")
+  before = jax.tree.map(np.asarray, state.d_params["aux"])
+  real, styles = fake_batch(cfg)
+  state, metrics = step(state, real, styles)
+  assert {"d/aux", "g/aux", "g/fm", "g/stft"} <= set(metrics)
+  for name, value in metrics.items():
+    assert np.isfinite(float(value)), name
+  # Every extra critic learns, as does the main one.
+  moved = [not np.array_equal(a, np.asarray(b))
+           for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.d_params["aux"]))]
+  assert all(moved)
+  # A run without extra critics keeps the main critic's parameters at the top level.
+  _, plain = ts.build(tiny(**{"model.num_styles": 2}))
+  assert jax.tree.structure(plain.d_params) == jax.tree.structure(state.d_params["main"])
+
+
+def test_several_label_fields_and_attributes_condition_the_step():
+  # Two label fields (3 and 2 values) and one attribute: the style vector is [B, 3 + 2 + 1].
+  for d_cond in ("acgan",):  # the AC head has one loss per field and per attribute
+    cfg = tiny(**{"model.style_groups": "3,2", "model.num_attributes": 1, "model.d_cond": d_cond,
+                  "model.g_cond": "film", "optim.uncond_share": 0.25})
+    assert cfg.model.cond_dim == 6 and cfg.model.conditional
+    models, state, step = setup(cfg)
+    real, _ = fake_batch(cfg)
+    rng = np.random.default_rng(1)
+    n, b = real.shape[:2]
+    vec = np.concatenate([np.eye(3)[rng.integers(0, 3, (n, b))], np.eye(2)[rng.integers(0, 2, (n, b))],
+                          rng.normal(size=(n, b, 1))], axis=-1).astype(np.float32)
+    state, metrics = step(state, real, jnp.asarray(vec))
+    for name, value in metrics.items():
+      assert np.isfinite(float(value)), name
+    if d_cond == "acgan":
+      assert "g/ac" in metrics
+    g = models.generator(state.g_params)
+    z = ts.sample_latents(jax.random.key(0), 2, cfg.model.latent_dim)
+    # Ids per field are accepted too, with the attribute at its mean (0).
+    by_ids = g(z, jnp.array([[0, 1], [2, 0]]))
+    by_vec = g(z, jnp.array([[1, 0, 0, 0, 1, 0], [0, 0, 1, 1, 0, 0]], jnp.float32))
+    np.testing.assert_allclose(np.asarray(by_ids), np.asarray(by_vec), atol=1e-6)
+    higher = g(z, jnp.array([[1, 0, 0, 0, 1, 2.0], [0, 0, 1, 1, 0, 2.0]], jnp.float32))
+    assert not np.allclose(np.asarray(higher), np.asarray(by_vec))

@@ -105,8 +105,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
   if args.n < 1:
     raise ConfigError(f"--n {args.n}: must be >= 1")
   synth = Synthesizer.load(args.workdir)
+  from wavegan.render import parse_style
   job = RenderJob(name=f"generate-s{args.seed}-{args.style or 'all'}", count=args.n,
-                  seed=args.seed, style=args.style, filename="{style}_s{seed}_{index:04d}")
+                  seed=args.seed, style=parse_style(args.style), filename="{style}_s{seed}_{index:04d}")
 
   def refuse_existing(plans) -> None:
     files = [f for p in plans for f in p.files]
@@ -224,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("generate", help="render clips from a trained run")
   p.add_argument("--workdir", required=True)
   p.add_argument("--n", type=int, required=True)
-  p.add_argument("--style", help="style name (default: every style in turn)")
+  p.add_argument("--style", help="style name, a mix 'kick=0.7,tom=0.3', fields and attributes "
+                 "'instrument=snare,pitch=220', or JSON (default: every style in turn)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", required=True)
   p.add_argument("--overwrite", action="store_true", help="replace existing files")

@@ -35,8 +35,36 @@ class ModelConfig:
   style_dim: int = 32           # width of G's style embedding
   g_cond: str = "concat"        # how G hears the style: "concat" (to z) or "film" (every layer)
   d_cond: str = "projection"    # how D uses it: "projection" or "acgan" (auxiliary classifier)
+  style_groups: str = ""        # set from the corpus with several label fields: block sizes, e.g. "4,3"
+  num_attributes: int = 0       # set from the corpus: continuous attributes in the style vector
+  kind: str = "wavegan"         # "wavegan" (waveform G and D) or "specgan" (log-magnitude images)
+  n_fft: int = 256              # specgan: STFT frame; n_fft // 2 bins are modelled
+  hop: int = 128                # specgan: STFT step; slice_len // hop frames are modelled
+  gl_iters: int = 32            # specgan: Griffin-Lim iterations when turning images into audio
+  aux_discs: str = ""           # wavegan: extra discriminators, any of "mrstft,msd,mpd"
+  aux_width: int = 16           # channels of the extra discriminators' first layers
 
   def validate(self) -> None:
+    if self.kind not in ("wavegan", "specgan"):
+      raise ConfigError(f"model.kind={self.kind!r}: must be 'wavegan' or 'specgan'")
+    if self.kind == "specgan":
+      bins, frames = self.n_fft // 2, self.slice_len // max(self.hop, 1)
+      if bins % 32 or frames % 32 or self.slice_len % max(self.hop, 1):
+        raise ConfigError(f"model.kind=specgan needs n_fft // 2 ({bins}) and slice_len // hop "
+                          f"({self.slice_len}/{self.hop}) to be multiples of 32")
+      if self.aux_discs:
+        raise ConfigError("model.aux_discs are waveform discriminators: use them with kind=wavegan")
+    if self.gl_iters < 1:
+      raise ConfigError(f"model.gl_iters={self.gl_iters}: must be >= 1")
+    unknown = set(self.aux_names) - {"mrstft", "msd", "mpd"}
+    if unknown:
+      raise ConfigError(f"model.aux_discs: unknown {sorted(unknown)}; valid: mpd, msd, mrstft")
+    if self.num_attributes < 0:
+      raise ConfigError(f"model.num_attributes={self.num_attributes}: must be >= 0")
+    try:
+      self.groups
+    except ValueError:
+      raise ConfigError(f"model.style_groups={self.style_groups!r}: expected sizes like '4,3'") from None
     if self.g_cond not in ("concat", "film"):
       raise ConfigError(f"model.g_cond={self.g_cond!r}: must be 'concat' or 'film'")
     if self.d_cond not in ("projection", "acgan"):
@@ -50,8 +78,24 @@ class ModelConfig:
       raise ConfigError("model.phase_shuffle and model.post_filter_len must be >= 0")
 
   @property
+  def groups(self) -> tuple[int, ...]:
+    """Sizes of the label fields' one-hot blocks in the style vector (one field: (num_styles,))."""
+    if self.style_groups:
+      return tuple(int(g) for g in self.style_groups.split(","))
+    return (self.num_styles,) if self.num_styles > 1 else ()
+
+  @property
+  def cond_dim(self) -> int:
+    """Width of the style vector: the label blocks, then the attributes."""
+    return sum(self.groups) + self.num_attributes
+
+  @property
   def conditional(self) -> bool:
-    return self.num_styles > 1
+    return self.cond_dim > 0
+
+  @property
+  def aux_names(self) -> tuple[str, ...]:
+    return tuple(n.strip() for n in self.aux_discs.split(",") if n.strip())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +117,8 @@ class DataConfig:
   silence_db: float = -120.0    # leave out windows whose RMS is below this (dBFS)
   trim_db: float = 0.0          # trim leading samples quieter than this (dBFS); 0 = off
   manifest: str = ""            # CSV/JSON mapping files to labels; "" = styles from folder names
-  label_field: str = ""         # the label field naming the style ("" = the manifest's only one, or the folder)
+  label_field: str = ""         # label field(s) naming the style, e.g. "instrument,technique" ("" = the manifest's only one, or the folder)
+  attributes: str = ""          # continuous attributes to condition on: manifest columns, or "pitch", "brightness" computed from the audio
   max_seconds: float = 3600.0   # longer files are skipped unread (a 10 h WAV would fill memory)
   store_dtype: str = "int16"    # how prepared windows are stored: "int16" or "float32"
   prepare_workers: int = 0      # decoder processes when preparing; 0 = one per CPU core
@@ -111,12 +156,19 @@ class OptimConfig:
   ema_decay: float = 0.999      # EMA of G's parameters used for synthesis
   ac_weight: float = 1.0        # weight of the style classification loss (model.d_cond=acgan)
   uncond_share: float = 0.0     # share of examples trained without a style (sampling with style={})
+  aux_loss: str = "lsgan"       # adversarial loss of model.aux_discs: "lsgan" or "hinge"
+  aux_weight: float = 1.0       # weight of the extra discriminators' adversarial loss for G
+  fm_weight: float = 2.0        # feature matching (batch-mean activations of the extra discriminators)
+  stft_weight: float = 0.0      # multi-resolution STFT loss of G's average spectrum against the batch's
 
   def validate(self) -> None:
     if not 0.0 <= self.uncond_share < 1.0:
       raise ConfigError(f"optim.uncond_share={self.uncond_share}: must be in [0, 1)")
-    if self.ac_weight < 0:
-      raise ConfigError(f"optim.ac_weight={self.ac_weight}: must be >= 0")
+    for name in ("ac_weight", "aux_weight", "fm_weight", "stft_weight"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"optim.{name}={getattr(self, name)}: must be >= 0")
+    if self.aux_loss not in ("lsgan", "hinge"):
+      raise ConfigError(f"optim.aux_loss={self.aux_loss!r}: must be 'lsgan' or 'hinge'")
     if self.loss not in LOSSES:
       raise ConfigError(f"optim.loss={self.loss!r}: must be one of {LOSSES}")
     if self.n_critic < 1:
@@ -177,6 +229,8 @@ class Config:
     self.optim.validate()
     self.train.validate()
     self.eval.validate()
+    if self.model.kind == "specgan" and self.optim.stft_weight > 0:
+      raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
     return self
 
   def to_dict(self) -> dict[str, Any]:

@@ -272,6 +272,18 @@ def build_aux_discriminators(names: tuple[str, ...], channels: int, width: int, 
   return {n: AUX_DISCRIMINATORS[n](channels, width, rngs=rngs) for n in names}
 
 
+class AuxDiscriminators(nnx.Module):
+  """The configured extra discriminators as one: audio -> every sub-discriminator's outputs."""
+
+  def __init__(self, names: tuple[str, ...], channels: int, width: int, *, rngs: nnx.Rngs):
+    self.names = tuple(names)
+    self.discs = nnx.List(list(build_aux_discriminators(self.names, channels, width,
+                                                        rngs=rngs).values()))
+
+  def __call__(self, x: jax.Array) -> Outputs:
+    return _concat_outputs(self.discs, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses
 
@@ -311,6 +323,37 @@ def multi_resolution_stft_loss(real: jax.Array, fake: jax.Array,
   return total
 
 
+def mean_feature_matching_loss(real_feats: Sequence[jax.Array],
+                               fake_feats: Sequence[jax.Array]) -> jax.Array:
+  """`feature_matching_loss` of the batch means (Salimans et al. 2016).
+
+  A vocoder compares each fake with its own real clip; a GAN sampling from noise has no such pair,
+  so G matches the real batch's mean activation of every feature map instead.
+  """
+  return feature_matching_loss([jnp.mean(r, axis=0) for r in real_feats],
+                               [jnp.mean(f, axis=0) for f in fake_feats])
+
+
+def mean_spectrum_loss(real: jax.Array, fake: jax.Array,
+                       resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS) -> jax.Array:
+  """`multi_resolution_stft_loss` of the batch's average magnitude spectra (unpaired clips).
+
+  Spectral convergence + log-magnitude L1 between the mean |STFT| over clips and frames of the
+  real and the generated batch, summed over resolutions: it pulls G's long-term spectrum towards
+  the corpus' without asking any one clip to copy another.
+  """
+  b, t, c = real.shape
+  real = real.transpose(0, 2, 1).reshape(b * c, t)                      # [B * C, T]
+  fake = fake.transpose(0, 2, 1).reshape(fake.shape[0] * c, t)
+  total = jnp.zeros((), jnp.float32)
+  for n_fft, hop in resolutions:
+    mag_r = jnp.mean(stft_magnitude(real, n_fft, hop), axis=(0, 1))     # [bins]
+    mag_f = jnp.mean(stft_magnitude(fake, n_fft, hop), axis=(0, 1))
+    convergence = _frobenius(mag_r - mag_f) / _frobenius(mag_r)
+    total = total + convergence + jnp.mean(jnp.abs(jnp.log(mag_r) - jnp.log(mag_f)))
+  return total
+
+
 def hinge_d_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:
   """`losses.hinge_d` per sub-discriminator, summed."""
   return sum(hinge_d(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
@@ -329,3 +372,6 @@ def lsgan_d_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Arr
 def lsgan_g_loss(fake_logits: Sequence[jax.Array]) -> jax.Array:
   """`losses.lsgan_g` (0.5 E[(D(G(z)) - 1)^2]) per sub-discriminator, summed."""
   return sum(lsgan_g(f) for f in fake_logits)
+
+
+AUX_LOSSES = {"hinge": (hinge_d_loss, hinge_g_loss), "lsgan": (lsgan_d_loss, lsgan_g_loss)}

@@ -2,7 +2,7 @@
 
 The file is a safetensors file (a JSON header and raw arrays: loading it runs no code, unlike a
 pickle). Its metadata holds the format name and version, the model config, the style names, the
-sample rate, and a SHA-256 digest over every array's name, dtype, shape and bytes, so a truncated
+sample rate, the conditioning and STFT moments of runs that have them (JSON), and a SHA-256 digest over every array's name, dtype, shape and bytes, so a truncated
 or altered file is refused with a clear error instead of producing wrong audio.
 
 Reading needs numpy, safetensors, jax and flax only: no optimiser, checkpoint or data code.
@@ -41,6 +41,8 @@ class ExportedModel:
     sample_rate: the rate the model was trained at, in Hz.
     params: the EMA generator's parameters as a pure dict of numpy arrays.
     info: anything else from the run (preset, training step), informational.
+    extras: what synthesis needs besides the config: the conditioning (several label fields,
+      attributes) and SpecGAN's STFT moments, when the run has them.
   """
 
   model: ModelConfig
@@ -48,6 +50,7 @@ class ExportedModel:
   sample_rate: int
   params: dict[str, Any]
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _key(path: tuple[Any, ...]) -> str:
@@ -81,15 +84,16 @@ def digest(tensors: dict[str, np.ndarray]) -> str:
 
 def generator_graph(model: ModelConfig) -> tuple[Any, Any]:
   """The generator's graph definition and parameter pytree of shapes (nothing is computed)."""
-  from wavegan.models import Generator  # pylint: disable=g-import-not-at-top
+  from wavegan.models import generator_class  # pylint: disable=g-import-not-at-top
 
-  abstract = nnx.eval_shape(lambda: Generator(model, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: generator_class(model)(model, rngs=nnx.Rngs(0)))
   graph, params = nnx.split(abstract, nnx.Param)
   return graph, nnx.to_pure_dict(params)
 
 
 def save_model(path: str, model: ModelConfig, styles: tuple[str, ...], sample_rate: int,
-               params: Any, info: dict[str, Any] | None = None) -> str:
+               params: Any, info: dict[str, Any] | None = None,
+               extras: dict[str, Any] | None = None) -> str:
   """Writes an exported model file atomically.
 
   Args:
@@ -99,6 +103,7 @@ def save_model(path: str, model: ModelConfig, styles: tuple[str, ...], sample_ra
     sample_rate: Hz.
     params: the generator's parameters (pytree of arrays).
     info: extra JSON-serialisable facts (e.g. preset, step).
+    extras: JSON-serialisable conditioning and STFT moments (see `ExportedModel`).
 
   Returns:
     `path`.
@@ -109,7 +114,8 @@ def save_model(path: str, model: ModelConfig, styles: tuple[str, ...], sample_ra
   metadata = {"format": FORMAT, "version": str(FORMAT_VERSION),
               "model": json.dumps(dataclasses.asdict(model), sort_keys=True),
               "styles": json.dumps(list(styles)), "sample_rate": str(int(sample_rate)),
-              "info": json.dumps(info or {}, sort_keys=True), "sha256": digest(tensors)}
+              "info": json.dumps(info or {}, sort_keys=True),
+              "extras": json.dumps(extras or {}, sort_keys=True), "sha256": digest(tensors)}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
   save_file(tensors, tmp, metadata=metadata)
@@ -149,6 +155,7 @@ def load_model(path: str) -> ExportedModel:
     styles = tuple(json.loads(meta["styles"]))
     sample_rate = int(meta["sample_rate"])
     info = json.loads(meta.get("info", "{}"))
+    extras = json.loads(meta.get("extras", "{}"))
   except (KeyError, TypeError, ValueError) as err:
     raise ModelFileError(f"{path}: damaged metadata ({err})") from None
   _, structure = generator_graph(model)
@@ -162,7 +169,7 @@ def load_model(path: str) -> ExportedModel:
     if tuple(tensors[name].shape) != tuple(spec.shape):
       raise ModelFileError(f"{path}: parameter {name} has shape {tensors[name].shape}, the model "
                            f"wants {spec.shape}")
-  return ExportedModel(model, styles, sample_rate, unflatten(structure, tensors), info)
+  return ExportedModel(model, styles, sample_rate, unflatten(structure, tensors), info, extras)
 
 
 def unflatten(structure: Any, tensors: dict[str, np.ndarray]) -> Any:

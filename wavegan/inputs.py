@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 
 from data_pipelines import (BatchSource, DataError, PreparedCache, SliceOptions, builtin_corpus,
-                            default_cache_root, is_cache, open_cache, prepare)
+                            default_cache_root, features, is_cache, open_cache, prepare)
 from data_pipelines.dataset import summarize
+from wavegan.conditioning import Attribute, Conditioning
 from wavegan.config import Config, ConfigError
 
 PREPARED_DIR = "prepared"
@@ -30,15 +31,33 @@ class TrainData:
 
   Attributes:
     cache: the prepared clips.
-    labels: style id of every clip in the cache, int32 [N]; -1 for clips without one.
+    labels: style id of every clip in the cache (first label field), int32 [N]; -1 for clips
+      left out (no label).
     styles: style names, sorted; `styles[id]`.
     summary: one line on what was used and skipped.
+    conditioning: the label fields and attributes, when there is more than one field or any
+      attribute (else empty: batches carry style ids).
+    field_ids: every clip's id in each label field, int32 [N, K], with `conditioning`.
+    attribute_values: every clip's raw attribute values, float32 [N, A] (NaN: unknown).
   """
 
   cache: PreparedCache
   labels: np.ndarray
   styles: tuple[str, ...]
   summary: str
+  conditioning: Conditioning = Conditioning()
+  field_ids: np.ndarray | None = None
+  attribute_values: np.ndarray | None = None
+
+  @property
+  def conditions(self) -> np.ndarray | None:
+    """Style vectors of every clip, float32 [N, cond_dim] (None for style ids alone)."""
+    if self.conditioning.simple:
+      return None
+    attrs = np.stack([a.standardize(self.attribute_values[:, i])
+                      for i, a in enumerate(self.conditioning.attributes)], axis=1) \
+        if self.conditioning.attributes else np.zeros((len(self.labels), 0), np.float32)
+    return self.conditioning.vectors(self.field_ids, attrs)
 
   @property
   def usable(self) -> np.ndarray:
@@ -49,7 +68,8 @@ class TrainData:
     """The run's deterministic batches (n_critic per step) over the usable clips."""
     return BatchSource(self.cache, self.labels.clip(min=0), batch_size=cfg.train.batch_size,
                        seed=cfg.train.seed, group=cfg.optim.n_critic, balance=cfg.data.balance,
-                       subset=self.usable, num_shards=num_shards, shard_index=shard_index)
+                       subset=self.usable, num_shards=num_shards, shard_index=shard_index,
+                       conditions=self.conditions)
 
 
 def slice_options(cfg: Config) -> SliceOptions:
@@ -127,15 +147,109 @@ def load_data(cfg: Config, *, progress: bool = False,
           f"{report.wall_seconds:.1f} s into {out}")
     cache = open_cache(out)
     summary = report.summary()
-  ids, vocab = cache.labels(d.label_field)
-  if "" in vocab:  # files the chosen label field leaves blank
+  names = [f.strip() for f in d.label_field.split(",") if f.strip()]
+  attr_names = [a.strip() for a in d.attributes.split(",") if a.strip()]
+  fields = [cache.label_field(f) for f in names] if names else [cache.label_field("")]
+  keep = np.ones(len(cache), bool)
+  columns = []
+  for field in fields:
+    ids, vocab = _field_ids(cache, field, log)
+    keep &= ids >= 0
+    columns.append((field, ids, vocab))
+  if not keep.any():
+    raise DataError(f"{cache.path}: no clip has every label of {', '.join(fields)}")
+  first_ids = np.where(keep, columns[0][1], -1).astype(np.int32)
+  log(summary)
+  if len(columns) == 1 and not attr_names:
+    return cfg, TrainData(cache, first_ids, columns[0][2], summary)
+  attributes, values = [], []
+  for name in attr_names:
+    raw, log_scale = attribute_values_of(cache, name, progress=progress)
+    attr = Attribute.fit(name, raw[keep], log_scale)
+    unknown = int(np.sum(~np.isfinite(attr.standardize(raw)[keep])))
+    if unknown:
+      log(f"{unknown} clips have no {name} (e.g. unpitched): they are trained at the corpus mean")
+    attributes.append(attr)
+    values.append(raw)
+  conditioning = Conditioning(tuple((f, v) for f, _, v in columns), tuple(attributes))
+  ids = np.stack([c[1].clip(min=0) for c in columns], axis=1).astype(np.int32)  # [N, K]
+  raw = np.stack(values, axis=1) if values else np.zeros((len(cache), 0), np.float32)
+  return cfg, TrainData(cache, first_ids, columns[0][2], summary, conditioning, ids,
+                        raw.astype(np.float32))
+
+
+def _field_ids(cache: PreparedCache, field: str, log: Callable[[str], None]
+               ) -> tuple[np.ndarray, tuple[str, ...]]:
+  """Ids [N] (-1 for clips the field leaves blank) and the vocabulary of one label field."""
+  ids, vocab = cache.labels(field)
+  if "" in vocab:  # files the label field leaves blank
     missing = int(np.sum(ids == vocab.index("")))
-    log(f"{missing} clips have no {cache.label_field(d.label_field)!r} label and are left out")
+    log(f"{missing} clips have no {field!r} label and are left out")
     keep = [v for v in vocab if v]
     remap = np.array([keep.index(v) if v else -1 for v in vocab], np.int32)
     ids, vocab = remap[ids], tuple(keep)
   if not vocab:
-    raise DataError(f"{cache.path}: no clip has a {cache.label_field(d.label_field)!r} label")
-  log(summary)
-  return cfg, TrainData(cache, ids, vocab, summary)
+    raise DataError(f"{cache.path}: no clip has a {field!r} label")
+  return ids, vocab
 
+
+FEATURE_DIR = "features"
+
+
+def attribute_values_of(cache: PreparedCache, name: str, *, progress: bool = False
+                     ) -> tuple[np.ndarray, bool]:
+  """Raw values [N] of attribute `name` and whether it is modelled on a log scale.
+
+  A manifest column is used as it is. "pitch" and "brightness" (Hz, log scale) are otherwise
+  measured on the clips once and kept next to the cache, keyed by its index, so later runs and
+  evaluations read them back.
+
+  Raises:
+    DataError: neither a manifest attribute nor a computable one.
+  """
+  if name in cache.attribute_names:
+    return cache.attributes()[name], False
+  if name not in features.ATTRIBUTES:
+    valid = [*cache.attribute_names, *features.ATTRIBUTES]
+    raise DataError(f"{cache.path}: unknown attribute {name!r}; valid: {', '.join(valid)}")
+  with open(os.path.join(cache.path, "cache.json"), "rb") as f:
+    key = hashlib.sha256(f.read()).hexdigest()[:16]
+  path = os.path.join(cache.path, FEATURE_DIR, f"{name}-{key}.npy")
+  if os.path.exists(path):
+    return np.load(path), True
+  chunk = 256
+  out = [features.compute(name, cache.gather(np.arange(i, min(i + chunk, len(cache)))),
+                          cache.sample_rate) for i in range(0, len(cache), chunk)]
+  values = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.npy"
+  np.save(tmp, values)
+  os.replace(tmp, path)
+  return values, True
+
+
+
+def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
+  """SpecGAN's per-bin log-magnitude mean and std over every clip of the cache.
+
+  Computed once per cache and STFT shape and kept next to the cache (JSON, keyed by its index),
+  so there is no separate statistics step; runs store the moments they trained with.
+  """
+  from wavegan import spectral, specgan  # pylint: disable=g-import-not-at-top  (jax)
+
+  m = cfg.model
+  with open(os.path.join(cache.path, "cache.json"), "rb") as f:
+    key = hashlib.sha256(f.read()).hexdigest()[:16]
+  path = os.path.join(cache.path, FEATURE_DIR, f"stft-{m.n_fft}-{m.hop}-{key}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  chunk = 256
+  batches = (cache.gather(np.arange(i, min(i + chunk, len(cache))))
+             for i in range(0, len(cache), chunk))
+  moments = spectral.moments_to_dict(*specgan.audio_moments(batches, m, chunk=chunk))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(moments, f)
+  os.replace(path + ".tmp", path)
+  return moments

@@ -62,14 +62,14 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
   """WGAN-GP's two-sided penalty E[(||grad D(x_hat)|| - 1)^2] at random interpolates.
 
   Args:
-    critic: audio [B, T, C] -> logits [B].
-    real, fake: [B, T, C].
+    critic: audio [B, T, C] (or SpecGAN images [B, F, K, C]) -> logits [B].
+    real, fake: [B, ...], what the critic reads.
     rng: key for the interpolation weights, one per example.
   Returns:
     Scalar penalty.
   """
-  eps = jax.random.uniform(rng, (real.shape[0], 1, 1), real.dtype)
+  eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
   x_hat = eps * real + (1.0 - eps) * fake                               # [B, T, C]
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)                 # [B, T, C]
-  norms = jnp.sqrt(jnp.sum(grads.astype(jnp.float32) ** 2, axis=(1, 2)) + 1e-12)   # [B]
+  norms = jnp.sqrt(jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, real.ndim))) + 1e-12)   # [B]
   return jnp.mean((norms - 1.0) ** 2)

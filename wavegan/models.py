@@ -5,8 +5,10 @@ upsamples x4 five times; D mirrors it with five stride-4 convolutions. The longe
 layer (the TF code's 32768/65536 variants, whose last layer has stride 2 and 4 respectively).
 
 Conditioning (when the corpus has more than one style): G concatenates a learned style embedding
-to z; D adds a projection term <embed(style), h> to its logit (Miyato & Koyama 2018). A style may be
-an id [B] or a mix of styles given as weights [B, S], which lets users blend styles at synthesis.
+to z, or applies it to every layer (FiLM); D adds a projection term <embed(style), h> to its logit
+(Miyato & Koyama 2018) or names the style with an auxiliary classifier head (AC-GAN). Both read a
+style vector: one block of weights per label field (a one-hot, or a mix that blends styles at
+synthesis), then the standardised continuous attributes (`style_vector`); ids are accepted too.
 """
 
 from __future__ import annotations
@@ -45,11 +47,30 @@ def sample_latents(rng: jax.Array, batch: int, latent_dim: int) -> jax.Array:
   return jax.random.uniform(rng, (batch, latent_dim), jnp.float32, -1.0, 1.0)
 
 
-def style_weights(style: jax.Array, num_styles: int) -> jax.Array:
-  """Style ids [B] (int) or mixing weights [B, S] (float) -> weights [B, S]."""
-  if jnp.issubdtype(style.dtype, jnp.integer):
-    return jax.nn.one_hot(style, num_styles, dtype=jnp.float32)
-  return style.astype(jnp.float32)
+def style_vector(style: jax.Array, cfg: ModelConfig) -> jax.Array:
+  """A style in any accepted form -> the style vector [B, cond_dim] the models read.
+
+  The vector is one block of weights per label field (a one-hot for one style, or a mix), then
+  the continuous attributes (standardised, so 0 is the corpus mean). Accepted forms:
+  ids [B] (one label field), ids [B, K] (one per field; attributes at their mean), or the
+  vector itself [B, cond_dim] (float).
+  """
+  if not jnp.issubdtype(style.dtype, jnp.integer):
+    return style.astype(jnp.float32)
+  ids = style[:, None] if style.ndim == 1 else style                           # [B, K]
+  if ids.shape[1] != len(cfg.groups):
+    raise ValueError(f"style ids for {ids.shape[1]} label field(s); the model has {len(cfg.groups)}")
+  blocks = [jax.nn.one_hot(ids[:, k], n, dtype=jnp.float32) for k, n in enumerate(cfg.groups)]
+  blocks.append(jnp.zeros((ids.shape[0], cfg.num_attributes), jnp.float32))
+  return jnp.concatenate(blocks, axis=-1)
+
+
+def generator_class(cfg: ModelConfig) -> type:
+  """The generator class of `model.kind`."""
+  if cfg.kind == "specgan":
+    from wavegan.specgan import SpecGenerator  # pylint: disable=g-import-not-at-top (cycle)
+    return SpecGenerator
+  return Generator
 
 
 class Generator(nnx.Module):
@@ -64,7 +85,7 @@ class Generator(nnx.Module):
     self.film = nnx.data(None)
     if cfg.conditional:
       self.style_embed = nnx.Param(
-          nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_styles, cfg.style_dim)))
+          nnx.initializers.normal(1.0)(rngs.params(), (cfg.cond_dim, cfg.style_dim)))
       if cfg.g_cond == "film":
         # FiLM (Perez et al. 2018): a per-channel scale and shift after every hidden layer,
         # so the style reaches each resolution instead of only the first projection.
@@ -89,7 +110,7 @@ class Generator(nnx.Module):
     if self.style_embed is not None:
       if style is None:
         raise ValueError("this generator is style-conditioned: pass style ids or weights")
-      emb = style_weights(style, self.cfg.num_styles) @ self.style_embed[...]  # [B, E]
+      emb = style_vector(style, self.cfg) @ self.style_embed[...]              # [B, E]
       if self.film is None:
         z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                   # [B, latent + E]
     x = self.project(z).reshape(b, self.base_len, -1)                             # [B, 16, 16d]
@@ -126,10 +147,11 @@ class Discriminator(nnx.Module):
     self.classifier = nnx.data(None)
     if cfg.conditional and cfg.d_cond == "projection":
       self.style_proj = nnx.Param(
-          nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.num_styles, feat)))
+          nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.cond_dim, feat)))
     if cfg.conditional and cfg.d_cond == "acgan":
       # AC-GAN (Odena et al. 2017): D also names the style; G is rewarded when it is recognised.
-      self.classifier = nnx.Linear(feat, cfg.num_styles, rngs=rngs)
+      # One logit per label-field entry and one regressed value per attribute.
+      self.classifier = nnx.Linear(feat, cfg.cond_dim, rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array) -> jax.Array:
     """[B, T, C] -> flat features [B, 16 * 16d]."""
@@ -145,11 +167,11 @@ class Discriminator(nnx.Module):
 
   def logits(self, x: jax.Array, style: jax.Array | None, rng: jax.Array
              ) -> tuple[jax.Array, jax.Array | None]:
-    """(realness logit [B], style logits [B, S] with the AC-GAN head, else None)."""
+    """(realness logit [B], style head [B, cond_dim] with the AC-GAN head, else None)."""
     h = self.features(x, rng)                                # [B, F]
     logit = self.out(h)[:, 0]                                # [B]
     if self.style_proj is not None and style is not None:
-      emb = style_weights(style, self.cfg.num_styles) @ self.style_proj[...]   # [B, F]
+      emb = style_vector(style, self.cfg) @ self.style_proj[...]                # [B, F]
       logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
     classes = self.classifier(h) if self.classifier is not None else None
     return logit, classes

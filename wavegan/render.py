@@ -3,6 +3,7 @@
     [[job]]
     name = "snares"          # required; names the job in errors, file names and the manifest
     style = "snare"          # a name, a mix {snare = 0.7, tom = 0.3}, or left out: every style in turn
+                             # (runs with fields/attributes: {instrument = "snare", pitch = 220.0})
     count = 8                # clips
     seed = 1                 # random latents: clip i uses latent i of this seed
     format = "wav"           # wav, flac or ogg (Vorbis)
@@ -143,10 +144,7 @@ def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> Ren
     values["subtype"] = str(values["subtype"])
   style = values.get("style")
   if isinstance(style, dict):
-    for k, w in style.items():
-      if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
-        raise _job_error(label, "style", f"mix weight for {k!r} must be a number, got {w!r}")
-    values["style"] = {k: float(w) for k, w in style.items()}
+    values["style"] = {k: _style_value(label, k, w) for k, w in style.items()}
   job = RenderJob(**values)
 
   def need(cond: bool, key: str, msg: str) -> None:
@@ -287,12 +285,65 @@ def plan_job(synth: Synthesizer, job: RenderJob, number: int) -> Plan:
   return Plan(job, z, weights, styles, index, files)
 
 
+def _style_value(label: str, key: str, value: Any) -> Any:
+  """One entry of a style table: a mix weight or attribute value (number), a field's value
+  (string) or a field's mix (table of numbers)."""
+  if isinstance(value, str):
+    return value
+  if isinstance(value, dict):
+    return {k: _style_value(label, f"{key}.{k}", w) for k, w in value.items()
+            if _is_number(w) or _bad_number(label, f"{key}.{k}", w)}
+  if not _is_number(value):
+    _bad_number(label, key, value)
+  return float(value)
+
+
+def _is_number(w: Any) -> bool:
+  return not isinstance(w, bool) and isinstance(w, (int, float)) and bool(np.isfinite(w))
+
+
+def _bad_number(label: str, key: str, w: Any) -> bool:
+  raise _job_error(label, "style", f"value for {key!r} must be a finite number, got {w!r}")
+
+
+def parse_style(text: str | None) -> str | dict[str, Any] | None:
+  """A command-line style: "snare", "kick=0.7,tom=0.3", "instrument=snare,pitch=220" or JSON.
+
+  Numbers become floats (weights, attribute values); other values stay names (a field's value).
+  """
+  if not text:
+    return None
+  text = text.strip()
+  if text.startswith("{"):
+    try:
+      return json.loads(text)
+    except ValueError as err:
+      raise ConfigError(f"--style {text}: not valid JSON ({err})") from None
+  if "=" not in text:
+    return text
+  out: dict[str, Any] = {}
+  for part in text.split(","):
+    key, sep, value = part.partition("=")
+    if not sep or not key.strip():
+      raise ConfigError(f"--style {text}: expected name=value pairs separated by commas")
+    try:
+      out[key.strip()] = float(value)
+    except ValueError:
+      out[key.strip()] = value.strip()
+  return out
+
+
 def _file_safe(label: str) -> str:
   """A style label usable in a file name ('{"kick": 0.7, ...}' -> 'kick0.7-tom0.3')."""
   if not label.startswith("{"):
     return label
-  mix = json.loads(label)
-  return "-".join(f"{k}{v:g}" for k, v in mix.items())
+
+  def part(k: str, v: Any) -> str:
+    if isinstance(v, dict):
+      return f"{k}-" + "-".join(part(kk, vv) for kk, vv in v.items())
+    return f"{k}-{v}" if isinstance(v, str) else f"{k}{v:g}"
+
+  return "-".join(part(k, v) for k, v in json.loads(label).items())
 
 
 def check_plans(plans: list[Plan]) -> None:

@@ -4,7 +4,8 @@ Latent i of seed s is `uniform(fold_in(key(s), i))`, so clip i is the same whate
 size a caller asks for, and the same seed and style always give the same audio. A style is a
 name, a mix of names with weights (`{"kick": 0.7, "tom": 0.3}`, the weighted sum of their
 embeddings), per-clip ids or weights, None (every style in turn) or `{}` (no style, for runs trained
-with `optim.uncond_share` > 0).
+with `optim.uncond_share` > 0). Runs with several label fields or attributes also take a mapping
+by field and attribute, e.g. `{"instrument": "snare", "pitch": 220}` (see `Conditioning.encode`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegan import export
+from wavegan import export, spectral
+from wavegan.conditioning import Conditioning
 from wavegan.config import ConfigError, ModelConfig
 from wavegan.models import sample_latents
 
@@ -63,6 +65,28 @@ def interpolation_path(points: np.ndarray, steps: int, method: str = "linear") -
   return (wa * a + wb * b).astype(np.float32)
 
 
+def audio_fn(model: ModelConfig, graph: Any, moments: tuple[Any, Any] | None = None):
+  """`f(params, z [B, latent], style) -> audio [B, T, C]` for a generator graph (jit it).
+
+  SpecGAN's images go back to audio through Griffin-Lim (`model.gl_iters` iterations) with the
+  run's STFT moments, inside the same compiled call.
+  """
+  conditional = model.conditional
+  if model.kind == "specgan":
+    if moments is None:
+      raise ConfigError("a specgan generator needs its STFT moments (spec_moments)")
+    from wavegan.specgan import spec_to_waveform  # pylint: disable=g-import-not-at-top
+    mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
+
+  def fn(params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
+    out = nnx.merge(graph, params)(z, style if conditional else None)
+    if model.kind == "specgan":
+      out = spec_to_waveform(out, mean, std, model)                      # [B, T, C]
+    return out
+
+  return fn
+
+
 class Synthesizer:
   """A generator with its style names and sample rate, rendering in fixed-size batches.
 
@@ -72,19 +96,26 @@ class Synthesizer:
     sample_rate: output rate in Hz.
     batch_size: clips per compiled call (every call has this shape: compiled once).
     info: facts about the source run (preset, step), when known.
+    extras: the run's conditioning (several label fields, attributes) and SpecGAN's STFT
+      moments, when it has them.
+    conditioning: `extras["conditioning"]` read.
   """
 
   def __init__(self, model: ModelConfig, styles: tuple[str, ...], sample_rate: int, params: Any,
-               *, batch_size: int = 64, info: dict[str, Any] | None = None):
+               *, batch_size: int = 64, info: dict[str, Any] | None = None,
+               extras: dict[str, Any] | None = None):
     self.model = model
     self.styles = tuple(styles)
     self.sample_rate = int(sample_rate)
     self.batch_size = batch_size
     self.info = info or {}
+    self.extras = dict(extras or {})
+    self.conditioning = Conditioning.from_dict(self.extras.get("conditioning"))
+    moments = self.extras.get("spec_moments")
     graph, _ = export.generator_graph(model)
     self._params = jax.device_put(params)
-    conditional = model.conditional
-    self._generate = jax.jit(lambda p, z, w: nnx.merge(graph, p)(z, w if conditional else None))
+    self._generate = jax.jit(audio_fn(model, graph, None if moments is None else
+                                      spectral.moments_from_dict(moments)))
 
   @classmethod
   def load(cls, path: str, batch_size: int = 64) -> Synthesizer:
@@ -98,14 +129,15 @@ class Synthesizer:
     if not os.path.exists(path):
       raise ConfigError(f"{path}: no such run folder or model file")
     m = export.load_model(path)
-    return cls(m.model, m.styles, m.sample_rate, m.params, batch_size=batch_size, info=m.info)
+    return cls(m.model, m.styles, m.sample_rate, m.params, batch_size=batch_size, info=m.info,
+               extras=m.extras)
 
   @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = 64) -> Synthesizer:
     """The EMA generator of a run folder's latest checkpoint."""
     ema, run, step = load_run_generator(workdir)
     return cls(run.config.model, run.styles, run.config.data.sample_rate, ema,
-               batch_size=batch_size, info={"preset": run.preset, "step": step})
+               batch_size=batch_size, info={"preset": run.preset, "step": step}, extras=run.extras)
 
   @property
   def params(self) -> Any:
@@ -114,7 +146,8 @@ class Synthesizer:
   def export(self, path: str) -> str:
     """Writes this generator as a self-contained model file (see `wavegan.export`)."""
     host = jax.device_get(self._params)
-    return export.save_model(path, self.model, self.styles, self.sample_rate, host, self.info)
+    return export.save_model(path, self.model, self.styles, self.sample_rate, host, self.info,
+                             self.extras)
 
   def style_weights(self, style: Style, n: int) -> np.ndarray | None:
     """Any style form -> mixing weights float32 [n, S] (None for an unconditional model).
@@ -123,6 +156,8 @@ class Synthesizer:
       ConfigError: unknown style names, a style for an unconditional model, or bad shapes.
     """
     s = len(self.styles)
+    if not self.conditioning.simple:
+      return self._style_vectors(style, n)
     if not self.model.conditional:
       if style is None or (isinstance(style, str) and style in self.styles):
         return None
@@ -148,6 +183,23 @@ class Synthesizer:
     if arr.shape == (n, s):
       return arr.astype(np.float32)
     raise ConfigError(f"style must be a name, a mix, ids [{n}] or weights [{n}, {s}]; "
+                      f"got an array of shape {arr.shape}")
+
+  def _style_vectors(self, style: Style, n: int) -> np.ndarray:
+    """`style_weights` for runs with several label fields or attributes: vectors [n, cond_dim]."""
+    c = self.conditioning
+    if style is None:
+      return c.for_first_field(np.arange(n) % len(c.fields[0][1]))
+    if isinstance(style, (str, Mapping)):
+      return np.repeat(c.encode(style)[None], n, axis=0)
+    arr = np.asarray(style)
+    if arr.shape == (n,) and np.issubdtype(arr.dtype, np.integer):
+      if arr.size and (arr.min() < 0 or arr.max() >= len(self.styles)):
+        raise ConfigError(f"style ids must be in [0, {len(self.styles)}); got {arr.min()}..{arr.max()}")
+      return c.for_first_field(arr)
+    if arr.shape == (n, c.dim):
+      return arr.astype(np.float32)
+    raise ConfigError(f"style must be a name, a mapping, ids [{n}] or style vectors [{n}, {c.dim}]; "
                       f"got an array of shape {arr.shape}")
 
   def _one_hot(self, name: str) -> np.ndarray:

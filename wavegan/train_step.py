@@ -18,9 +18,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from wavegan import discriminators as aux_lib
 from wavegan import losses
-from wavegan.config import Config
-from wavegan.models import Discriminator, Generator, sample_latents
+from wavegan.config import Config, ModelConfig
+from wavegan.models import Discriminator, Generator, sample_latents, style_vector
 
 Metrics = dict[str, jax.Array]
 DATA_AXIS = "data"
@@ -38,27 +39,53 @@ class GANState:
 
 @dataclasses.dataclass(frozen=True)
 class Models:
-  """Static structure of G and D (NNX graph definitions) plus the optimisers, built once per run."""
+  """Static structure of G and D (NNX graph definitions) plus the optimisers, built once per run.
+
+  With extra discriminators (`model.aux_discs`) the D parameters are `{"main": ..., "aux": ...}`;
+  without them they are the main critic's alone, as in runs from before the extra critics.
+  """
 
   g_graph: Any
   d_graph: Any
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
+  aux_graph: Any = None
 
   def generator(self, params: Any) -> Generator:
     return nnx.merge(self.g_graph, params)
 
   def discriminator(self, params: Any) -> Discriminator:
-    return nnx.merge(self.d_graph, params)
+    return nnx.merge(self.d_graph, params["main"] if self.aux_graph is not None else params)
+
+  def aux(self, params: Any) -> aux_lib.AuxDiscriminators:
+    return nnx.merge(self.aux_graph, params["aux"])
+
+
+def model_classes(m: ModelConfig) -> tuple[type, type]:
+  """(generator, critic) classes of `model.kind`."""
+  if m.kind == "specgan":
+    from wavegan.specgan import SpecDiscriminator, SpecGenerator
+    return SpecGenerator, SpecDiscriminator
+  return Generator, Discriminator
+
+
+def _pure(module: nnx.Module) -> tuple[Any, Any]:
+  graph, params = nnx.split(module, nnx.Param)
+  return graph, nnx.to_pure_dict(params)
 
 
 def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
   """Creates G, D, their optimisers and the initial state; deterministic in `seed`."""
   seed = cfg.train.seed if seed is None else seed
-  g_key, d_key = jax.random.split(jax.random.key(seed))
-  g_graph, g_params = nnx.split(Generator(cfg.model, rngs=nnx.Rngs(params=g_key)), nnx.Param)
-  d_graph, d_params = nnx.split(Discriminator(cfg.model, rngs=nnx.Rngs(params=d_key)), nnx.Param)
-  g_params, d_params = nnx.to_pure_dict(g_params), nnx.to_pure_dict(d_params)
+  g_key, d_key, a_key = jax.random.split(jax.random.key(seed), 3)
+  g_cls, d_cls = model_classes(cfg.model)
+  g_graph, g_params = _pure(g_cls(cfg.model, rngs=nnx.Rngs(params=g_key)))
+  d_graph, d_params = _pure(d_cls(cfg.model, rngs=nnx.Rngs(params=d_key)))
+  aux_graph = None
+  if cfg.model.aux_names:
+    aux_graph, aux_params = _pure(aux_lib.AuxDiscriminators(
+        cfg.model.aux_names, cfg.model.channels, cfg.model.aux_width, rngs=nnx.Rngs(params=a_key)))
+    d_params = {"main": d_params, "aux": aux_params}
   o = cfg.optim
   g_tx = optax.adam(o.g_lr, b1=o.b1, b2=o.b2)
   d_tx = optax.adam(o.d_lr, b1=o.b1, b2=o.b2)
@@ -70,7 +97,7 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
       g_opt=g_tx.init(g_params),
       d_opt=d_tx.init(d_params),
   )
-  return Models(g_graph, d_graph, g_tx, d_tx), state
+  return Models(g_graph, d_graph, g_tx, d_tx, aux_graph), state
 
 
 def ema_decay(step: jax.Array, decay: float) -> jax.Array:
@@ -79,21 +106,37 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
   return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
+def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
+                    moments: tuple[Any, Any] | None = None
                     ) -> Callable[[GANState, jax.Array, jax.Array], tuple[GANState, Metrics]]:
-  """Returns `step(state, real [n_critic, B, T, C], styles [n_critic, B]) -> (state, metrics)`.
+  """Returns `step(state, real [n_critic, B, T, C], styles [n_critic, B, ...]) -> (state, metrics)`.
+
+  `styles` is any form `models.style_vector` accepts: ids [n_critic, B] or [n_critic, B, K], or
+  style vectors [n_critic, B, cond_dim]. SpecGAN runs need `moments` (mean, std [bins]): the real
+  clips become normalised log-magnitude images inside the step.
 
   Each D update takes its own real batch and fresh latents, as in the authors' code. All
   randomness comes from `fold_in(key(seed), step)`, so a resumed run repeats an uninterrupted one.
   """
   d_loss_fn, g_loss_fn = losses.LOSSES[cfg.optim.loss]
+  aux_d_loss, aux_g_loss = aux_lib.AUX_LOSSES[cfg.optim.aux_loss]
   o, m = cfg.optim, cfg.model
   base_key = jax.random.key(cfg.train.seed + 1)
   conditional = m.conditional
+  has_aux = models.aux_graph is not None
   batch_spec = NamedSharding(mesh, P(DATA_AXIS)) if mesh is not None else None
+  if m.kind == "specgan":
+    if moments is None:
+      raise ValueError("a specgan step needs the corpus' STFT moments")
+    from wavegan.specgan import spec_features
+    mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
 
   def shard_batch(x: jax.Array) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, batch_spec) if batch_spec is not None else x
+
+  def as_input(real: jax.Array) -> jax.Array:
+    """Real audio [B, T, C] -> what the critic reads (the audio, or SpecGAN's images)."""
+    return spec_features(real, mean, std, m) if m.kind == "specgan" else real
 
   def generate(g_params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
     return models.generator(g_params)(z, style if conditional else None)
@@ -104,51 +147,81 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
   def critic_classes(d_params, x, style, rng) -> tuple[jax.Array, jax.Array | None]:
     return models.discriminator(d_params).logits(x, style if conditional else None, rng)
 
-  def conditioning(ids: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Style ids [B] -> (mixing weights [B, S], kept [B]); a share of rows get no style at all."""
+  def conditioning(styles: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Styles -> (vector given to G and D [B, D], full vector [B, D], kept [B]).
+
+    A share `optim.uncond_share` of rows get the zero vector: no style at all.
+    """
+    b = styles.shape[0]
     if not conditional:
-      return ids, jnp.ones(ids.shape, jnp.float32)
-    kept = jnp.ones(ids.shape, jnp.float32)
+      return styles, styles, jnp.ones((b,), jnp.float32)
+    vec = style_vector(styles, m)                                           # [B, D]
+    kept = jnp.ones((b,), jnp.float32)
     if o.uncond_share > 0:
-      kept = (jax.random.uniform(rng, ids.shape) >= o.uncond_share).astype(jnp.float32)
-    return jax.nn.one_hot(ids, m.num_styles) * kept[:, None], kept
+      kept = (jax.random.uniform(rng, (b,)) >= o.uncond_share).astype(jnp.float32)
+    return vec * kept[:, None], vec, kept
 
-  def class_loss(classes: jax.Array | None, ids: jax.Array, kept: jax.Array) -> jax.Array:
-    """AC-GAN cross-entropy of the style logits on the rows that have a style."""
-    if classes is None:
+  def class_loss(head: jax.Array | None, vec: jax.Array, kept: jax.Array) -> jax.Array:
+    """AC-GAN loss on the rows that have a style: cross-entropy per label field, MSE per attribute."""
+    if head is None:
       return jnp.zeros(())
-    ce = optax.softmax_cross_entropy_with_integer_labels(classes, ids)        # [B]
-    return jnp.sum(ce * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+    per_row, start = jnp.zeros(head.shape[:1]), 0
+    for n in m.groups:
+      per_row += optax.softmax_cross_entropy(head[:, start:start + n], vec[:, start:start + n])
+      start += n
+    if m.num_attributes:
+      per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
+    return jnp.sum(per_row * kept) / jnp.maximum(jnp.sum(kept), 1.0)
 
-  def d_objective(d_params, g_params, real, ids, rng):
+  def d_objective(d_params, g_params, real, styles, rng):
     kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
-    style, kept = conditioning(ids, kc)
+    style, vec, kept = conditioning(styles, kc)
     z = shard_batch(sample_latents(kz, real.shape[0], m.latent_dim))
-    fake = jax.lax.stop_gradient(generate(g_params, z, style))            # [B, T, C]
-    d_real, c_real = critic_classes(d_params, real, style, kr)            # [B], [B, S]
+    fake = jax.lax.stop_gradient(generate(g_params, z, style))            # [B, T, C] or image
+    x_real = as_input(real)
+    d_real, c_real = critic_classes(d_params, x_real, style, kr)          # [B], [B, D]
     d_fake, _ = critic_classes(d_params, fake, style, kf)
     adv = d_loss_fn(d_real, d_fake)
     gp = jnp.zeros(())
     if o.gp_weight > 0:
-      gp = losses.gradient_penalty(lambda x: critic(d_params, x, style, kg), real, fake, ke)
-    ac = class_loss(c_real, ids, kept)  # D learns styles from real clips only
+      gp = losses.gradient_penalty(lambda x: critic(d_params, x, style, kg), x_real, fake, ke)
+    ac = class_loss(c_real, vec, kept)  # D learns styles from real clips only
     metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
     if c_real is not None:
       metrics["d/ac"] = ac
-    return adv + o.gp_weight * gp + o.ac_weight * ac, metrics
+    total = adv + o.gp_weight * gp + o.ac_weight * ac
+    if has_aux:
+      aux = models.aux(d_params)
+      aux_adv = aux_d_loss(aux(real)[0], aux(fake)[0])
+      metrics["d/aux"] = aux_adv
+      total = total + aux_adv
+    return total, metrics
 
-  def g_objective(g_params, d_params, ids, rng):
+  def g_objective(g_params, d_params, real, styles, rng):
     kz, kd, kc = jax.random.split(rng, 3)
-    style, kept = conditioning(ids, kc)
-    z = shard_batch(sample_latents(kz, ids.shape[0], m.latent_dim))
+    style, vec, kept = conditioning(styles, kc)
+    z = shard_batch(sample_latents(kz, styles.shape[0], m.latent_dim))
     fake = generate(g_params, z, style)
     d_fake, c_fake = critic_classes(d_params, fake, style, kd)
     adv = g_loss_fn(d_fake)
-    ac = class_loss(c_fake, ids, kept)
+    ac = class_loss(c_fake, vec, kept)
     metrics = {"g/adv": adv}
     if c_fake is not None:
       metrics["g/ac"] = ac
-    return adv + o.ac_weight * ac, metrics
+    total = adv + o.ac_weight * ac
+    if has_aux:
+      aux = models.aux(d_params)
+      fake_logits, fake_feats = aux(fake)
+      real_feats = aux(real)[1]
+      aux_adv = aux_g_loss(fake_logits)
+      fm = aux_lib.mean_feature_matching_loss(real_feats, fake_feats)
+      metrics.update({"g/aux": aux_adv, "g/fm": fm})
+      total = total + o.aux_weight * aux_adv + o.fm_weight * fm
+    if o.stft_weight > 0:
+      spectrum = aux_lib.mean_spectrum_loss(real, fake)
+      metrics["g/stft"] = spectrum
+      total = total + o.stft_weight * spectrum
+    return total, metrics
 
   def step(state: GANState, real: jax.Array, styles: jax.Array) -> tuple[GANState, Metrics]:
     rng = jax.random.fold_in(base_key, state.step)
@@ -169,7 +242,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None
     d_metrics = jax.tree.map(jnp.mean, d_metrics)                          # mean over critic steps
 
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
-        state.g_params, d_params, shard_batch(styles[-1]), g_rng)
+        state.g_params, d_params, shard_batch(real[-1]), shard_batch(styles[-1]), g_rng)
     updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     decay = ema_decay(state.step, o.ema_decay)

@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
 from data_pipelines import Loader
-from wavegan import evaluation, inputs, previews
+from wavegan import evaluation, inputs, previews, spectral, synthesis
 from wavegan import train_step as ts
+from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,18 +45,35 @@ MAX_STEPS_IN_FLIGHT = 8
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
-  """What a run is: its resolved config, style names and the preset it started from."""
+  """What a run is: its resolved config, style names and the preset it started from.
+
+  Runs with several label fields or attributes also keep their `conditioning` (vocabularies and
+  attribute moments); SpecGAN runs keep the STFT moments they normalise with.
+  """
 
   config: Config
   styles: tuple[str, ...]
   preset: str = ""
+  conditioning: Conditioning = Conditioning()
+  spec_moments: dict[str, list[float]] | None = None
 
   def metadata(self) -> dict[str, Any]:
-    return {"config": self.config.to_dict(), "styles": list(self.styles), "preset": self.preset}
+    md = {"config": self.config.to_dict(), "styles": list(self.styles), "preset": self.preset}
+    if not self.conditioning.simple:
+      md["conditioning"] = self.conditioning.to_dict()
+    if self.spec_moments is not None:
+      md["spec_moments"] = self.spec_moments
+    return md
+
+  @property
+  def extras(self) -> dict[str, Any]:
+    """What synthesis needs beyond the config and style names (see `metadata`)."""
+    return {k: v for k, v in self.metadata().items() if k in ("conditioning", "spec_moments")}
 
   @classmethod
   def from_metadata(cls, md: dict[str, Any]) -> RunInfo:
-    return cls(Config.from_dict(md["config"]), tuple(md["styles"]), md.get("preset", ""))
+    return cls(Config.from_dict(md["config"]), tuple(md["styles"]), md.get("preset", ""),
+               Conditioning.from_dict(md.get("conditioning")), md.get("spec_moments"))
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -79,18 +97,39 @@ def config_diff(a: Config, b: Config) -> list[str]:
   return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
 
 
-def with_styles(cfg: Config, styles: tuple[str, ...]) -> Config:
-  """Sets model.num_styles from the corpus: conditional only with two or more styles."""
-  n = len(styles) if len(styles) > 1 else 0
-  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_styles=n))
+def with_styles(cfg: Config, styles: tuple[str, ...],
+                conditioning: Conditioning = Conditioning()) -> Config:
+  """Sets the model's conditioning from the corpus.
+
+  One label field: conditional only with two or more styles (model.num_styles). Several fields or
+  attributes: the style vector's blocks (model.style_groups, model.num_attributes).
+  """
+  if conditioning.simple:
+    n = len(styles) if len(styles) > 1 else 0
+    model = dataclasses.replace(cfg.model, num_styles=n, style_groups="", num_attributes=0)
+  else:
+    model = dataclasses.replace(cfg.model, num_styles=sum(conditioning.groups),
+                                style_groups=",".join(map(str, conditioning.groups)),
+                                num_attributes=len(conditioning.attributes))
+  return dataclasses.replace(cfg, model=model)
 
 
-def resolve_run(requested: Config, workdir: str, preset: str, styles: tuple[str, ...]) -> RunInfo:
-  """Combines the requested config with the run already in `workdir`, if any."""
-  fresh = RunInfo(with_styles(requested, styles).validate(), styles, preset)
+def resolve_run(requested: Config, workdir: str, preset: str, styles: tuple[str, ...],
+                conditioning: Conditioning = Conditioning(),
+                spec_moments: dict[str, list[float]] | None = None) -> RunInfo:
+  """Combines the requested config with the run already in `workdir`, if any.
+
+  A resumed run keeps the attribute and STFT moments it started with.
+  """
+  fresh = RunInfo(with_styles(requested, styles, conditioning).validate(), styles, preset,
+                  conditioning, spec_moments)
   saved = saved_run(workdir)
   if saved is None:
     return fresh
+  if (saved.conditioning.fields, saved.conditioning.attribute_names) != (
+      conditioning.fields, conditioning.attribute_names):
+    raise ConfigError(f"{workdir} was trained on other label fields or attributes "
+                      f"({saved.conditioning.to_dict()}); use the same data or a new --workdir")
   changed = [k for k in config_diff(saved.config, fresh.config) if k not in RESUMABLE_CHANGES]
   if changed:
     raise ConfigError(f"{workdir} holds a run with a different config ({', '.join(changed)}); "
@@ -98,7 +137,8 @@ def resolve_run(requested: Config, workdir: str, preset: str, styles: tuple[str,
   if saved.styles != styles:
     raise ConfigError(f"{workdir} was trained on styles {list(saved.styles)} but the data has "
                       f"{list(styles)}; use the same data or a new --workdir")
-  return RunInfo(fresh.config, saved.styles, saved.preset or preset)
+  return RunInfo(fresh.config, saved.styles, saved.preset or preset, saved.conditioning,
+                 saved.spec_moments)
 
 
 def preview_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, jax.Array, list[str]]:
@@ -175,7 +215,10 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     The run's description and its final state (host-side copies are not made).
   """
   requested, data = inputs.load_data(requested, progress=progress, log=log)
-  run = resolve_run(requested, workdir, preset, data.styles)
+  spec_moments = (inputs.stft_moments(data.cache, requested)
+                  if requested.model.kind == "specgan" else None)
+  run = resolve_run(requested, workdir, preset, data.styles, data.conditioning, spec_moments)
+  data = dataclasses.replace(data, conditioning=run.conditioning)
   cfg = run.config
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -187,8 +230,10 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   batch_sharding = NamedSharding(mesh, P(None, ts.DATA_AXIS))
   models, state = ts.build(cfg)
   state = jax.device_put(state, replicated)
-  step_fn = ts.make_train_step(models, cfg, mesh)
-  preview_fn = jax.jit(lambda params, z, y: models.generator(params)(z, y if cfg.model.conditional else None))
+  moments = None if run.spec_moments is None else spectral.moments_from_dict(run.spec_moments)
+  step_fn = ts.make_train_step(models, cfg, mesh, moments)
+  preview_fn = jax.jit(synthesis.audio_fn(cfg.model, models.g_graph, moments))
+  styles_of = (lambda ids: ids) if run.conditioning.simple else run.conditioning.for_first_field
 
   ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
   start = ckpt.latest_step() or 0
@@ -226,7 +271,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
                                       "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()}})
 
   def preview(step: int) -> None:
-    audio = np.asarray(preview_fn(state.ema_params, z_prev, y_prev))
+    audio = np.asarray(preview_fn(state.ema_params, z_prev, styles_of(y_prev)))
     k = cfg.train.preview_per_style
     names = [f"{rows[i // k]}_{i % k}" for i in range(audio.shape[0])]
     out = os.path.join(workdir, "previews", f"step_{step:07d}")
@@ -242,7 +287,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     chunks = []
     for i in range(0, z_eval.shape[0], EVAL_CHUNK):
       y = jnp.zeros(EVAL_CHUNK, jnp.int32) if y_eval is None else y_eval[i:i + EVAL_CHUNK]
-      chunks.append(np.asarray(preview_fn(state.ema_params, z_eval[i:i + EVAL_CHUNK], y)))
+      chunks.append(np.asarray(preview_fn(state.ema_params, z_eval[i:i + EVAL_CHUNK], styles_of(y))))
     audio = np.concatenate(chunks)[:cfg.eval.clips]                # [eval_clips, T, C]
     values = evaluation.light_eval(ref, audio, None if y_eval is None else
                                    y_eval[:cfg.eval.clips])
