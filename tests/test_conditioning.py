@@ -100,3 +100,13 @@ def test_several_fields_and_pitch_train_resume_render_and_export(tmp_path):
                    "folder-snare-pitch300-technique-hard_s1_0001.wav"], files
   rendered, _ = sf.read(tmp_path / "out" / files[1], dtype="float32")
   np.testing.assert_allclose(rendered, a[1, :, 0], atol=1 / 32767 + 1e-6)
+
+  # The evaluation measures how the generated pitch follows the asked one.
+  from wavegan.report import evaluate_run
+  report = evaluate_run(str(tmp_path / "run"), n=8, out=str(tmp_path / "eval"), log=logs.append)
+  r = report["attributes"]["pitch"]
+  assert r["styles"] == ["kick", "snare"] and len(r["asked"]) == 5
+  assert r["asked"] == sorted(r["asked"]) and 60 <= r["asked"][0] < r["asked"][-1] <= 404
+  assert len(r["median"]) == 2 and all(len(row) == 5 for row in r["median"])
+  assert 0.0 <= r["measured_share"] <= 1.0
+  assert "Attribute pitch" in (tmp_path / "eval" / "report.md").read_text()

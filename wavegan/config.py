@@ -190,12 +190,15 @@ class TrainConfig:
   preview_every: int = 500
   preview_per_style: int = 4
   tensorboard: bool = True      # also log scalars, audio and spectrograms to RUN/tensorboard
+  max_minutes: float = 0.0      # stop (preview, evaluate, save) after this much training time; 0 = off
 
   def validate(self) -> None:
     for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
                  "preview_every", "preview_per_style"):
       if getattr(self, name) < 1:
         raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+    if self.max_minutes < 0:
+      raise ConfigError(f"train.max_minutes={self.max_minutes}: must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -170,3 +170,48 @@ def light_eval(ref: Reference, audio: np.ndarray, style_ids: np.ndarray | None) 
   if ref.conditional and style_ids is not None:
     out["eval/style_acc"] = float(np.mean(np.argmax(probs, axis=1) == style_ids))
   return out
+
+
+def attribute_response(synth, name: str, asked: np.ndarray, *, per_style: int = 16,
+                       seed: int = 0) -> dict[str, Any]:
+  """Does asking for a higher attribute value give a higher measured one?
+
+  For every style of the first label field (or none) and every asked value, the same `per_style`
+  latents are rendered with only the attribute changed, and the attribute is measured on the
+  audio with the function that labelled the corpus (`data_pipelines.features`).
+
+  Args:
+    synth: a `Synthesizer` conditioned on `name`.
+    name: an attribute measurable from audio ("pitch", "brightness").
+    asked: values to ask for, in the attribute's unit, ascending [V].
+    per_style: latents per style.
+    seed: latent seed.
+
+  Returns:
+    {"asked": [V], "styles": [S], "median": [S][V] medians of the measured values (None where
+    nothing was measurable), "measured_share": share of clips with a measurement,
+    "spearman": rank correlation of asked and measured over all measured clips}.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  from data_pipelines import features  # pylint: disable=g-import-not-at-top
+
+  c = synth.conditioning
+  field, vocab = c.fields[0] if c.fields else ("", ())
+  z = synth.latents(per_style, seed=seed)
+  styles = list(vocab) or [""]
+  med, xs, ys, total = [], [], [], 0
+  for s in styles:
+    row = []
+    for v in asked:
+      style = {name: float(v), **({field: s} if s else {})}
+      audio = synth.from_latents(z, style)
+      got = features.compute(name, audio, synth.sample_rate)             # [per_style]
+      ok = np.isfinite(got)
+      total += got.size
+      xs += [float(v)] * int(ok.sum())
+      ys += got[ok].tolist()
+      row.append(float(np.median(got[ok])) if ok.any() else None)
+    med.append(row)
+  rho = float(stats.spearmanr(xs, ys).statistic) if len(set(xs)) > 1 and len(ys) > 2 else None
+  return {"asked": [float(v) for v in asked], "styles": styles, "median": med,
+          "measured_share": len(ys) / max(total, 1), "spearman": rho}

@@ -68,12 +68,41 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
                                             probs=ref.test_probs, emb=ref.test_emb, seed=seed),
       "noise": evaluation.score_set(ref, noise, ids, seed=seed),
   }
+  responses = attribute_responses(synth, train_data, n, seed, log)
+  if responses:
+    report["attributes"] = responses
   with open(os.path.join(out, "report.json"), "w") as f:
     json.dump(report, f, indent=1)
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write(markdown(report))
   _pictures(out, fake, ids, real, ref, synth.sample_rate, report)
   return report
+
+
+QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def attribute_responses(synth, train_data, n: int, seed: int,
+                        log: Callable[[str], None]) -> dict[str, Any]:
+  """`evaluation.attribute_response` for each measurable attribute the run is conditioned on,
+  asking for the corpus' 10/30/50/70/90 % quantiles."""
+  from data_pipelines import features  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  c = synth.conditioning
+  styles = max(len(c.fields[0][1]) if c.fields else 1, 1)
+  for i, a in enumerate(c.attributes):
+    if a.name not in features.ATTRIBUTES or train_data.attribute_values is None:
+      continue
+    raw = train_data.attribute_values[:, i]
+    raw = raw[np.isfinite(raw) & (raw > 0)]
+    if raw.size < 2:
+      continue
+    asked = np.quantile(raw, QUANTILES)
+    per_style = int(np.clip(n // (styles * len(QUANTILES)), 4, 32))
+    log(f"measuring the {a.name} response ({per_style} latents x {styles} styles x {len(asked)} values)")
+    out[a.name] = evaluation.attribute_response(synth, a.name, asked, per_style=per_style, seed=seed)
+  return out
 
 
 def _fmt(v: Any) -> str:
@@ -101,6 +130,14 @@ def markdown(report: dict[str, Any]) -> str:
   lines += ["", f"Memorisation check: generated clips are on average {gen_nn / max(real_nn, 1e-12):.2f}x "
             "as far from their nearest training clip as held-out real clips are "
             "(well below 1 suggests copying)."]
+  for name, r in report.get("attributes", {}).items():
+    lines += ["", f"Attribute {name}: asked (corpus quantiles) against measured medians; Spearman "
+              f"rho {_fmt(r['spearman'])} over the {_fmt(r['measured_share'])} share of clips "
+              "where it could be measured.", "",
+              "| style | " + " | ".join(f"asked {v:.4g}" for v in r["asked"]) + " |",
+              "| --- | " + " | ".join("---" for _ in r["asked"]) + " |"]
+    lines += [f"| {s or 'all'} | " + " | ".join(_fmt(m) for m in row) + " |"
+              for s, row in zip(r["styles"], r["median"])]
   per = report["generated"].get("style_accuracy_per_style")
   if per:
     real_per = report["real_held_out"].get("style_accuracy_per_style", {})

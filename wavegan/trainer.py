@@ -36,7 +36,7 @@ CHECKPOINT_DIR = "checkpoints"
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.preview_every", "data.path",
                      "data.manifest", "data.prepare_workers", "data.loader_workers",
-                     "data.prefetch", "data.store_dtype", "train.tensorboard",
+                     "data.prefetch", "data.store_dtype", "train.tensorboard", "train.max_minutes",
                      "eval.every", "eval.clips", "eval.classifier_steps", "eval.classifier_width"}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
@@ -298,6 +298,15 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
 
   bar = tqdm(total=total, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
   step = start
+  # Training time only: data preparation, the reference classifier, previews and evaluations are
+  # not counted, so runs given equal minutes are compared at equal training compute.
+  deadline = time.perf_counter() + 60.0 * cfg.train.max_minutes if cfg.train.max_minutes else None
+  paused = [0.0]  # seconds spent in previews and evaluations
+
+  def untimed(fn: Callable[[int], None], at: int) -> None:
+    t = time.perf_counter()
+    fn(at)
+    paused[0] += time.perf_counter() - t
   t_last, step_last = time.perf_counter(), start
   pending: dict[str, jax.Array] | None = None
   try:
@@ -311,6 +320,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
         labels = jax.make_array_from_process_local_data(batch_sharding, labels)
         state, pending = step_fn(state, real, labels)
         step += 1
+        if deadline is not None and time.perf_counter() - paused[0] > deadline and step < total:
+          log(f"\ntrain.max_minutes={cfg.train.max_minutes:g} reached at step {step}")
+          total = step  # finish as at the last step: preview, evaluate, save
         if step % cfg.train.log_every == 0 or step == total:
           now = time.perf_counter()
           values = {k: float(v) for k, v in jax.device_get(pending).items()}
@@ -325,9 +337,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           jax.block_until_ready(pending)
         bar.update(1)
         if step % cfg.train.preview_every == 0 or step == total:
-          preview(step)
+          untimed(preview, step)
         if ref is not None and (step % cfg.eval.every == 0 or step == total):
-          light_eval(step)
+          untimed(light_eval, step)
         if step % cfg.train.checkpoint_every == 0 or step == total:
           save(step)
       if stop.requested and step < total:
