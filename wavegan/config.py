@@ -191,14 +191,16 @@ class TrainConfig:
   preview_per_style: int = 4
   tensorboard: bool = True      # also log scalars, audio and spectrograms to RUN/tensorboard
   max_minutes: float = 0.0      # stop (preview, evaluate, save) after this much training time; 0 = off
+  max_cpu_minutes: float = 0.0  # the same in CPU time of the process (equal compute on a shared machine)
 
   def validate(self) -> None:
     for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
                  "preview_every", "preview_per_style"):
       if getattr(self, name) < 1:
         raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
-    if self.max_minutes < 0:
-      raise ConfigError(f"train.max_minutes={self.max_minutes}: must be >= 0")
+    for name in ("max_minutes", "max_cpu_minutes"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

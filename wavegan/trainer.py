@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.preview_every", "data.path",
                      "data.manifest", "data.prepare_workers", "data.loader_workers",
                      "data.prefetch", "data.store_dtype", "train.tensorboard", "train.max_minutes",
+                     "train.max_cpu_minutes",
                      "eval.every", "eval.clips", "eval.classifier_steps", "eval.classifier_width"}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
@@ -175,6 +176,36 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
+class _Budget:
+  """`train.max_minutes` (wall clock) and `train.max_cpu_minutes` (CPU time of this process).
+
+  Only training counts: data preparation and the reference classifier come before the clocks
+  start, and previews and evaluations are subtracted, so runs given equal minutes are compared
+  at equal training compute.
+  """
+
+  def __init__(self, wall_minutes: float, cpu_minutes: float):
+    self._limits = [(clock, 60.0 * m, clock()) for clock, m in
+                    ((time.perf_counter, wall_minutes), (time.process_time, cpu_minutes)) if m > 0]
+    self._paused = [0.0] * len(self._limits)
+
+  def untimed(self, fn: Callable[[int], None], at: int) -> None:
+    before = [clock() for clock, _, _ in self._limits]
+    fn(at)
+    for i, (clock, _, _) in enumerate(self._limits):
+      self._paused[i] += clock() - before[i]
+
+  def _used(self) -> list[float]:
+    return [clock() - start - p for (clock, _, start), p in zip(self._limits, self._paused)]
+
+  def spent(self) -> bool:
+    return any(u > limit for u, (_, limit, _) in zip(self._used(), self._limits))
+
+  def __str__(self) -> str:
+    names = {time.perf_counter: "wall", time.process_time: "CPU"}
+    return ", ".join(f"{u / 60:.1f} min {names[c]}" for u, (c, _, _) in zip(self._used(), self._limits))
+
+
 EVAL_CHUNK = 64  # clips per generator call in light evaluations (one compiled shape)
 
 
@@ -298,15 +329,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
 
   bar = tqdm(total=total, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
   step = start
-  # Training time only: data preparation, the reference classifier, previews and evaluations are
-  # not counted, so runs given equal minutes are compared at equal training compute.
-  deadline = time.perf_counter() + 60.0 * cfg.train.max_minutes if cfg.train.max_minutes else None
-  paused = [0.0]  # seconds spent in previews and evaluations
-
-  def untimed(fn: Callable[[int], None], at: int) -> None:
-    t = time.perf_counter()
-    fn(at)
-    paused[0] += time.perf_counter() - t
+  budget = _Budget(cfg.train.max_minutes, cfg.train.max_cpu_minutes)
   t_last, step_last = time.perf_counter(), start
   pending: dict[str, jax.Array] | None = None
   try:
@@ -320,8 +343,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
         labels = jax.make_array_from_process_local_data(batch_sharding, labels)
         state, pending = step_fn(state, real, labels)
         step += 1
-        if deadline is not None and time.perf_counter() - paused[0] > deadline and step < total:
-          log(f"\ntrain.max_minutes={cfg.train.max_minutes:g} reached at step {step}")
+        if step < total and budget.spent():
+          log(f"\ntraining time limit reached at step {step} ({budget})")
           total = step  # finish as at the last step: preview, evaluate, save
         if step % cfg.train.log_every == 0 or step == total:
           now = time.perf_counter()
@@ -337,9 +360,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           jax.block_until_ready(pending)
         bar.update(1)
         if step % cfg.train.preview_every == 0 or step == total:
-          untimed(preview, step)
+          budget.untimed(preview, step)
         if ref is not None and (step % cfg.eval.every == 0 or step == total):
-          untimed(light_eval, step)
+          budget.untimed(light_eval, step)
         if step % cfg.train.checkpoint_every == 0 or step == total:
           save(step)
       if stop.requested and step < total:
