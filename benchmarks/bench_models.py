@@ -2,9 +2,10 @@
 
     python benchmarks/bench_models.py --cpu-minutes 16 --out runs/zoo
 
-Variants: the waveform model (demo preset), the same with the extra discriminators
-(`model.aux_discs=mrstft,msd,mpd`, 4 channels wide), SpecGAN (`model.kind=specgan`), and the waveform model
-conditioned on pitch (`data.attributes=pitch`). Each run stops after `--cpu-minutes` of training
+Variants: the waveform model (demo preset), the same with the three extra discriminators
+(`model.aux_discs=mrstft,msd,mpd`, 4 channels wide) and with HiFi-GAN's multi-period one alone,
+SpecGAN (`model.kind=specgan`), and the waveform model conditioned on pitch
+(`data.attributes=pitch`). Each run stops after `--cpu-minutes` of training
 CPU time (`train.max_cpu_minutes`: previews and evaluations excluded), then `wavegan evaluate`
 scores it; the table of style accuracy, Frechet distance, KID and steps reached is printed and
 written to OUT/results.md. Variants already evaluated in OUT are not run again.
@@ -22,6 +23,7 @@ VARIANTS = {
     "waveform": [],
     # Width 4: at the default 16 the three extra critics cost ~20x the demo model's step on a CPU.
     "waveform + MRD/MSD/MPD": ["model.aux_discs=mrstft,msd,mpd", "model.aux_width=4"],
+    "waveform + MPD": ["model.aux_discs=mpd", "model.aux_width=4"],
     "specgan": ["model.kind=specgan"],
     "waveform, pitch-conditioned": ["data.attributes=pitch"],
 }
