@@ -90,12 +90,17 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+  from wavegan import distributed
+
+  # Before anything touches a device: a multi-process job must be joined first.
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id, log=_err)
   from wavegan.trainer import train
 
   cfg, name = requested_config(args)
   run, state = train(cfg, args.workdir, preset=name, progress=not args.no_progress, log=_err)
-  styles = ", ".join(run.styles)
-  print(f"{args.workdir}: trained to step {int(state.step)} on styles [{styles}]")
+  if distributed.is_main():
+    styles = ", ".join(run.styles)
+    print(f"{args.workdir}: trained to step {int(state.step)} on styles [{styles}]")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -217,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "(default: the built-in corpus)")
   p.add_argument("--preset", choices=sorted(PRESETS), help="starting config (new runs: paper)")
   p.add_argument("--steps", type=int, help="total G updates to reach")
+  p.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="multi-process job: process 0's address (with --num-processes, --process-id; "
+                 "automatic on multi-host TPU VMs and under SLURM)")
+  p.add_argument("--num-processes", type=int, help="multi-process job: number of processes")
+  p.add_argument("--process-id", type=int, help="multi-process job: this process' rank")
   p.add_argument("--set", action="append", metavar="KEY=VALUE",
                  help="override a config value, e.g. --set model.dim=32 (repeatable)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
