@@ -3,7 +3,8 @@
   wavegan make-corpus OUT_DIR [--per-class N] [--sample-rate SR] [--seed S]
   wavegan prepare DATA_DIR --out CACHE [--sample-rate SR] [--slice-len L] [--mode first|hop] ...
   wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|paper] [--steps N] [--set k=v ...]
-  wavegan generate --workdir RUN --n N [--style NAME] [--seed S] --out DIR [--overwrite]
+                [--coordinator HOST:PORT --num-processes N --process-id I]
+  wavegan generate --workdir RUN --n N [--style STYLE] [--seed S] --out DIR [--overwrite]
   wavegan export --workdir RUN --out MODEL [--overwrite]
   wavegan render JOBS.toml (--model MODEL | --workdir RUN) [--out DIR] [--overwrite]
   wavegan evaluate --workdir RUN [--data DIR] [--n N] [--out DIR]
@@ -104,13 +105,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-  from wavegan.render import RenderJob, render
+  from wavegan.render import RenderJob, parse_style, render
   from wavegan.synthesis import Synthesizer
 
   if args.n < 1:
     raise ConfigError(f"--n {args.n}: must be >= 1")
   synth = Synthesizer.load(args.workdir)
-  from wavegan.render import parse_style
   job = RenderJob(name=f"generate-s{args.seed}-{args.style or 'all'}", count=args.n,
                   seed=args.seed, style=parse_style(args.style), filename="{style}_s{seed}_{index:04d}")
 
