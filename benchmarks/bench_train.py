@@ -3,6 +3,8 @@
     python benchmarks/bench_train.py --batch 64 --steps 3
     python benchmarks/bench_train.py --steps 2 --vs-torch --wait-quiet 30
     python benchmarks/bench_train.py --batch 16 --devices 2     # data parallel over 2 devices
+    python benchmarks/bench_train.py --batch 16 --devices 8 --scaling   # + efficiency against 1
+    python benchmarks/bench_train.py --dtype bfloat16 --peak-tflops 989 # on a GPU: MFU too
 
 Prints JSON lines, each with a "record" key:
   env      versions, backend, devices, CPU
@@ -10,6 +12,11 @@ Prints JSON lines, each with a "record" key:
   step     one timed iteration: seconds, other_cpu (other processes' CPU share), waited_s, losses
   train    summary: median_s_per_iter, samples_per_s (and per device), gflop_per_iter,
            achieved_gflop_per_s, quiet_* versions over steps with other_cpu < 0.05, compile_s
+           (and mfu, model FLOP utilisation, with --peak-tflops)
+  scaling  with --scaling: the same benchmark on 1 device (a subprocess), the speedup
+           samples_per_s(N) / samples_per_s(1) and the efficiency speedup / N. Simulated CPU
+           devices share the machine's cores, so there the speedup (about 1) measures the
+           overhead of sharding, not scaling.
 With --vs-torch, the PyTorch reference then runs with the same settings (its records are tagged
 "impl": "torch"), followed by a `compare` record.
 
@@ -42,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--slice-len", type=int, default=16384, choices=(16384, 32768, 65536))
   p.add_argument("--devices", type=int, default=1, help="data-parallel devices to use")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="compute dtype (parameters and optimiser stay float32)")
+  p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per batch")
+  p.add_argument("--remat", action="store_true", help="recompute activations in the backward pass")
+  p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU")
+  p.add_argument("--scaling", action="store_true",
+                 help="also run on 1 device and report the scaling efficiency")
   common.add_torch_args(p)
   args = p.parse_args(argv)
   if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.devices < 1:
@@ -76,13 +90,14 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
              f"{jax.default_backend()} devices")
   cfg = apply_overrides(preset("paper"), [
       f"model.dim={args.dim}", f"model.slice_len={args.slice_len}",
-      f"train.batch_size={args.batch}", f"train.seed={args.seed}"]).validate()
+      f"train.batch_size={args.batch}", f"train.seed={args.seed}", f"compute.dtype={args.dtype}",
+      f"compute.grad_accum={args.grad_accum}", f"compute.remat={args.remat}"]).validate()
   m, n_critic = cfg.model, cfg.optim.n_critic
   devices = jax.devices()[:args.devices]
   common.emit("env", **common.jax_env(
       jax, devices, what="train", batch=args.batch, slice_len=m.slice_len, dim=m.dim,
       n_critic=n_critic, loss=cfg.optim.loss, warmup=args.warmup, steps=args.steps,
-      wait_quiet=args.wait_quiet))
+      wait_quiet=args.wait_quiet, dtype=args.dtype, grad_accum=args.grad_accum, remat=args.remat))
 
   mesh = ts.data_mesh(devices)
   models, state = ts.build(cfg)
@@ -155,11 +170,37 @@ def emit_summary(args: argparse.Namespace, t: common.Timing, flops: dict[str, An
       gflop_per_g_step=round(flops["g_step"] * args.batch / 1e9, 1),
       achieved_gflop_per_s=common.rate(gflop_iter, t.median_s, 2),
       quiet_achieved_gflop_per_s=common.rate(gflop_iter, t.quiet_median_s, 2),
-      compile_s=round(compile_s, 2), peak_rss_gb=common.peak_rss_gb())
+      compile_s=round(compile_s, 2), peak_rss_gb=common.peak_rss_gb(),
+      **({"mfu": round(common.rate(gflop_iter, t.median_s, 2) / (args.peak_tflops * 1e3 * args.devices), 4)}
+         if args.peak_tflops else {}))
+
+
+def scaling(args: argparse.Namespace, timing: common.Timing) -> None:
+  """Runs this benchmark on 1 device in a subprocess and prints the `scaling` record."""
+  import json
+  import subprocess
+
+  argv = [a for a in sys.argv[1:] if a != "--scaling"]
+  if "--devices" in argv:
+    i = argv.index("--devices")
+    del argv[i:i + 2]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, __file__, *argv, "--devices", "1"], env=env,
+                       capture_output=True, text=True, check=True).stdout
+  one = [json.loads(l) for l in out.splitlines() if '"record": "train"' in l][-1]
+  n_rate = common.rate(args.batch, timing.median_s)
+  common.emit("scaling", devices=args.devices, samples_per_s=n_rate,
+              samples_per_s_1_device=one["samples_per_s"],
+              speedup=round(n_rate / one["samples_per_s"], 3),
+              efficiency=round(n_rate / (args.devices * one["samples_per_s"]), 3))
 
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  if args.scaling and args.devices > 1:
+    timing = bench_jax(args)
+    scaling(args, timing)
+    return
   common.run_with_reference("train", args, bench_jax, per="iter")
 
 

@@ -3,7 +3,8 @@
   wavegan make-corpus OUT_DIR [--per-class N] [--sample-rate SR] [--seed S]
   wavegan prepare DATA_DIR --out CACHE [--sample-rate SR] [--slice-len L] [--mode first|hop] ...
   wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|paper] [--steps N] [--set k=v ...]
-  wavegan generate --workdir RUN --n N [--style NAME] [--seed S] --out DIR [--overwrite]
+                [--coordinator HOST:PORT --num-processes N --process-id I]
+  wavegan generate --workdir RUN --n N [--style STYLE] [--seed S] --out DIR [--overwrite]
   wavegan export --workdir RUN --out MODEL [--overwrite]
   wavegan render JOBS.toml (--model MODEL | --workdir RUN) [--out DIR] [--overwrite]
   wavegan evaluate --workdir RUN [--data DIR] [--n N] [--out DIR]
@@ -90,22 +91,26 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+  from wavegan import distributed
+
+  # Before anything touches a device: a multi-process job must be joined first.
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id, log=_err)
   from wavegan.trainer import train
 
   cfg, name = requested_config(args)
   run, state = train(cfg, args.workdir, preset=name, progress=not args.no_progress, log=_err)
-  styles = ", ".join(run.styles)
-  print(f"{args.workdir}: trained to step {int(state.step)} on styles [{styles}]")
+  if distributed.is_main():
+    styles = ", ".join(run.styles)
+    print(f"{args.workdir}: trained to step {int(state.step)} on styles [{styles}]")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-  from wavegan.render import RenderJob, render
+  from wavegan.render import RenderJob, parse_style, render
   from wavegan.synthesis import Synthesizer
 
   if args.n < 1:
     raise ConfigError(f"--n {args.n}: must be >= 1")
   synth = Synthesizer.load(args.workdir)
-  from wavegan.render import parse_style
   job = RenderJob(name=f"generate-s{args.seed}-{args.style or 'all'}", count=args.n,
                   seed=args.seed, style=parse_style(args.style), filename="{style}_s{seed}_{index:04d}")
 
@@ -217,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "(default: the built-in corpus)")
   p.add_argument("--preset", choices=sorted(PRESETS), help="starting config (new runs: paper)")
   p.add_argument("--steps", type=int, help="total G updates to reach")
+  p.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="multi-process job: process 0's address (with --num-processes, --process-id; "
+                 "automatic on multi-host TPU VMs and under SLURM)")
+  p.add_argument("--num-processes", type=int, help="multi-process job: number of processes")
+  p.add_argument("--process-id", type=int, help="multi-process job: this process' rank")
   p.add_argument("--set", action="append", metavar="KEY=VALUE",
                  help="override a config value, e.g. --set model.dim=32 (repeatable)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")

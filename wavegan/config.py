@@ -153,6 +153,7 @@ class OptimConfig:
   d_lr: float = 1e-4
   b1: float = 0.5
   b2: float = 0.9
+  eps: float = 1e-8             # Adam's epsilon (larger values damp the updates of near-zero gradients)
   ema_decay: float = 0.999      # EMA of G's parameters used for synthesis
   ac_weight: float = 1.0        # weight of the style classification loss (model.d_cond=acgan)
   uncond_share: float = 0.0     # share of examples trained without a style (sampling with style={})
@@ -173,6 +174,8 @@ class OptimConfig:
       raise ConfigError(f"optim.loss={self.loss!r}: must be one of {LOSSES}")
     if self.n_critic < 1:
       raise ConfigError(f"optim.n_critic={self.n_critic}: must be >= 1")
+    if self.eps <= 0:
+      raise ConfigError(f"optim.eps={self.eps}: must be > 0")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ConfigError(f"optim.ema_decay={self.ema_decay}: must be in [0, 1)")
 
@@ -204,6 +207,21 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+  """How the step runs on the hardware; changes neither what is trained nor the checkpoint."""
+
+  dtype: str = "float32"        # "bfloat16": G and D compute in bf16; parameters, optimiser and losses stay f32
+  grad_accum: int = 1           # micro-batches per batch: gradients of batch_size / grad_accum, averaged
+  remat: bool = False           # recompute G's and D's activations in the backward pass (less memory)
+
+  def validate(self) -> None:
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ConfigError(f"compute.dtype={self.dtype!r}: must be 'float32' or 'bfloat16'")
+    if self.grad_accum < 1:
+      raise ConfigError(f"compute.grad_accum={self.grad_accum}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Measuring a run: light evaluations during training and the reference classifier."""
 
@@ -227,6 +245,7 @@ class Config:
   optim: OptimConfig = OptimConfig()
   train: TrainConfig = TrainConfig()
   eval: EvalConfig = EvalConfig()
+  compute: ComputeConfig = ComputeConfig()
 
   def validate(self) -> Config:
     self.model.validate()
@@ -234,6 +253,10 @@ class Config:
     self.optim.validate()
     self.train.validate()
     self.eval.validate()
+    self.compute.validate()
+    if self.train.batch_size % self.compute.grad_accum:
+      raise ConfigError(f"train.batch_size={self.train.batch_size} does not split into "
+                        f"compute.grad_accum={self.compute.grad_accum} micro-batches")
     if self.model.kind == "specgan" and self.optim.stft_weight > 0:
       raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
     return self

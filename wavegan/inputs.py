@@ -164,7 +164,7 @@ def load_data(cfg: Config, *, progress: bool = False,
     return cfg, TrainData(cache, first_ids, columns[0][2], summary)
   attributes, values = [], []
   for name in attr_names:
-    raw, log_scale = attribute_values_of(cache, name, progress=progress)
+    raw, log_scale = attribute_values_of(cache, name)
     attr = Attribute.fit(name, raw[keep], log_scale)
     unknown = int(np.sum(~np.isfinite(attr.standardize(raw)[keep])))
     if unknown:
@@ -196,8 +196,13 @@ def _field_ids(cache: PreparedCache, field: str, log: Callable[[str], None]
 FEATURE_DIR = "features"
 
 
-def attribute_values_of(cache: PreparedCache, name: str, *, progress: bool = False
-                     ) -> tuple[np.ndarray, bool]:
+def _cache_key(cache: PreparedCache) -> str:
+  """A short digest of the cache's index: what it holds, for files derived from it."""
+  with open(os.path.join(cache.path, "cache.json"), "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def attribute_values_of(cache: PreparedCache, name: str) -> tuple[np.ndarray, bool]:
   """Raw values [N] of attribute `name` and whether it is modelled on a log scale.
 
   A manifest column is used as it is. "pitch" and "brightness" (Hz, log scale) are otherwise
@@ -212,9 +217,7 @@ def attribute_values_of(cache: PreparedCache, name: str, *, progress: bool = Fal
   if name not in features.ATTRIBUTES:
     valid = [*cache.attribute_names, *features.ATTRIBUTES]
     raise DataError(f"{cache.path}: unknown attribute {name!r}; valid: {', '.join(valid)}")
-  with open(os.path.join(cache.path, "cache.json"), "rb") as f:
-    key = hashlib.sha256(f.read()).hexdigest()[:16]
-  path = os.path.join(cache.path, FEATURE_DIR, f"{name}-{key}.npy")
+  path = os.path.join(cache.path, FEATURE_DIR, f"{name}-{_cache_key(cache)}.npy")
   if os.path.exists(path):
     return np.load(path), True
   chunk = 256
@@ -238,9 +241,7 @@ def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
   from wavegan import spectral, specgan  # pylint: disable=g-import-not-at-top  (jax)
 
   m = cfg.model
-  with open(os.path.join(cache.path, "cache.json"), "rb") as f:
-    key = hashlib.sha256(f.read()).hexdigest()[:16]
-  path = os.path.join(cache.path, FEATURE_DIR, f"stft-{m.n_fft}-{m.hop}-{key}.json")
+  path = os.path.join(cache.path, FEATURE_DIR, f"stft-{m.n_fft}-{m.hop}-{_cache_key(cache)}.json")
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)

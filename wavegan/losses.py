@@ -68,7 +68,17 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
   Returns:
     Scalar penalty.
   """
-  eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+  return gradient_penalty_at(critic, real, fake, interpolation_weights(rng, real))
+
+
+def interpolation_weights(rng: jax.Array, real: jax.Array) -> jax.Array:
+  """WGAN-GP's uniform interpolation weight per example, [B, 1, ...] (broadcasts against real)."""
+  return jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+
+
+def gradient_penalty_at(critic: Callable[[jax.Array], jax.Array], real: jax.Array,
+                        fake: jax.Array, eps: jax.Array) -> jax.Array:
+  """`gradient_penalty` with given interpolation weights eps [B, 1, ...]."""
   x_hat = eps * real + (1.0 - eps) * fake                               # [B, T, C]
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)                 # [B, T, C]
   norms = jnp.sqrt(jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, real.ndim))) + 1e-12)   # [B]

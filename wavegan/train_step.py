@@ -87,8 +87,8 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
         cfg.model.aux_names, cfg.model.channels, cfg.model.aux_width, rngs=nnx.Rngs(params=a_key)))
     d_params = {"main": d_params, "aux": aux_params}
   o = cfg.optim
-  g_tx = optax.adam(o.g_lr, b1=o.b1, b2=o.b2)
-  d_tx = optax.adam(o.d_lr, b1=o.b1, b2=o.b2)
+  g_tx = optax.adam(o.g_lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  d_tx = optax.adam(o.d_lr, b1=o.b1, b2=o.b2, eps=o.eps)
   state = GANState(
       step=jnp.zeros((), jnp.int32),
       g_params=g_params,
@@ -138,28 +138,48 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     """Real audio [B, T, C] -> what the critic reads (the audio, or SpecGAN's images)."""
     return spec_features(real, mean, std, m) if m.kind == "specgan" else real
 
+  cdt = jnp.bfloat16 if cfg.compute.dtype == "bfloat16" else jnp.float32
+  accum = cfg.compute.grad_accum
+
+  def compute(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn(params, x, *rest) run in the compute dtype (f32 parameters cast on the way in, the
+    results cast back to f32), its activations recomputed in the backward pass with remat."""
+    def wrapped(params, x, *rest):
+      cast = lambda t: jax.tree.map(lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
+      out = fn(cast(params), x.astype(cdt), *cast(rest))
+      return jax.tree.map(lambda a: a.astype(jnp.float32) if a is not None else a, out)
+    if cdt == jnp.float32 and not cfg.compute.remat:
+      return fn
+    return jax.checkpoint(wrapped) if cfg.compute.remat else wrapped
+
+  @compute
   def generate(g_params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
     return models.generator(g_params)(z, style if conditional else None)
 
+  @compute
   def critic(d_params: Any, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
     return models.discriminator(d_params)(x, style if conditional else None, rng)
 
+  @compute
   def critic_classes(d_params, x, style, rng) -> tuple[jax.Array, jax.Array | None]:
     return models.discriminator(d_params).logits(x, style if conditional else None, rng)
 
-  def conditioning(styles: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Styles -> (vector given to G and D [B, D], full vector [B, D], kept [B]).
+  @compute
+  def aux_critics(d_params, x):
+    return models.aux(d_params)(x)
 
-    A share `optim.uncond_share` of rows get the zero vector: no style at all.
-    """
-    b = styles.shape[0]
+  def kept_rows(b: int, rng: jax.Array) -> jax.Array:
+    """1 for rows trained with their style, 0 for the `optim.uncond_share` trained without [B]."""
+    if not conditional or o.uncond_share <= 0:
+      return jnp.ones((b,), jnp.float32)
+    return (jax.random.uniform(rng, (b,)) >= o.uncond_share).astype(jnp.float32)
+
+  def conditioning(styles: jax.Array, kept: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Styles -> (vector given to G and D [B, D], full vector [B, D]); dropped rows get zeros."""
     if not conditional:
-      return styles, styles, jnp.ones((b,), jnp.float32)
+      return styles, styles
     vec = style_vector(styles, m)                                           # [B, D]
-    kept = jnp.ones((b,), jnp.float32)
-    if o.uncond_share > 0:
-      kept = (jax.random.uniform(rng, (b,)) >= o.uncond_share).astype(jnp.float32)
-    return vec * kept[:, None], vec, kept
+    return vec * kept[:, None], vec
 
   def class_loss(head: jax.Array | None, vec: jax.Array, kept: jax.Array) -> jax.Array:
     """AC-GAN loss on the rows that have a style: cross-entropy per label field, MSE per attribute."""
@@ -173,10 +193,23 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
       per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
     return jnp.sum(per_row * kept) / jnp.maximum(jnp.sum(kept), 1.0)
 
-  def d_objective(d_params, g_params, real, styles, rng):
+  # Per-example randomness is drawn for the whole batch and sliced into micro-batches; the keys of
+  # the critic calls (phase shuffle: one shift per call) are shared by them. So accumulating
+  # `compute.grad_accum` micro-batches gives the full batch's gradient, not another sample of it.
+
+  def d_draws(rng: jax.Array, real: jax.Array) -> tuple[dict[str, jax.Array], tuple[jax.Array, ...]]:
     kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
-    style, vec, kept = conditioning(styles, kc)
-    z = shard_batch(sample_latents(kz, real.shape[0], m.latent_dim))
+    b = real.shape[0]
+    eps_like = real if m.kind != "specgan" else jnp.zeros((b, 1, 1, 1), real.dtype)
+    rows = {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc),
+            "eps": losses.interpolation_weights(ke, eps_like)}
+    return rows, (kr, kf, kg)
+
+  def d_objective(d_params, g_params, batch, keys):
+    real, styles, rows = batch["real"], batch["styles"], batch["rows"]
+    kr, kf, kg = keys
+    style, vec = conditioning(styles, rows["kept"])
+    z = shard_batch(rows["z"])
     fake = jax.lax.stop_gradient(generate(g_params, z, style))            # [B, T, C] or image
     x_real = as_input(real)
     d_real, c_real = critic_classes(d_params, x_real, style, kr)          # [B], [B, D]
@@ -184,35 +217,39 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     adv = d_loss_fn(d_real, d_fake)
     gp = jnp.zeros(())
     if o.gp_weight > 0:
-      gp = losses.gradient_penalty(lambda x: critic(d_params, x, style, kg), x_real, fake, ke)
-    ac = class_loss(c_real, vec, kept)  # D learns styles from real clips only
+      gp = losses.gradient_penalty_at(lambda x: critic(d_params, x, style, kg), x_real, fake,
+                                      rows["eps"])
+    ac = class_loss(c_real, vec, rows["kept"])  # D learns styles from real clips only
     metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
     if c_real is not None:
       metrics["d/ac"] = ac
     total = adv + o.gp_weight * gp + o.ac_weight * ac
     if has_aux:
-      aux = models.aux(d_params)
-      aux_adv = aux_d_loss(aux(real)[0], aux(fake)[0])
+      aux_adv = aux_d_loss(aux_critics(d_params, real)[0], aux_critics(d_params, fake)[0])
       metrics["d/aux"] = aux_adv
       total = total + aux_adv
     return total, metrics
 
-  def g_objective(g_params, d_params, real, styles, rng):
+  def g_draws(rng: jax.Array, styles: jax.Array) -> tuple[dict[str, jax.Array], tuple[jax.Array]]:
     kz, kd, kc = jax.random.split(rng, 3)
-    style, vec, kept = conditioning(styles, kc)
-    z = shard_batch(sample_latents(kz, styles.shape[0], m.latent_dim))
-    fake = generate(g_params, z, style)
+    b = styles.shape[0]
+    return {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc)}, (kd,)
+
+  def g_objective(g_params, d_params, batch, keys):
+    real, styles, rows = batch["real"], batch["styles"], batch["rows"]
+    (kd,) = keys
+    style, vec = conditioning(styles, rows["kept"])
+    fake = generate(g_params, shard_batch(rows["z"]), style)
     d_fake, c_fake = critic_classes(d_params, fake, style, kd)
     adv = g_loss_fn(d_fake)
-    ac = class_loss(c_fake, vec, kept)
+    ac = class_loss(c_fake, vec, rows["kept"])
     metrics = {"g/adv": adv}
     if c_fake is not None:
       metrics["g/ac"] = ac
     total = adv + o.ac_weight * ac
     if has_aux:
-      aux = models.aux(d_params)
-      fake_logits, fake_feats = aux(fake)
-      real_feats = aux(real)[1]
+      fake_logits, fake_feats = aux_critics(d_params, fake)
+      real_feats = aux_critics(d_params, real)[1]
       aux_adv = aux_g_loss(fake_logits)
       fm = aux_lib.mean_feature_matching_loss(real_feats, fake_feats)
       metrics.update({"g/aux": aux_adv, "g/fm": fm})
@@ -223,6 +260,23 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
       total = total + o.stft_weight * spectrum
     return total, metrics
 
+  def value_and_grad(objective, params, other, batch, keys):
+    """((loss, metrics), grads) of `objective` over the batch, in `accum` micro-batches."""
+    fn = jax.value_and_grad(objective, has_aux=True)
+    if accum == 1:
+      return fn(params, other, jax.tree.map(shard_batch, batch), keys)
+    micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+    def body(total, mb):
+      out = fn(params, other, jax.tree.map(shard_batch, mb), keys)
+      return jax.tree.map(jnp.add, total, out), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(fn, params, other, first, keys))
+    total, _ = jax.lax.scan(body, zeros, micro)
+    return jax.tree.map(lambda x: x / accum, total)
+
   def step(state: GANState, real: jax.Array, styles: jax.Array) -> tuple[GANState, Metrics]:
     rng = jax.random.fold_in(base_key, state.step)
     d_rng, g_rng = jax.random.split(rng)
@@ -231,8 +285,9 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     def d_update(carry, xs):
       d_params, d_opt = carry
       x, y, key = xs
-      (loss, metrics), grads = jax.value_and_grad(d_objective, has_aux=True)(
-          d_params, state.g_params, shard_batch(x), shard_batch(y), key)
+      rows, keys = d_draws(key, x)
+      (loss, metrics), grads = value_and_grad(d_objective, d_params, state.g_params,
+                                              {"real": x, "styles": y, "rows": rows}, keys)
       updates, d_opt = models.d_tx.update(grads, d_opt, d_params)
       metrics = {**metrics, "d/loss": loss, "d/grad_norm": optax.tree.norm(grads)}
       return (optax.apply_updates(d_params, updates), d_opt), metrics
@@ -241,8 +296,10 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
         d_update, (state.d_params, state.d_opt), (real, styles, jax.random.split(d_rng, n_critic)))
     d_metrics = jax.tree.map(jnp.mean, d_metrics)                          # mean over critic steps
 
-    (g_loss, g_metrics), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
-        state.g_params, d_params, shard_batch(real[-1]), shard_batch(styles[-1]), g_rng)
+    rows, keys = g_draws(g_rng, styles[-1])
+    (g_loss, g_metrics), g_grads = value_and_grad(
+        g_objective, state.g_params, d_params,
+        {"real": real[-1], "styles": styles[-1], "rows": rows}, keys)
     updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     decay = ema_decay(state.step, o.ema_decay)
@@ -269,8 +326,10 @@ def data_mesh(devices: list[Any] | None = None) -> Mesh:
   return Mesh(devices, (DATA_AXIS,))
 
 
-def check_batch(batch_size: int, mesh: Mesh) -> None:
+def check_batch(batch_size: int, mesh: Mesh, grad_accum: int = 1) -> None:
+  """Every device gets an equal share of every (micro-)batch, or a clear error."""
   n = mesh.size
-  if batch_size % n:
-    raise ValueError(f"train.batch_size={batch_size} does not divide over {n} devices; "
-                     f"use a multiple of {n}")
+  if batch_size % (n * grad_accum):
+    what = f"{grad_accum} micro-batches over {n} devices" if grad_accum > 1 else f"{n} devices"
+    raise ValueError(f"train.batch_size={batch_size} does not divide into {what}; "
+                     f"use a multiple of {n * grad_accum}")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
 from data_pipelines import Loader
-from wavegan import evaluation, inputs, previews, spectral, synthesis
+from wavegan import distributed, evaluation, inputs, previews, spectral, synthesis
 from wavegan import train_step as ts
 from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
@@ -37,7 +37,8 @@ RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.preview_every", "data.path",
                      "data.manifest", "data.prepare_workers", "data.loader_workers",
                      "data.prefetch", "data.store_dtype", "train.tensorboard", "train.max_minutes",
-                     "train.max_cpu_minutes",
+                     "train.max_cpu_minutes", "compute.dtype", "compute.grad_accum",
+                     "compute.remat",
                      "eval.every", "eval.clips", "eval.classifier_steps", "eval.classifier_width"}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
@@ -245,18 +246,27 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   Returns:
     The run's description and its final state (host-side copies are not made).
   """
-  requested, data = inputs.load_data(requested, progress=progress, log=log)
-  spec_moments = (inputs.stft_moments(data.cache, requested)
-                  if requested.model.kind == "specgan" else None)
+  main = distributed.is_main()
+  if not main:  # one process speaks for the job
+    log, progress = (lambda _: None), False
+
+  def load():
+    loaded_cfg, loaded = inputs.load_data(requested, progress=progress, log=log)
+    moments = (inputs.stft_moments(loaded.cache, loaded_cfg)
+               if loaded_cfg.model.kind == "specgan" else None)
+    return loaded_cfg, loaded, moments
+
+  requested, data, spec_moments = distributed.main_first(load, "data prepared")
   run = resolve_run(requested, workdir, preset, data.styles, data.conditioning, spec_moments)
   data = dataclasses.replace(data, conditioning=run.conditioning)
   cfg = run.config
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(cfg.to_json())
+  if main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(cfg.to_json())
 
   mesh = ts.data_mesh()
-  ts.check_batch(cfg.train.batch_size, mesh)
+  ts.check_batch(cfg.train.batch_size, mesh, cfg.compute.grad_accum)
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(None, ts.DATA_AXIS))
   models, state = ts.build(cfg)
@@ -285,16 +295,17 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
   ref = None
   if cfg.eval.every:
-    ref = evaluation.reference(data, cfg.data.label_field, evaluation.classifier_config(cfg),
-                               log=log)
+    ref = distributed.main_first(lambda: evaluation.reference(
+        data, cfg.data.label_field, evaluation.classifier_config(cfg), log=log), "classifier")
     z_eval, y_eval = eval_inputs(cfg, run.styles)
   logger = None
-  if cfg.train.tensorboard and jax.process_index() == 0:
+  if cfg.train.tensorboard and main:
     from wavegan.monitor import TensorBoardLogger  # pylint: disable=g-import-not-at-top
 
     logger = TensorBoardLogger(workdir, start_step=start)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
+  if main:
+    _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   total = cfg.train.steps
 
   def save(step: int) -> None:
@@ -305,6 +316,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     audio = np.asarray(preview_fn(state.ema_params, z_prev, styles_of(y_prev)))
     k = cfg.train.preview_per_style
     names = [f"{rows[i // k]}_{i % k}" for i in range(audio.shape[0])]
+    if not main:  # every process computes (the generator is sharded over all), one writes
+      return
     out = os.path.join(workdir, "previews", f"step_{step:07d}")
     previews.write_wavs(audio, names, out, cfg.data.sample_rate)
     grid = previews.spectrogram_grid(audio, rows, os.path.join(out, "grid.png"),
@@ -322,7 +335,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     audio = np.concatenate(chunks)[:cfg.eval.clips]                # [eval_clips, T, C]
     values = evaluation.light_eval(ref, audio, None if y_eval is None else
                                    y_eval[:cfg.eval.clips])
-    _append_jsonl(metrics_path, {"step": step, "time": time.time(), **values})
+    if main:
+      _append_jsonl(metrics_path, {"step": step, "time": time.time(), **values})
     if logger is not None:
       logger.scalars(step, values)
     log(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in values.items()))
@@ -351,7 +365,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           values = {k: float(v) for k, v in jax.device_get(pending).items()}
           rate = (step - step_last) / max(now - t_last, 1e-9)
           t_last, step_last = now, step
-          _append_jsonl(metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate, **values})
+          if main:
+            _append_jsonl(metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate,
+                                         **values})
           if logger is not None:
             logger.scalars(step, {**values, "steps_per_s": rate})
           bar.set_postfix({"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}",
