@@ -65,6 +65,74 @@ def style_vector(style: jax.Array, cfg: ModelConfig) -> jax.Array:
   return jnp.concatenate(blocks, axis=-1)
 
 
+def style_layers(cfg: ModelConfig, widths: list[int], *, rngs: nnx.Rngs
+                 ) -> tuple[nnx.Param | None, nnx.List | None, int]:
+  """G's conditioning layers: (style embedding [cond_dim, E], FiLM layers, width added to z).
+
+  FiLM (Perez et al. 2018) is a per-channel scale and shift after every hidden layer, zero
+  initialised, so the style reaches each resolution instead of only the first projection and
+  training starts from the unconditioned network. Without FiLM the embedding is concatenated to z.
+  """
+  if not cfg.conditional:
+    return nnx.data(None), nnx.data(None), 0
+  embed = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.cond_dim, cfg.style_dim)))
+  if cfg.g_cond == "film":
+    film = nnx.List([nnx.Linear(cfg.style_dim, 2 * c, rngs=rngs,
+                                kernel_init=nnx.initializers.zeros_init()) for c in widths])
+    return embed, film, 0
+  return embed, nnx.data(None), cfg.style_dim
+
+
+def embed_style(g: nnx.Module, z: jax.Array, style: jax.Array | None
+                ) -> tuple[jax.Array, jax.Array | None]:
+  """(z, with the style embedding appended unless G uses FiLM; the embedding [B, E] or None)."""
+  if g.style_embed is None:
+    return z, None
+  if style is None:
+    raise ValueError("this generator is style-conditioned: pass style ids or weights")
+  emb = style_vector(style, g.cfg) @ g.style_embed[...]                        # [B, E]
+  if g.film is None:
+    z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                     # [B, latent + E]
+  return z, emb
+
+
+def film(g: nnx.Module, x: jax.Array, emb: jax.Array | None, i: int) -> jax.Array:
+  """x [B, ..., C] * (1 + scale) + shift from G's i-th FiLM layer (identity without FiLM)."""
+  if g.film is None or emb is None:
+    return x
+  scale, shift = jnp.split(g.film[i](emb.astype(x.dtype)), 2, axis=-1)           # [B, C] each
+  shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  return x * (1.0 + scale.reshape(shape)) + shift.reshape(shape)
+
+
+def critic_heads(cfg: ModelConfig, feat: int, *, rngs: nnx.Rngs
+                 ) -> tuple[nnx.Linear, nnx.Param | None, nnx.Linear | None]:
+  """D's output layers on its features [B, feat]: realness, projection, AC-GAN head.
+
+  Projection (Miyato & Koyama 2018) adds <embed(style), h> to the logit; AC-GAN (Odena et al.
+  2017) has D also name the style: one logit per label-field entry and one regressed value per
+  attribute, and G is rewarded when it is recognised.
+  """
+  out = nnx.Linear(feat, 1, rngs=rngs, kernel_init=nnx.initializers.glorot_uniform())
+  proj, classifier = nnx.data(None), nnx.data(None)
+  if cfg.conditional and cfg.d_cond == "projection":
+    proj = nnx.Param(nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.cond_dim, feat)))
+  if cfg.conditional and cfg.d_cond == "acgan":
+    classifier = nnx.Linear(feat, cfg.cond_dim, rngs=rngs)
+  return out, proj, classifier
+
+
+def critic_outputs(d: nnx.Module, h: jax.Array, style: jax.Array | None
+                   ) -> tuple[jax.Array, jax.Array | None]:
+  """(realness logit [B], style head [B, cond_dim] or None) from features h [B, F]."""
+  logit = d.out(h)[:, 0]                                                        # [B]
+  if d.style_proj is not None and style is not None:
+    emb = style_vector(style, d.cfg) @ d.style_proj[...]                        # [B, F]
+    logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
+  classes = d.classifier(h) if d.classifier is not None else None
+  return logit, classes
+
+
 def generator_class(cfg: ModelConfig) -> type:
   """The generator class of `model.kind`."""
   if cfg.kind == "specgan":
@@ -80,20 +148,8 @@ class Generator(nnx.Module):
     self.cfg = cfg
     mult, widths, strides = layer_plan(cfg)
     self.base_len = base_len(cfg)
-    in_dim = cfg.latent_dim
-    self.style_embed = nnx.data(None)
-    self.film = nnx.data(None)
-    if cfg.conditional:
-      self.style_embed = nnx.Param(
-          nnx.initializers.normal(1.0)(rngs.params(), (cfg.cond_dim, cfg.style_dim)))
-      if cfg.g_cond == "film":
-        # FiLM (Perez et al. 2018): a per-channel scale and shift after every hidden layer,
-        # so the style reaches each resolution instead of only the first projection.
-        self.film = nnx.List([nnx.Linear(cfg.style_dim, 2 * c, rngs=rngs,
-                                         kernel_init=nnx.initializers.zeros_init())
-                              for c in widths])
-      else:
-        in_dim += cfg.style_dim
+    self.style_embed, self.film, extra = style_layers(cfg, widths, rngs=rngs)
+    in_dim = cfg.latent_dim + extra
     self.project = nnx.Linear(in_dim, self.base_len * widths[0], rngs=rngs,
                               kernel_init=nnx.initializers.glorot_uniform())
     outs = widths[1:] + [cfg.channels]
@@ -106,30 +162,16 @@ class Generator(nnx.Module):
 
   def __call__(self, z: jax.Array, style: jax.Array | None = None) -> jax.Array:
     b = z.shape[0]
-    emb = None
-    if self.style_embed is not None:
-      if style is None:
-        raise ValueError("this generator is style-conditioned: pass style ids or weights")
-      emb = style_vector(style, self.cfg) @ self.style_embed[...]              # [B, E]
-      if self.film is None:
-        z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                   # [B, latent + E]
+    z, emb = embed_style(self, z, style)
     x = self.project(z).reshape(b, self.base_len, -1)                             # [B, 16, 16d]
-    x = nnx.relu(self._film(x, emb, 0))
+    x = nnx.relu(film(self, x, emb, 0))
     for i, up in enumerate(self.ups[:-1]):
-      x = nnx.relu(self._film(up(x), emb, i + 1))                                # T *= 4, C /= 2
+      x = nnx.relu(film(self, up(x), emb, i + 1))                                # T *= 4, C /= 2
     x = jnp.tanh(self.ups[-1](x))                                                # [B, T, C]
     if self.post_filter is not None:
       x = jax.lax.conv_general_dilated(x, self.post_filter[...].astype(x.dtype), (1,), "SAME",
                                        dimension_numbers=("NWC", "WIO", "NWC"))
     return x
-
-
-  def _film(self, x: jax.Array, emb: jax.Array | None, i: int) -> jax.Array:
-    """x [B, T, C] * (1 + scale) + shift from the style embedding (identity without FiLM)."""
-    if self.film is None or emb is None:
-      return x
-    scale, shift = jnp.split(self.film[i](emb.astype(x.dtype)), 2, axis=-1)        # [B, C] each
-    return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
 
 
 class Discriminator(nnx.Module):
@@ -142,16 +184,7 @@ class Discriminator(nnx.Module):
     self.downs = nnx.List([Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
                            for ci, co, s in zip(chans[:-1], chans[1:], strides[::-1])])
     feat = base_len(cfg) * chans[-1]
-    self.out = nnx.Linear(feat, 1, rngs=rngs, kernel_init=nnx.initializers.glorot_uniform())
-    self.style_proj = nnx.data(None)
-    self.classifier = nnx.data(None)
-    if cfg.conditional and cfg.d_cond == "projection":
-      self.style_proj = nnx.Param(
-          nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.cond_dim, feat)))
-    if cfg.conditional and cfg.d_cond == "acgan":
-      # AC-GAN (Odena et al. 2017): D also names the style; G is rewarded when it is recognised.
-      # One logit per label-field entry and one regressed value per attribute.
-      self.classifier = nnx.Linear(feat, cfg.cond_dim, rngs=rngs)
+    self.out, self.style_proj, self.classifier = critic_heads(cfg, feat, rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array) -> jax.Array:
     """[B, T, C] -> flat features [B, 16 * 16d]."""
@@ -168,10 +201,4 @@ class Discriminator(nnx.Module):
   def logits(self, x: jax.Array, style: jax.Array | None, rng: jax.Array
              ) -> tuple[jax.Array, jax.Array | None]:
     """(realness logit [B], style head [B, cond_dim] with the AC-GAN head, else None)."""
-    h = self.features(x, rng)                                # [B, F]
-    logit = self.out(h)[:, 0]                                # [B]
-    if self.style_proj is not None and style is not None:
-      emb = style_vector(style, self.cfg) @ self.style_proj[...]                # [B, F]
-      logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
-    classes = self.classifier(h) if self.classifier is not None else None
-    return logit, classes
+    return critic_outputs(self, self.features(x, rng), style)

@@ -40,7 +40,7 @@ from flax import nnx
 from wavegan import spectral
 from wavegan.config import ModelConfig
 from wavegan.layers import lrelu, polyphase_plan, same_pad_before
-from wavegan.models import style_vector
+from wavegan.models import critic_heads, critic_outputs, embed_style, film, style_layers
 
 KERNEL = 5       # the paper's 5 x 5 kernels
 STRIDE = 2       # every layer halves (D) or doubles (G) both image axes
@@ -215,20 +215,8 @@ class SpecGenerator(nnx.Module):
     self.cfg = cfg
     widths = layer_widths(cfg)
     self.base_shape = base_shape(cfg)
-    in_dim = cfg.latent_dim
-    self.style_embed = nnx.data(None)
-    self.film = nnx.data(None)
-    if cfg.conditional:
-      self.style_embed = nnx.Param(
-          nnx.initializers.normal(1.0)(rngs.params(), (cfg.cond_dim, cfg.style_dim)))
-      if cfg.g_cond == "film":
-        # FiLM (Perez et al. 2018), as in the WaveGAN generator: zero-initialised, so training
-        # starts from the unconditioned network and the style reaches every resolution.
-        self.film = nnx.List([nnx.Linear(cfg.style_dim, 2 * c, rngs=rngs,
-                                         kernel_init=nnx.initializers.zeros_init())
-                              for c in widths])
-      else:
-        in_dim += cfg.style_dim
+    self.style_embed, self.film, extra = style_layers(cfg, widths, rngs=rngs)
+    in_dim = cfg.latent_dim + extra
     h0, w0 = self.base_shape
     self.project = nnx.Linear(in_dim, h0 * w0 * widths[0], rngs=rngs,
                               kernel_init=nnx.initializers.glorot_uniform())
@@ -237,26 +225,13 @@ class SpecGenerator(nnx.Module):
 
   def __call__(self, z: jax.Array, style: jax.Array | None = None) -> jax.Array:
     b = z.shape[0]
-    emb = None
-    if self.style_embed is not None:
-      if style is None:
-        raise ValueError("this generator is style-conditioned: pass style ids or weights")
-      emb = style_vector(style, self.cfg) @ self.style_embed[...]              # [B, E]
-      if self.film is None:
-        z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                   # [B, latent + E]
+    z, emb = embed_style(self, z, style)
     h0, w0 = self.base_shape
     x = self.project(z).reshape(b, h0, w0, -1)                                  # [B, 4, 4, 16d]
-    x = nnx.relu(self._film(x, emb, 0))
+    x = nnx.relu(film(self, x, emb, 0))
     for i, up in enumerate(self.ups[:-1]):
-      x = nnx.relu(self._film(up(x), emb, i + 1))                                # H, W *= 2, C /= 2
+      x = nnx.relu(film(self, up(x), emb, i + 1))                                # H, W *= 2, C /= 2
     return jnp.tanh(self.ups[-1](x))                                             # [B, F, K, C]
-
-  def _film(self, x: jax.Array, emb: jax.Array | None, i: int) -> jax.Array:
-    """x [B, H, W, C] * (1 + scale) + shift from the style embedding (identity without FiLM)."""
-    if self.film is None or emb is None:
-      return x
-    scale, shift = jnp.split(self.film[i](emb.astype(x.dtype)), 2, axis=-1)        # [B, C] each
-    return x * (1.0 + scale[:, None, None, :]) + shift[:, None, None, :]
 
 
 class SpecDiscriminator(nnx.Module):
@@ -268,16 +243,7 @@ class SpecDiscriminator(nnx.Module):
     self.downs = nnx.List([Downsample2d(ci, co, rngs=rngs) for ci, co in itertools.pairwise(chans)])
     h0, w0 = base_shape(cfg)
     feat = h0 * w0 * chans[-1]
-    self.out = nnx.Linear(feat, 1, rngs=rngs, kernel_init=nnx.initializers.glorot_uniform())
-    self.style_proj = nnx.data(None)
-    self.classifier = nnx.data(None)
-    if cfg.conditional and cfg.d_cond == "projection":
-      self.style_proj = nnx.Param(
-          nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.cond_dim, feat)))
-    if cfg.conditional and cfg.d_cond == "acgan":
-      # AC-GAN (Odena et al. 2017), as in the WaveGAN critic: one logit per label-field entry
-      # and one regressed value per attribute.
-      self.classifier = nnx.Linear(feat, cfg.cond_dim, rngs=rngs)
+    self.out, self.style_proj, self.classifier = critic_heads(cfg, feat, rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     """[B, F, K, C] -> flat features [B, 4 * 4 * 16d].
@@ -297,13 +263,7 @@ class SpecDiscriminator(nnx.Module):
   def logits(self, x: jax.Array, style: jax.Array | None, rng: jax.Array | None = None
              ) -> tuple[jax.Array, jax.Array | None]:
     """(realness logit [B], style head [B, cond_dim] with the AC-GAN head, else None)."""
-    h = self.features(x, rng)                                # [B, F]
-    logit = self.out(h)[:, 0]                                # [B]
-    if self.style_proj is not None and style is not None:
-      emb = style_vector(style, self.cfg) @ self.style_proj[...]                # [B, F]
-      logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
-    classes = self.classifier(h) if self.classifier is not None else None
-    return logit, classes
+    return critic_outputs(self, self.features(x, rng), style)
 
 
 def spec_features(audio: jax.Array, mean: jax.Array, std: jax.Array, cfg: ModelConfig) -> jax.Array:
