@@ -68,12 +68,13 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
   Returns:
     Scalar penalty.
   """
-  return gradient_penalty_at(critic, real, fake, interpolation_weights(rng, real))
+  eps = interpolation_weights(rng, real.shape[0], real.ndim).astype(real.dtype)
+  return gradient_penalty_at(critic, real, fake, eps)
 
 
-def interpolation_weights(rng: jax.Array, real: jax.Array) -> jax.Array:
-  """WGAN-GP's uniform interpolation weight per example, [B, 1, ...] (broadcasts against real)."""
-  return jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+def interpolation_weights(rng: jax.Array, batch: int, ndim: int) -> jax.Array:
+  """WGAN-GP's uniform interpolation weight per example, float32 [B, 1, ...] with `ndim` axes."""
+  return jax.random.uniform(rng, (batch,) + (1,) * (ndim - 1), jnp.float32)
 
 
 def gradient_penalty_at(critic: Callable[[jax.Array], jax.Array], real: jax.Array,

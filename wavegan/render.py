@@ -290,20 +290,15 @@ def _style_value(label: str, key: str, value: Any) -> Any:
   (string) or a field's mix (table of numbers)."""
   if isinstance(value, str):
     return value
-  if isinstance(value, dict):
-    return {k: _style_value(label, f"{key}.{k}", w) for k, w in value.items()
-            if _is_number(w) or _bad_number(label, f"{key}.{k}", w)}
-  if not _is_number(value):
-    _bad_number(label, key, value)
-  return float(value)
+  if isinstance(value, dict):  # a field's mix: every weight a number
+    return {k: _style_number(label, f"{key}.{k}", w) for k, w in value.items()}
+  return _style_number(label, key, value)
 
 
-def _is_number(w: Any) -> bool:
-  return not isinstance(w, bool) and isinstance(w, (int, float)) and bool(np.isfinite(w))
-
-
-def _bad_number(label: str, key: str, w: Any) -> bool:
-  raise _job_error(label, "style", f"value for {key!r} must be a finite number, got {w!r}")
+def _style_number(label: str, key: str, w: Any) -> float:
+  if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
+    raise _job_error(label, "style", f"value for {key!r} must be a finite number, got {w!r}")
+  return float(w)
 
 
 def parse_style(text: str | None) -> str | dict[str, Any] | None:

@@ -174,14 +174,18 @@ def _glorot(key: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
   return nnx.initializers.glorot_uniform()(key, shape, jnp.float32)
 
 
-class Upsample2d(nnx.Module):
-  """Transposed conv, stride s, TF 'SAME': [B, H, W, C_in] -> [B, s*H, s*W, C_out]."""
+class _StridedConv2d(nnx.Module):
+  """The parameters of a 5 x 5, stride-s layer: kernel [K, K, C_in, C_out] and bias [C_out]."""
 
   def __init__(self, c_in: int, c_out: int, kernel_len: int = KERNEL, stride: int = STRIDE, *,
                rngs: nnx.Rngs):
     self.stride = stride
     self.kernel = nnx.Param(_glorot(rngs.params(), (kernel_len, kernel_len, c_in, c_out)))
     self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32))
+
+
+class Upsample2d(_StridedConv2d):
+  """Transposed conv, stride s, TF 'SAME': [B, H, W, C_in] -> [B, s*H, s*W, C_out]."""
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(x.dtype)
@@ -191,14 +195,8 @@ class Upsample2d(nnx.Module):
     return y + self.bias[...].astype(x.dtype)
 
 
-class Downsample2d(nnx.Module):
+class Downsample2d(_StridedConv2d):
   """Strided conv, stride s, TF 'SAME': [B, s*H, s*W, C_in] -> [B, H, W, C_out]."""
-
-  def __init__(self, c_in: int, c_out: int, kernel_len: int = KERNEL, stride: int = STRIDE, *,
-               rngs: nnx.Rngs):
-    self.stride = stride
-    self.kernel = nnx.Param(_glorot(rngs.params(), (kernel_len, kernel_len, c_in, c_out)))
-    self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(x.dtype)

@@ -177,9 +177,7 @@ class Synthesizer:
       return np.repeat(w[None], n, axis=0)
     arr = np.asarray(style)
     if arr.shape == (n,) and np.issubdtype(arr.dtype, np.integer):
-      if arr.size and (arr.min() < 0 or arr.max() >= s):
-        raise ConfigError(f"style ids must be in [0, {s}); got {arr.min()}..{arr.max()}")
-      return np.eye(s, dtype=np.float32)[arr]
+      return np.eye(s, dtype=np.float32)[self._check_ids(arr)]
     if arr.shape == (n, s):
       return arr.astype(np.float32)
     raise ConfigError(f"style must be a name, a mix, ids [{n}] or weights [{n}, {s}]; "
@@ -194,13 +192,18 @@ class Synthesizer:
       return np.repeat(c.encode(style)[None], n, axis=0)
     arr = np.asarray(style)
     if arr.shape == (n,) and np.issubdtype(arr.dtype, np.integer):
-      if arr.size and (arr.min() < 0 or arr.max() >= len(self.styles)):
-        raise ConfigError(f"style ids must be in [0, {len(self.styles)}); got {arr.min()}..{arr.max()}")
-      return c.for_first_field(arr)
+      return c.for_first_field(self._check_ids(arr))
     if arr.shape == (n, c.dim):
       return arr.astype(np.float32)
     raise ConfigError(f"style must be a name, a mapping, ids [{n}] or style vectors [{n}, {c.dim}]; "
                       f"got an array of shape {arr.shape}")
+
+  def _check_ids(self, ids: np.ndarray) -> np.ndarray:
+    """Style ids [n] of `self.styles`, or a ConfigError naming the valid range."""
+    s = len(self.styles)
+    if ids.size and (ids.min() < 0 or ids.max() >= s):
+      raise ConfigError(f"style ids must be in [0, {s}); got {ids.min()}..{ids.max()}")
+    return ids
 
   def _one_hot(self, name: str) -> np.ndarray:
     if name not in self.styles:

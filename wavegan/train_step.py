@@ -147,7 +147,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     def wrapped(params, x, *rest):
       cast = lambda t: jax.tree.map(lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
       out = fn(cast(params), x.astype(cdt), *cast(rest))
-      return jax.tree.map(lambda a: a.astype(jnp.float32) if a is not None else a, out)
+      return jax.tree.map(lambda a: a.astype(jnp.float32), out)
     if cdt == jnp.float32 and not cfg.compute.remat:
       return fn
     return jax.checkpoint(wrapped) if cfg.compute.remat else wrapped
@@ -200,9 +200,9 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
   def d_draws(rng: jax.Array, real: jax.Array) -> tuple[dict[str, jax.Array], tuple[jax.Array, ...]]:
     kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
     b = real.shape[0]
-    eps_like = real if m.kind != "specgan" else jnp.zeros((b, 1, 1, 1), real.dtype)
+    ndim = 4 if m.kind == "specgan" else real.ndim  # what the critic reads: images or audio
     rows = {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc),
-            "eps": losses.interpolation_weights(ke, eps_like)}
+            "eps": losses.interpolation_weights(ke, b, ndim)}
     return rows, (kr, kf, kg)
 
   def d_objective(d_params, g_params, batch, keys):
