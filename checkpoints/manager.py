@@ -25,12 +25,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from wavegan.errors import UserError
+
 _STATE = "state"
 _METADATA = "metadata"
 _REPLICA_AXIS = "replica"
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(UserError, FileNotFoundError):
   """No (such) checkpoint step in a checkpoint directory."""
 
 

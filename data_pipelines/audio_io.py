@@ -14,10 +14,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from wavegan.errors import UserError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".opus")
 
 
-class DataError(Exception):
+class DataError(UserError):
   """A user-facing data problem; the message is one line naming the path and what is valid."""
 
 

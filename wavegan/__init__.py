@@ -13,6 +13,8 @@ _EXPORTS = {
     "apply_overrides": "wavegan.config", "preset": "wavegan.config",
     "Discriminator": "wavegan.models", "Generator": "wavegan.models",
     "Synthesizer": "wavegan.synthesis",
+    "UserError": "wavegan.errors", "ResourceError": "wavegan.errors",
+    "DiskFullError": "wavegan.errors", "NonFiniteError": "wavegan.errors",
     "RenderJob": "wavegan.render", "read_jobs": "wavegan.render", "render": "wavegan.render",
     "GANState": "wavegan.train_step", "build": "wavegan.train_step",
     "make_train_step": "wavegan.train_step",

@@ -18,15 +18,18 @@ import dataclasses
 import os
 import sys
 
-from checkpoints import CheckpointNotFoundError
 from data_pipelines import DataError
 from wavegan.config import PRESETS, Config, ConfigError, apply_overrides, preset
+from wavegan.errors import UserError, describe_os_error, one_line
 
-USER_ERRORS = (ConfigError, DataError, CheckpointNotFoundError)
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 130
+TRACEBACK_ENV = "WAVEGAN_TRACEBACK"   # set to 1 to see the traceback of an unexpected error
 
 
 def _err(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
+  print(one_line(msg), file=sys.stderr, flush=True)
 
 
 def cmd_make_corpus(args: argparse.Namespace) -> None:
@@ -181,8 +184,19 @@ def cmd_plot(args: argparse.Namespace) -> None:
   print(f"wrote {path}")
 
 
+class UsageError(UserError):
+  """A command line that argparse cannot parse."""
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse, but a mistake is a `UsageError` (one line, exit 2) instead of usage text."""
+
+  def error(self, message: str):
+    raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="wavegan", description=__doc__,
+  parser = _Parser(prog="wavegan", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
 
@@ -274,12 +288,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  """Runs one command; every failure is one line on stderr and an exit code: 2 for a user's
+  mistake or a resource that does not fit, 130 for Ctrl-C, 1 for a fault of the toolkit."""
   try:
+    args = build_parser().parse_args(argv)
     args.func(args)
-  except USER_ERRORS as e:
+  except UserError as e:
     _err(f"wavegan: error: {e}")
-    return 2
+    return EXIT_USER_ERROR
+  except KeyboardInterrupt as e:
+    detail = f": {e}" if str(e) else ""
+    _err(f"wavegan: interrupted{detail}")
+    return EXIT_INTERRUPTED
+  except OSError as e:
+    _err(f"wavegan: error: {describe_os_error(e)}")
+    return EXIT_USER_ERROR
+  except Exception as e:  # pylint: disable=broad-except
+    if os.environ.get(TRACEBACK_ENV):
+      raise
+    _err(f"wavegan: internal error: {type(e).__name__}: {e} (set {TRACEBACK_ENV}=1 for the "
+         "traceback, and please report it)")
+    return EXIT_INTERNAL_ERROR
   return 0
 
 

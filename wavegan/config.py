@@ -11,11 +11,13 @@ import json
 import typing
 from typing import Any
 
+from wavegan.errors import UserError
+
 SLICE_LENS = (16384, 32768, 65536)
 LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A configuration value or override that cannot be used."""
 
 
