@@ -70,11 +70,15 @@ def _replicated_sharding() -> jax.sharding.Sharding:
 
 
 def _check_json(metadata: dict[str, Any]) -> None:
-  """Raises TypeError now, rather than later in orbax's background thread."""
+  """Raises TypeError now, rather than later in orbax's background thread.
+
+  NaN and infinity are refused too: orbax would write them as bare `NaN`, which
+  is not JSON and which other readers of the metadata reject.
+  """
   if not isinstance(metadata, dict):
     raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
   try:
-    json.dumps(metadata, allow_nan=True)
+    json.dumps(metadata, allow_nan=False)
   except (TypeError, ValueError) as e:
     raise TypeError(f"metadata is not JSON-serialisable: {e}") from e
 
@@ -92,8 +96,9 @@ class Checkpointer:
       state, meta = ckpt.restore(abstract_state)
   """
 
-  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
-    """Opens (and creates if missing) a checkpoint directory.
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    """Opens (and, unless `read_only`, creates if missing) a checkpoint directory.
 
     Args:
       directory: where the step directories live; made absolute because orbax
@@ -101,17 +106,24 @@ class Checkpointer:
       keep: how many of the most recent checkpoints to keep (>= 1).
       async_save: if True, `save` returns once arrays are copied to host memory
         and the files are written in a background thread.
+      read_only: for readers of a run: nothing is created or deleted (not even
+        `directory`, which may be missing: it then holds no checkpoint) and
+        `save` refuses.
     """
     if keep < 1:
       raise ValueError(f"keep={keep}: must be >= 1")
     _quiet_orbax_logging()
     self._directory = os.path.abspath(os.fspath(directory))
     self._closed = False
+    self._read_only = read_only
+    # Not orbax's own `read_only` option: it logs warnings on every open, which
+    # would reach the console of every read-only command. `create=False` and
+    # no retention policy already make opening and restoring write nothing.
     options = ocp.CheckpointManagerOptions(
         # `max_to_keep` is deprecated in this orbax; LatestN is its replacement.
-        preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
-        enable_async_checkpointing=async_save,
-        create=True,
+        preservation_policy=None if read_only else ocp.checkpoint_managers.LatestN(n=keep),
+        enable_async_checkpointing=async_save and not read_only,
+        create=not read_only,
     )
     self._manager = ocp.CheckpointManager(self._directory, options=options)
 
@@ -155,6 +167,8 @@ class Checkpointer:
       ValueError: `step` is below the latest step but not saved (orbax tracks
         steps in save order, so saving out of order would corrupt retention).
     """
+    if self._read_only:
+      raise ValueError(f"cannot save step {step} in {self._directory}: opened read-only")
     step = int(step)
     _check_json(metadata)
     latest = self.latest_step()

@@ -147,6 +147,32 @@ def test_save_rejects_older_step_and_bad_metadata(tmp_path: pathlib.Path) -> Non
       ckpt.save(2, _state(2), {})
 
 
+def test_nan_metadata_is_refused_before_anything_is_written(tmp_path: pathlib.Path) -> None:
+  with Checkpointer(str(tmp_path)) as ckpt:
+    with pytest.raises(TypeError, match="JSON"):
+      ckpt.save(1, _state(1), {"loss": float("nan")})
+    assert ckpt.all_steps() == []
+
+
+def test_read_only_creates_nothing_and_refuses_to_save(tmp_path: pathlib.Path) -> None:
+  missing = tmp_path / "run" / "checkpoints"
+  with Checkpointer(str(missing), read_only=True) as ckpt:
+    assert ckpt.latest_step() is None and ckpt.all_steps() == []
+    with pytest.raises(CheckpointNotFoundError):
+      ckpt.read_metadata()
+    with pytest.raises(ValueError, match="read-only"):
+      ckpt.save(1, _state(1), {})
+  assert list(tmp_path.iterdir()) == []
+  with Checkpointer(str(tmp_path / "ck")) as ckpt:
+    ckpt.save(3, _state(3), METADATA)
+  before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+  with Checkpointer(str(tmp_path / "ck"), read_only=True) as ckpt:
+    restored, meta = ckpt.restore(_abstract(_state(3)))
+  _assert_bitwise_equal(restored, _state(3))
+  assert meta == METADATA
+  assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+
+
 def test_read_metadata_without_template(tmp_path: pathlib.Path) -> None:
   with Checkpointer(str(tmp_path)) as ckpt:
     ckpt.save(10, _state(10), {"config": {"a": 1}, "styles": ["x"]})

@@ -264,13 +264,17 @@ def load_run_generator(workdir: str) -> tuple[Any, Any, int]:
   from checkpoints import Checkpointer, CheckpointNotFoundError  # pylint: disable=g-import-not-at-top
   from wavegan.trainer import RunInfo, abstract_state, checkpoint_dir  # pylint: disable=g-import-not-at-top
 
-  ck = Checkpointer(checkpoint_dir(workdir), keep=1)
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"{workdir}: no such run folder")
+  # Read-only: a folder that holds no run is left exactly as it was (no empty checkpoints/).
+  ck = Checkpointer(checkpoint_dir(workdir), keep=1, read_only=True)
   try:
     step = ck.latest_step()
     run = RunInfo.from_metadata(ck.read_metadata())
     tree, _ = ck.restore(abstract_state(run.config))
   except CheckpointNotFoundError:
-    raise ConfigError(f"{workdir}: no checkpoint found (train it first with `wavegan train`)") from None
+    raise ConfigError(f"{workdir}: holds no run (no checkpoint; train one with "
+                      "`wavegan train --workdir`)") from None
   finally:
     ck.close()
   return tree["ema_params"], run, int(step or 0)
