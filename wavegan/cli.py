@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 
 from data_pipelines import DataError
-from wavegan.config import PRESETS, Config, ConfigError, apply_overrides, preset
+from wavegan.config import MAX_SEED, PRESETS, SLICE_LENS, Config, ConfigError, apply_overrides, preset
 from wavegan.errors import UserError, describe_os_error, one_line
 
 EXIT_USER_ERROR = 2
@@ -30,6 +31,53 @@ TRACEBACK_ENV = "WAVEGAN_TRACEBACK"   # set to 1 to see the traceback of an unex
 
 def _err(msg: str) -> None:
   print(one_line(msg), file=sys.stderr, flush=True)
+
+
+def _need_folder(path: str, option: str) -> None:
+  """Refuses a path that should be an existing folder, saying what it is instead."""
+  if not os.path.exists(path):
+    raise DataError(f"{option} {path}: no such folder")
+  if not os.path.isdir(path):
+    raise DataError(f"{option} {path} is a file, not a folder")
+
+
+def _need_folder_or_nothing(path: str | None, option: str) -> None:
+  """Refuses an output folder that exists as something else (a file)."""
+  if path is not None and os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"{option} {path} is a file; it must be a folder (or not exist yet)")
+
+
+def _int_in(low: int, high: int):
+  """argparse type: an integer in [low, high] (so 2**70 is refused here, not deep inside)."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not low <= value <= high:
+      raise argparse.ArgumentTypeError(f"{text} is out of range; must be in [{low}, {high}]")
+    return value
+  return parse
+
+
+def _float_in(low: float, high: float):
+  """argparse type: a finite number in [low, high]."""
+  def parse(text: str) -> float:
+    try:
+      value = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+      raise argparse.ArgumentTypeError(f"{text} is out of range; must be a number in "
+                                       f"[{low:g}, {high:g}]")
+    return value
+  return parse
+
+
+SEED = _int_in(0, MAX_SEED)
+COUNT = _int_in(1, 10**9)
+RATE = _int_in(1000, 384000)
+DB = _float_in(-200.0, 0.0)
 
 
 def cmd_make_corpus(args: argparse.Namespace) -> None:
@@ -55,8 +103,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
       cfg, data=dataclasses.replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
       model=dataclasses.replace(cfg.model, **{k: v for k, v in model.items() if v is not None}))
   cfg.validate()
-  if not os.path.isdir(args.data_dir):
-    raise DataError(f"{args.data_dir}: no such folder")
+  _need_folder(args.data_dir, "DATA_DIR")
+  _need_folder_or_nothing(args.out, "--out")
   report = prepare(args.data_dir, args.out, slice_options(cfg), dtype=args.dtype,
                    manifest=args.manifest, workers=args.workers, force=args.force,
                    progress=not args.no_progress, log=_err if args.verbose else None)
@@ -82,8 +130,7 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
     cfg = preset(name)
   cfg = apply_overrides(cfg, args.set or [])
   if args.data is not None:
-    if not os.path.isdir(args.data):
-      raise DataError(f"{args.data}: no such folder")
+    _need_folder(args.data, "--data")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(args.data)))
   if cfg.data.manifest:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
@@ -96,6 +143,7 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
 def cmd_train(args: argparse.Namespace) -> None:
   from wavegan import distributed
 
+  _need_folder_or_nothing(args.workdir, "--workdir")
   # Before anything touches a device: a multi-process job must be joined first.
   distributed.initialize(args.coordinator, args.num_processes, args.process_id, log=_err)
   from wavegan.trainer import train
@@ -111,14 +159,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
   from wavegan.render import RenderJob, parse_style, render
   from wavegan.synthesis import Synthesizer
 
-  if args.n < 1:
-    raise ConfigError(f"--n {args.n}: must be >= 1")
+  _need_folder_or_nothing(args.out, "--out")
   synth = Synthesizer.load(args.workdir)
   job = RenderJob(name=f"generate-s{args.seed}-{args.style or 'all'}", count=args.n,
                   seed=args.seed, style=parse_style(args.style), filename="{style}_s{seed}_{index:04d}")
 
   def refuse_existing(plans) -> None:
-    files = [f for p in plans for f in p.files]
+    files = [p.file(synth, i) for p in plans for i in range(p.count)]
     existing = [f for f in files if os.path.exists(os.path.join(args.out, f))]
     if existing and not args.overwrite:
       raise ConfigError(f"{os.path.join(args.out, existing[0])} exists ({len(existing)} of "
@@ -132,6 +179,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
   from wavegan.synthesis import Synthesizer
 
+  if os.path.isdir(args.out):
+    raise ConfigError(f"--out {args.out} is a folder; give the model file's name, e.g. "
+                      f"{os.path.join(args.out, 'model.wgan')}")
   if os.path.exists(args.out) and not args.overwrite:
     raise ConfigError(f"{args.out} exists; pass --overwrite or choose another --out")
   if not os.path.isdir(args.workdir):
@@ -150,10 +200,9 @@ def cmd_render(args: argparse.Namespace) -> None:
   jobs = read_jobs(args.jobs)  # every job is checked before the model is even loaded
   if (args.model is None) == (args.workdir is None):
     raise ConfigError("pass exactly one of --model MODEL_FILE and --workdir RUN")
-  if args.batch_size < 1:
-    raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
-  synth = Synthesizer.load(args.model or args.workdir, batch_size=args.batch_size)
   out = args.out or os.path.splitext(args.jobs)[0] + "_render"
+  _need_folder_or_nothing(out, "--out")
+  synth = Synthesizer.load(args.model or args.workdir, batch_size=args.batch_size)
   report = render(synth, jobs, out, overwrite=args.overwrite, progress=not args.no_progress)
   print(f"{out}: wrote {report.written} clips, skipped {report.skipped} that existed "
         f"({report.seconds:.1f} s); manifest in {os.path.join(out, 'manifest.csv')}")
@@ -162,6 +211,9 @@ def cmd_render(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
   from wavegan.report import evaluate_run
 
+  _need_folder_or_nothing(args.out, "--out")
+  if args.data is not None:
+    _need_folder(args.data, "--data")
   report = evaluate_run(args.workdir, data=args.data, n=args.n, out=args.out, seed=args.seed,
                         log=_err)
   gen, real, noise = report["generated"], report["real_held_out"], report["noise"]
@@ -177,6 +229,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
   if not os.path.isdir(args.workdir):
     raise ConfigError(f"{args.workdir}: no such run folder")
+  if args.out is not None and os.path.isdir(args.out):
+    raise ConfigError(f"--out {args.out} is a folder; give the PNG file's name")
   try:
     path = plot_run(args.workdir, args.out)
   except (OSError, ValueError) as err:
@@ -202,29 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("make-corpus", help="write the built-in procedural drum corpus as WAVs")
   p.add_argument("out_dir")
-  p.add_argument("--per-class", type=int, default=64)
-  p.add_argument("--sample-rate", type=int, default=16000)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--per-class", type=_int_in(1, 100000), default=64)
+  p.add_argument("--sample-rate", type=RATE, default=16000)
+  p.add_argument("--seed", type=SEED, default=0)
   p.set_defaults(func=cmd_make_corpus)
 
   p = sub.add_parser("prepare", help="decode a folder of audio into a training cache (incremental)")
   p.add_argument("data_dir", help="folder of audio, one sub-folder per style")
   p.add_argument("--out", required=True, help="cache folder; an existing cache is brought up to date")
-  p.add_argument("--sample-rate", type=int, help="target rate in Hz (default 16000)")
-  p.add_argument("--slice-len", type=int, help="samples per window (16384, 32768 or 65536)")
-  p.add_argument("--channels", type=int, help="channels per window (default 1: mono mixdown)")
+  p.add_argument("--sample-rate", type=RATE, help="target rate in Hz (default 16000)")
+  p.add_argument("--slice-len", type=int, choices=SLICE_LENS, help="samples per window")
+  p.add_argument("--channels", type=_int_in(1, 64), help="channels per window (default 1: mono mixdown)")
   p.add_argument("--mode", choices=["first", "hop"], help="onset window only, or every --hop samples")
-  p.add_argument("--hop", type=int, help="samples between windows in hop mode (default: slice length)")
+  p.add_argument("--hop", type=_int_in(1, 2**31 - 1), help="samples between windows in hop mode (default: slice length)")
   p.add_argument("--pad", choices=["zero", "reflect", "loop", "drop"],
                  help="what to do with windows past a file's end (default zero)")
-  p.add_argument("--silence-db", type=float, help="leave out windows quieter than this RMS (dBFS)")
-  p.add_argument("--trim-db", type=float, help="trim leading samples quieter than this (dBFS)")
+  p.add_argument("--silence-db", type=DB, help="leave out windows quieter than this RMS (dBFS)")
+  p.add_argument("--trim-db", type=DB, help="trim leading samples quieter than this (dBFS)")
   p.add_argument("--normalize", choices=["peak", "loudness", "none"], help="per-file gain (default peak)")
-  p.add_argument("--loudness-lufs", type=float, help="target for --normalize loudness (default -20)")
-  p.add_argument("--max-seconds", type=float, help="skip longer files unread (default 3600)")
+  p.add_argument("--loudness-lufs", type=_float_in(-70.0, 0.0), help="target for --normalize loudness (default -20)")
+  p.add_argument("--max-seconds", type=_float_in(0.001, 10**6), help="skip longer files unread (default 3600)")
   p.add_argument("--manifest", help="CSV/JSON file with label fields and attributes per file")
   p.add_argument("--dtype", choices=["int16", "float32"], default="int16", help="storage of windows")
-  p.add_argument("--workers", type=int, help="decoder processes (default: one per CPU core)")
+  p.add_argument("--workers", type=_int_in(1, 1024), help="decoder processes (default: one per CPU core)")
   p.add_argument("--force", action="store_true", help="rebuild the cache from scratch")
   p.add_argument("--verbose", action="store_true", help="print every skipped file and its reason")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -235,12 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data", help="folder of audio (one sub-folder per style) or a prepared cache "
                  "(default: the built-in corpus)")
   p.add_argument("--preset", choices=sorted(PRESETS), help="starting config (new runs: paper)")
-  p.add_argument("--steps", type=int, help="total G updates to reach")
+  p.add_argument("--steps", type=COUNT, help="total G updates to reach")
   p.add_argument("--coordinator", metavar="HOST:PORT",
                  help="multi-process job: process 0's address (with --num-processes, --process-id; "
                  "automatic on multi-host TPU VMs and under SLURM)")
-  p.add_argument("--num-processes", type=int, help="multi-process job: number of processes")
-  p.add_argument("--process-id", type=int, help="multi-process job: this process' rank")
+  p.add_argument("--num-processes", type=_int_in(1, 65536), help="multi-process job: number of processes")
+  p.add_argument("--process-id", type=_int_in(0, 65535), help="multi-process job: this process' rank")
   p.add_argument("--set", action="append", metavar="KEY=VALUE",
                  help="override a config value, e.g. --set model.dim=32 (repeatable)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -248,10 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("generate", help="render clips from a trained run")
   p.add_argument("--workdir", required=True)
-  p.add_argument("--n", type=int, required=True)
+  p.add_argument("--n", type=COUNT, required=True)
   p.add_argument("--style", help="style name, a mix 'kick=0.7,tom=0.3', fields and attributes "
                  "'instrument=snare,pitch=220', or JSON (default: every style in turn)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=SEED, default=0)
   p.add_argument("--out", required=True)
   p.add_argument("--overwrite", action="store_true", help="replace existing files")
   p.set_defaults(func=cmd_generate)
@@ -268,15 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", help="training run folder (its latest checkpoint)")
   p.add_argument("--out", help="output folder (default: JOBS_render next to the job file)")
   p.add_argument("--overwrite", action="store_true", help="replace existing files (default: skip)")
-  p.add_argument("--batch-size", type=int, default=64, help="clips per generator call")
+  p.add_argument("--batch-size", type=_int_in(1, 4096), default=64, help="clips per generator call")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=cmd_render)
 
   p = sub.add_parser("evaluate", help="score a run against its corpus (IS, FD, KID, NDB, accuracy)")
   p.add_argument("--workdir", required=True)
   p.add_argument("--data", help="corpus folder or cache (default: the run's own)")
-  p.add_argument("--n", type=int, default=1000, help="generated clips")
-  p.add_argument("--seed", type=int, default=0, help="latent seed of the generated clips")
+  p.add_argument("--n", type=_int_in(1, 10**6), default=1000, help="generated clips")
+  p.add_argument("--seed", type=SEED, default=0, help="latent seed of the generated clips")
   p.add_argument("--out", help="report folder (default: RUN/eval/step_NNNNNNN)")
   p.set_defaults(func=cmd_evaluate)
 

@@ -130,9 +130,9 @@ class Conditioning:
       if key in self.field_names:
         by_field[key] = value
       elif key in self.attribute_names:
-        attrs[key] = _number(key, value)
+        attrs[key] = style_number(key, value)
       elif key in first_vocab:
-        loose[key] = _number(key, value)
+        loose[key] = style_number(key, value)
       else:
         valid = [*self.field_names, *self.attribute_names, *first_vocab]
         raise ConfigError(f"unknown style key {key!r}; valid: {', '.join(valid)}")
@@ -151,7 +151,7 @@ class Conditioning:
       for entry, weight in mix.items():
         if entry not in vocab:
           raise ConfigError(f"unknown {name} {entry!r}; valid: {', '.join(vocab)}")
-        w[vocab.index(entry)] += _number(entry, weight)
+        w[vocab.index(entry)] += style_number(entry, weight)
       out.append(w)
     for a in self.attributes:
       v = attrs.get(a.name)
@@ -167,7 +167,8 @@ class Conditioning:
     return table[np.asarray(ids)]
 
 
-def _number(key: str, value: Any) -> float:
+def style_number(key: str, value: Any) -> float:
+  """A style weight or attribute value as a finite float, or a ConfigError naming its key."""
   try:
     v = float(value)
   except (TypeError, ValueError):

@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
 from wavegan.errors import UserError
 
 SLICE_LENS = (16384, 32768, 65536)
+MAX_LEARNING_RATE = 1.0
+MAX_LOSS_WEIGHT = 1e4
+MAX_FLOAT = 1e9                 # no float setting means anything past this
+MAX_INT = 2**31 - 1             # ... nor any integer past this (seeds excepted)
+MAX_SEED = 2**32 - 1            # PRNG seeds are 32-bit: 2**32 would silently equal seed 0
+INT_LIMITS = {                  # sizes whose arrays would exhaust any machine long before
+    "model.dim": 4096, "model.latent_dim": 65536, "model.channels": 64, "model.kernel_len": 4096,
+    "model.stride": 64, "model.style_dim": 65536, "model.post_filter_len": 65536,
+    "model.aux_width": 4096, "model.n_fft": 65536, "model.hop": 65536, "model.gl_iters": 10000,
+    "data.sample_rate": 384000, "train.batch_size": 65536, "train.seed": MAX_SEED,
+    "train.preview_per_style": 1024, "eval.clips": 100000, "eval.classifier_width": 4096,
+    "compute.grad_accum": 65536,
+}
 LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
 
 
@@ -180,6 +194,16 @@ class OptimConfig:
       raise ConfigError(f"optim.eps={self.eps}: must be > 0")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ConfigError(f"optim.ema_decay={self.ema_decay}: must be in [0, 1)")
+    for name in ("g_lr", "d_lr"):
+      if not 0.0 < getattr(self, name) <= MAX_LEARNING_RATE:
+        raise ConfigError(f"optim.{name}={getattr(self, name)}: must be in (0, {MAX_LEARNING_RATE:g}]")
+    for name in ("b1", "b2"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ConfigError(f"optim.{name}={getattr(self, name)}: must be in [0, 1)")
+    if not 0.0 <= self.gp_weight <= MAX_LOSS_WEIGHT:
+      raise ConfigError(f"optim.gp_weight={self.gp_weight}: must be in [0, {MAX_LOSS_WEIGHT:g}]")
+    if self.eps > 1.0:
+      raise ConfigError(f"optim.eps={self.eps}: must be in (0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +227,8 @@ class TrainConfig:
                  "preview_every", "preview_per_style"):
       if getattr(self, name) < 1:
         raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+    if self.seed < 0:
+      raise ConfigError(f"train.seed={self.seed}: must be >= 0")
     for name in ("max_minutes", "max_cpu_minutes"):
       if getattr(self, name) < 0:
         raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 0")
@@ -250,6 +276,8 @@ class Config:
   compute: ComputeConfig = ComputeConfig()
 
   def validate(self) -> Config:
+    for section in (self.model, self.data, self.optim, self.train, self.eval, self.compute):
+      check_magnitudes(section)
     self.model.validate()
     self.data.validate()
     self.optim.validate()
@@ -284,6 +312,32 @@ class Config:
         sub["normalize"] = "peak" if sub["normalize"] else "none"
       parts[f.name] = sub_cls(**sub)
     return cls(**parts)
+
+
+_SECTION_NAMES = {f.type if isinstance(f.type, type) else type(f.default): f.name
+                  for f in dataclasses.fields(Config)}
+
+
+def check_magnitudes(section: Any) -> None:
+  """Refuses values that make garbage or exhaust the machine before anything else looks at them:
+  NaN and infinite numbers, magnitudes past any sane use, and NUL characters in strings.
+
+  Raises:
+    ConfigError: naming the key and its sane range.
+  """
+  prefix = _SECTION_NAMES[type(section)]
+  for f in dataclasses.fields(section):
+    value, key = getattr(section, f.name), f"{prefix}.{f.name}"
+    if isinstance(value, bool):
+      continue
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"{key}={value}: must be a finite number")
+    if isinstance(value, (int, float)):
+      limit = INT_LIMITS.get(key, MAX_INT) if isinstance(value, int) else MAX_FLOAT
+      if abs(value) > limit:
+        raise ConfigError(f"{key}={value}: out of range (at most {limit} in magnitude)")
+    if isinstance(value, str) and "\x00" in value:
+      raise ConfigError(f"{key}: must not contain a NUL character")
 
 
 PRESETS: dict[str, Config] = {
@@ -356,7 +410,7 @@ def _parse(raw: str, typ: Any, key: str) -> Any:
     if typ is int:
       return int(raw)
     if typ is float:
-      return float(raw)
+      return float(raw)  # NaN and infinity are refused by `check_magnitudes`
     return raw
   except ValueError:
     raise ConfigError(f"--set {key}={raw}: not a valid {getattr(typ, '__name__', typ)}") from None

@@ -20,7 +20,13 @@ class ResourceError(UserError):
 
 
 class DiskFullError(ResourceError, OSError):
-  """A write that ran out of space; nothing was left under a final file name."""
+  """A write that ran out of space; nothing was left under a final file name.
+
+  Raised as `DiskFullError(errno.ENOSPC, message)`; prints as the message alone.
+  """
+
+  def __str__(self) -> str:
+    return str(self.strerror)
 
 
 class NonFiniteError(UserError):

@@ -21,21 +21,29 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import io
 import json
 import os
 import string
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import soundfile as sf
 
-from wavegan.config import ConfigError
-from wavegan.synthesis import Synthesizer, interpolation_path
+from wavegan import files
+from wavegan.config import MAX_SEED, ConfigError
+from wavegan.errors import UserError, one_line
+from wavegan.files import atomic_path
+from wavegan.synthesis import LATENT_LIMIT, Synthesizer, interpolation_path
 
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24", ("ogg", "vorbis"): "VORBIS"}
+_SAMPLE_BYTES = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4, "VORBIS": 2}
+_HEADER_BYTES = 4096            # headers, FLAC frame overhead, file-system rounding
+MAX_COUNT = 10**12              # far past any disk; the free-space check refuses long before
+ENUMERATE_LIMIT = 10**7         # past this many clips, size the render before looking for files
 LATENT_SOURCES = ("random", "file", "interpolate")
 NORMALIZE = ("none", "peak", "loudness")
 TEMPLATE_FIELDS = ("job", "style", "seed", "index")
@@ -164,8 +172,9 @@ def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> Ren
     need(len(job.seeds) >= 2, "seeds", "an interpolation needs at least 2 seeds")
   else:
     need(not job.seeds, "seeds", "only used with latent = 'interpolate'")
-  need(job.count >= 0, "count", "must be >= 0")
-  need(job.seed >= 0, "seed", "must be >= 0")
+  need(0 <= job.count <= MAX_COUNT, "count", f"must be in [0, {MAX_COUNT}]")
+  need(0 <= job.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
+  need(all(0 <= s <= MAX_SEED for s in job.seeds), "seeds", f"each must be in [0, {MAX_SEED}]")
   need(job.interpolation in ("linear", "slerp"), "interpolation", "must be 'linear' or 'slerp'")
   need(job.format in FORMATS, "format", f"must be one of {', '.join(FORMATS)}")
   subtypes = sorted(s for f, s in SUBTYPES if f == job.format)
@@ -186,6 +195,15 @@ def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> Ren
     raise _job_error(label, "filename", f"not a valid template ({err})") from None
   need(".." not in job.filename.split("/") and not job.filename.startswith("/"), "filename",
        "must stay inside the output folder")
+  need(bool(job.filename.strip()) and all(part for part in job.filename.split("/")), "filename",
+       "must name a file (no empty parts)")
+  bad_char = next((c for c in job.filename if not c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF), None)
+  need(bad_char is None, "filename", f"holds the unprintable character {bad_char!r}; use "
+       "letters, digits and punctuation")
+  try:
+    os.fsencode(job.filename)
+  except UnicodeError:
+    need(False, "filename", "holds characters this file system cannot encode")
   return job
 
 
@@ -224,14 +242,41 @@ def read_jobs(path: str) -> list[RenderJob]:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """A job resolved against a model: every clip's latent, style and file name."""
+  """A job resolved against a model: how to get any clip's latent, style and file name.
+
+  Nothing here grows with the clip count: latents, styles and names are made per batch, so a
+  job of any size renders in the memory of one batch.
+  """
 
   job: RenderJob
-  z: np.ndarray                      # float32 [n, latent]
-  weights: np.ndarray | None         # float32 [n, S], or None for an unconditional model
-  style_names: tuple[str, ...]       # per clip: a style name or a mix as JSON
-  latent_index: np.ndarray           # int64 [n]: index within the seed (random), else row
-  files: tuple[str, ...]             # per clip, relative to the output folder, with extension
+  count: int
+  latent_dim: int
+  points: np.ndarray | None = None       # latent = "interpolate": the seeds' latents [P, latent]
+  rows: np.ndarray | None = None         # latent = "file": the file's rows, memory-mapped
+
+  def latents(self, synth: Synthesizer, start: int, stop: int) -> np.ndarray:
+    """Latents float32 [stop - start, latent] of clips start .. stop - 1."""
+    if self.job.latent == "random":
+      return synth.latents(stop - start, self.job.seed, start)
+    if self.job.latent == "interpolate":
+      return interpolation_path(self.points, self.count, self.job.interpolation, start, stop)
+    return np.asarray(self.rows[start:stop], np.float32)
+
+  def style_label(self, synth: Synthesizer, i: int) -> str:
+    return _style_label(synth, self.job.style, i)
+
+  def file(self, synth: Synthesizer, i: int) -> str:
+    """Clip i's file, relative to the output folder, with its extension."""
+    name = self.job.filename.format(job=self.job.name, seed=self.job.seed, index=i,
+                                    style=_file_safe(self.style_label(synth, i)) or "clip")
+    return f"{name}.{self.job.format}"
+
+  def _checked(self, synth: Synthesizer, label: str) -> Plan:
+    try:
+      synth.style_weights(self.job.style, 1)
+    except UserError as err:
+      raise _job_error(label, "style", str(err)) from None
+    return self
 
 
 def _style_label(synth: Synthesizer, style: Any, i: int) -> str:
@@ -245,44 +290,42 @@ def _style_label(synth: Synthesizer, style: Any, i: int) -> str:
   return json.dumps(style, sort_keys=True)
 
 
+def _check_latent_rows(label: str, rows: np.ndarray, chunk: int = 65536) -> None:
+  """Refuses a latent file with non-finite or out-of-range values (read chunk by chunk)."""
+  for start in range(0, rows.shape[0], chunk):
+    part = np.asarray(rows[start:start + chunk], np.float64)
+    bad = ~np.isfinite(part) | (np.abs(part) > LATENT_LIMIT)
+    if bad.any():
+      row = start + int(np.argwhere(bad)[0][0])
+      raise _job_error(label, "latent_file", f"row {row} holds {part[bad][0]}: latents must be "
+                       f"finite and within [-{LATENT_LIMIT:g}, {LATENT_LIMIT:g}]")
+
+
 def plan_job(synth: Synthesizer, job: RenderJob, number: int) -> Plan:
-  """Resolves a job's latents, styles and file names.
+  """Resolves a job against the model: its style, latent source and clip count.
 
   Raises:
-    JobError: a style the model does not have, or a latent file of the wrong shape.
+    JobError: a style the model does not have, or a latent file of the wrong shape or values.
   """
   label = f"job {job.name!r} (#{number})"
   dim = synth.model.latent_dim
   if job.latent == "random":
-    z = synth.latents(job.count, job.seed)
-    index = np.arange(job.count, dtype=np.int64)
-  elif job.latent == "interpolate":
+    return Plan(job, job.count, dim)._checked(synth, label)
+  if job.latent == "interpolate":
     points = np.stack([synth.latents(1, s)[0] for s in job.seeds])
-    z = interpolation_path(points, job.count, job.interpolation)
-    index = np.arange(job.count, dtype=np.int64)
-  else:
-    try:
-      z = np.load(job.latent_file, allow_pickle=False)
-    except (OSError, ValueError) as err:
-      raise _job_error(label, "latent_file", f"cannot read ({err})") from None
-    if z.ndim != 2 or z.shape[1] != dim or not np.issubdtype(z.dtype, np.floating):
-      raise _job_error(label, "latent_file", f"must hold float latents [n, {dim}]; got "
-                       f"{z.dtype} {z.shape}")
-    count = job.count or z.shape[0]
-    if count > z.shape[0]:
-      raise _job_error(label, "count", f"{count} clips but the latent file has {z.shape[0]} rows")
-    z = z[:count].astype(np.float32)
-    index = np.arange(count, dtype=np.int64)
+    return Plan(job, job.count, dim, points=points)._checked(synth, label)
   try:
-    weights = synth.style_weights(job.style, z.shape[0])
-  except ConfigError as err:
-    raise _job_error(label, "style", str(err)) from None
-  styles = tuple(_style_label(synth, job.style, i) for i in range(z.shape[0]))
-  ext = job.format
-  files = tuple(
-      job.filename.format(job=job.name, style=_file_safe(styles[i]) or "clip", seed=job.seed,
-                          index=i) + f".{ext}" for i in range(z.shape[0]))
-  return Plan(job, z, weights, styles, index, files)
+    rows = np.load(job.latent_file, mmap_mode="r", allow_pickle=False)
+  except (OSError, ValueError) as err:
+    raise _job_error(label, "latent_file", f"cannot read ({one_line(str(err))})") from None
+  if rows.ndim != 2 or rows.shape[1] != dim or not np.issubdtype(rows.dtype, np.floating):
+    raise _job_error(label, "latent_file", f"must hold float latents [n, {dim}]; got "
+                     f"{rows.dtype} {rows.shape}")
+  count = job.count or rows.shape[0]
+  if count > rows.shape[0]:
+    raise _job_error(label, "count", f"{count} clips but the latent file has {rows.shape[0]} rows")
+  _check_latent_rows(label, rows[:count])
+  return Plan(job, count, dim, rows=rows[:count])._checked(synth, label)
 
 
 def _style_value(label: str, key: str, value: Any) -> Any:
@@ -319,12 +362,16 @@ def parse_style(text: str | None) -> str | dict[str, Any] | None:
   out: dict[str, Any] = {}
   for part in text.split(","):
     key, sep, value = part.partition("=")
-    if not sep or not key.strip():
-      raise ConfigError(f"--style {text}: expected name=value pairs separated by commas")
+    key, value = key.strip(), value.strip()
+    if not sep or not key or not value:
+      raise ConfigError(f"--style {text}: expected name=value pairs separated by commas, "
+                        f"e.g. kick=0.7,tom=0.3; got {part.strip()!r}")
+    if key in out:
+      raise ConfigError(f"--style {text}: {key!r} is given twice")
     try:
-      out[key.strip()] = float(value)
+      out[key] = float(value)
     except ValueError:
-      out[key.strip()] = value.strip()
+      out[key] = value
   return out
 
 
@@ -341,22 +388,38 @@ def _file_safe(label: str) -> str:
   return "-".join(part(k, v) for k, v in json.loads(label).items())
 
 
-def check_plans(plans: list[Plan]) -> None:
+def check_plans(synth: Synthesizer, plans: list[Plan]) -> None:
   """Raises JobError when two clips of the file would get the same file name."""
   seen: dict[str, str] = {}
   for p in plans:
-    for f in p.files:
+    for i in range(p.count):
+      f = p.file(synth, i)
       if f in seen:
-        raise JobError(f"job {p.job.name!r}: key 'filename': {f} is also a file of job "
+        raise JobError(f"job {p.job.name!r}: key 'filename': {one_line(f)} is also a file of job "
                        f"{seen[f]!r}; add {{index}} or {{job}} to the template")
       seen[f] = p.job.name
+
+
+def clip_bytes(job: RenderJob, model: Any, model_rate: int) -> int:
+  """An upper estimate of one clip's file size in bytes (for the free-space check)."""
+  rate = job.sample_rate or model_rate
+  frames = -(-model.slice_len * rate // model_rate)
+  pcm = frames * model.channels * _SAMPLE_BYTES[job.sound_subtype]
+  return _HEADER_BYTES + (pcm if job.format != "ogg" else pcm // 4)
+
+
+def render_bytes(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray]) -> int:
+  """What a render will add to the disk: its missing clips and its latent files."""
+  audio = sum(idx.size * clip_bytes(p.job, synth.model, synth.sample_rate)
+              for p, idx in zip(plans, todo))
+  return audio + sum(p.count * p.latent_dim * 4 + _HEADER_BYTES for p in plans)
 
 
 def postprocess(audio: np.ndarray, job: RenderJob, model_rate: int) -> np.ndarray:
   """A clip [T, C] as it is written: resampled, normalised, faded, clipped to [-1, 1]."""
   import soxr  # pylint: disable=g-import-not-at-top
 
-  x = np.asarray(audio, np.float32)
+  x = np.array(audio, np.float32)  # a copy: the caller's array may be read-only
   rate = job.sample_rate or model_rate
   if rate != model_rate:
     x = soxr.resample(x, model_rate, rate, quality="HQ").astype(np.float32)
@@ -376,27 +439,57 @@ def postprocess(audio: np.ndarray, job: RenderJob, model_rate: int) -> np.ndarra
   return np.clip(x, -1.0, 1.0)
 
 
+def _verify_audio(frames: int, channels: int) -> Callable[[str], None]:
+  """A check that a written audio file decodes whole to `frames` x `channels`."""
+  def verify(tmp: str) -> None:
+    try:
+      data, _ = sf.read(tmp, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+      raise UserError(f"{one_line(tmp)}: the written file does not decode ({err})") from None
+    if data.shape != (frames, channels):
+      raise UserError(f"{one_line(tmp)}: the written file holds {data.shape[0]} x "
+                      f"{data.shape[1]} frames, expected {frames} x {channels}")
+  return verify
+
+
 def write_clip(path: str, audio: np.ndarray, job: RenderJob, model_rate: int) -> None:
-  """Post-processes and writes one clip atomically (a temporary name, then a rename)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".part"
-  sf.write(tmp, postprocess(audio, job, model_rate), job.sample_rate or model_rate,
-           format=FORMATS[job.format], subtype=job.sound_subtype)
-  os.replace(tmp, path)
+  """Post-processes and writes one clip: under a temporary name, decoded back and checked
+  frame by frame count, then renamed. A failed write leaves nothing behind."""
+  x = postprocess(audio, job, model_rate)
+  with atomic_path(path, _verify_audio(x.shape[0], x.shape[1])) as tmp:
+    try:
+      sf.write(tmp, x, job.sample_rate or model_rate, format=FORMATS[job.format],
+               subtype=job.sound_subtype)
+    except (AssertionError, RuntimeError) as err:
+      # libsndfile reports a short write as an assertion or a generic error, not an OSError.
+      if files.free_bytes(path) < x.size * _SAMPLE_BYTES[job.sound_subtype]:
+        raise files.disk_full(path) from None
+      raise UserError(f"{one_line(path)}: cannot write ({err})") from None
 
 
-def manifest_rows(plan: Plan, latents_path: str) -> list[dict[str, Any]]:
+def save_latents(path: str, synth: Synthesizer, plan: Plan, chunk: int = 65536) -> None:
+  """Writes a plan's latents [count, latent] to `path` chunk by chunk (never all in memory)."""
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False, "shape": (plan.count, plan.latent_dim)}
+      np.lib.format.write_array_header_1_0(f, header)
+      for start in range(0, plan.count, chunk):
+        f.write(plan.latents(synth, start, min(plan.count, start + chunk)).tobytes())
+
+
+def manifest_rows(synth: Synthesizer, plan: Plan, latents_path: str) -> Iterator[dict[str, Any]]:
   """One manifest row per clip of a plan."""
   j = plan.job
-  return [{"file": f, "job": j.name, "style": plan.style_names[i],
-           "seed": j.seed if j.latent == "random" else "", "latent_index": int(plan.latent_index[i]),
-           "latents": latents_path, "latent_row": i, "format": j.format, "subtype": j.sound_subtype,
-           "sample_rate": j.sample_rate, "normalize": j.normalize, "peak_db": j.peak_db,
-           "loudness_lufs": j.loudness_lufs, "fade_out_ms": j.fade_out_ms}
-          for i, f in enumerate(plan.files)]
+  for i in range(plan.count):
+    yield {"file": plan.file(synth, i), "job": j.name, "style": plan.style_label(synth, i),
+           "seed": j.seed if j.latent == "random" else "", "latent_index": i,
+           "latents": latents_path, "latent_row": i, "format": j.format,
+           "subtype": j.sound_subtype, "sample_rate": j.sample_rate, "normalize": j.normalize,
+           "peak_db": j.peak_db, "loudness_lufs": j.loudness_lufs, "fade_out_ms": j.fade_out_ms}
 
 
-def _write_manifest(out: str, rows: list[dict[str, Any]]) -> None:
+def _write_manifest(out: str, rows: Iterable[dict[str, Any]]) -> None:
   """Merges rows into OUT/manifest.{csv,json} (rows of other files are kept), atomically."""
   path_json = os.path.join(out, "manifest.json")
   merged: dict[str, dict[str, Any]] = {}
@@ -408,16 +501,12 @@ def _write_manifest(out: str, rows: list[dict[str, Any]]) -> None:
       merged = {}  # unreadable: rebuilt from this render's rows
   merged.update({r["file"]: r for r in rows})
   ordered = [merged[k] for k in sorted(merged)]
-  tmp = path_json + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(ordered, f, indent=1)
-  os.replace(tmp, path_json)
-  path_csv = os.path.join(out, "manifest.csv")
-  with open(path_csv + ".tmp", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-    w.writeheader()
-    w.writerows(ordered)
-  os.replace(path_csv + ".tmp", path_csv)
+  files.write_json(path_json, ordered)
+  text = io.StringIO(newline="")
+  w = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
+  w.writeheader()
+  w.writerows(ordered)
+  files.write_text(os.path.join(out, "manifest.csv"), text.getvalue())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,8 +523,14 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
            on_plan: Callable[[list[Plan]], None] | None = None) -> RenderReport:
   """Renders every job into `out`: audio files, `latents/<job>.npy` and the manifest.
 
-  All jobs are resolved against the model first (styles, latent files, file names), so an error
-  in the last job stops the render before any audio is made.
+  All jobs are resolved against the model first (styles, latent files, file names) and the
+  output's size is checked against the free space, so an error in the last job, or a disk too
+  small, stops the render before any audio is made. Memory does not grow with the clip count:
+  latents are written and read back in chunks and audio is made a batch at a time.
+
+  Ctrl-C (KeyboardInterrupt) or a full disk stops the render within one batch: the files being
+  written are finished or removed, the manifest lists every file that exists, and the
+  exception is raised again (with what was written, for an interrupt).
 
   Args:
     synth: the generator.
@@ -450,22 +545,26 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
     Counts of written and skipped clips and the wall time.
   """
   t0 = time.perf_counter()
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise JobError(f"{one_line(out)} is a file; the output must be a folder")
   plans = [plan_job(synth, job, i + 1) for i, job in enumerate(jobs)]
-  check_plans(plans)
+  clips = sum(p.count for p in plans)
+  if clips > ENUMERATE_LIMIT:  # too many to look for each file first: size them all
+    files.check_free_space(out, render_bytes(synth, plans, [np.arange(0)] * len(plans))
+                           + sum(p.count * clip_bytes(p.job, synth.model, synth.sample_rate)
+                                 for p in plans), f"rendering {clips} clips")
+  todo = [np.array([i for i in range(p.count)
+                    if overwrite or not os.path.exists(os.path.join(out, p.file(synth, i)))],
+                   dtype=np.int64) for p in plans]
+  files.check_free_space(out, render_bytes(synth, plans, todo),
+                         f"rendering {sum(idx.size for idx in todo)} clips")
+  check_plans(synth, plans)
   if on_plan is not None:
     on_plan(plans)
-  os.makedirs(os.path.join(out, "latents"), exist_ok=True)
-  rows: list[dict[str, Any]] = []
-  todo: list[tuple[Plan, np.ndarray]] = []
   for plan in plans:
-    rel = f"latents/{plan.job.name}.npy"
-    np.save(os.path.join(out, rel + ".tmp.npy"), plan.z)
-    os.replace(os.path.join(out, rel + ".tmp.npy"), os.path.join(out, rel))
-    rows.extend(manifest_rows(plan, rel))
-    missing = np.array([overwrite or not os.path.exists(os.path.join(out, f)) for f in plan.files])
-    todo.append((plan, np.flatnonzero(missing)))
-  total = sum(idx.size for _, idx in todo)
-  skipped = sum(len(p.files) for p in plans) - total
+    save_latents(os.path.join(out, "latents", f"{plan.job.name}.npy"), synth, plan)
+  total = sum(idx.size for idx in todo)
+  skipped = sum(p.count for p in plans) - total
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
@@ -473,31 +572,64 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
     bar = tqdm(total=total, unit="clip", desc="rendering", dynamic_ncols=True)
   written = 0
   try:
-    with concurrent.futures.ThreadPoolExecutor(max(1, writers)) as pool:
-      pending: list[concurrent.futures.Future] = []
-      for plan, idx in todo:
-        if idx.size == 0:
-          continue
-        weights = None if plan.weights is None else plan.weights[idx]
-        for start, audio in synth.batches(plan.z[idx], weights):
+    written = _render_clips(synth, plans, todo, out, writers, bar)
+  except KeyboardInterrupt:
+    done = _finish(synth, plans, out)
+    raise KeyboardInterrupt(f"rendering stopped; {done} clips are in {one_line(out)}, all listed "
+                            "in its manifest; run the same command to render the rest") from None
+  except files.DiskFullError:
+    _finish(synth, plans, out)
+    raise
+  finally:
+    if bar is not None:
+      bar.close()
+  _finish(synth, plans, out)
+  return RenderReport(written, skipped, time.perf_counter() - t0)
+
+
+def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray], out: str,
+                  writers: int, bar: Any) -> int:
+  """Generates the missing clips batch by batch while threads write the previous ones."""
+  written = 0
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, writers))
+  pending: list[concurrent.futures.Future] = []
+  try:
+    for plan, idx in zip(plans, todo):
+      rows = np.load(os.path.join(out, "latents", f"{plan.job.name}.npy"), mmap_mode="r")
+      for lo in range(0, idx.size, synth.batch_size):
+        ids = idx[lo:lo + synth.batch_size]
+        z = np.asarray(rows[ids], np.float32)
+        weights = synth.style_weights(plan.job.style, ids.size, ids=ids)
+        for _, audio in synth.batches(z, weights):
           # Bounded: at most a few batches wait for the writers, whatever the job size.
           while len(pending) > 4 * max(1, writers):
             pending.pop(0).result()
           for k in range(audio.shape[0]):
-            i = int(idx[start + k])
-            f = pool.submit(write_clip, os.path.join(out, plan.files[i]), audio[k], plan.job,
-                            synth.sample_rate)
+            i = int(ids[k])
+            f = pool.submit(write_clip, os.path.join(out, plan.file(synth, i)), audio[k],
+                            plan.job, synth.sample_rate)
             if bar is not None:
               f.add_done_callback(lambda _: bar.update(1))
             pending.append(f)
             written += 1
-      for f in pending:
-        f.result()
+    for f in pending:
+      f.result()
   finally:
-    if bar is not None:
-      bar.close()
-  _write_manifest(out, rows)
-  return RenderReport(written, skipped, time.perf_counter() - t0)
+    # On an error or Ctrl-C: clips not started are dropped, clips being written are finished
+    # (or removed by their own failure), so no temporary outlives the render.
+    pool.shutdown(wait=True, cancel_futures=True)
+  return written
+
+
+def _finish(synth: Synthesizer, plans: list[Plan], out: str) -> int:
+  """Writes the manifest for every clip of the plans whose file exists; returns their count."""
+  rows = [r for p in plans for r in manifest_rows(synth, p, f"latents/{p.job.name}.npy")
+          if os.path.exists(os.path.join(out, r["file"]))]
+  try:
+    _write_manifest(out, rows)
+  except files.DiskFullError:
+    pass  # the previous manifest is intact; the clips it lacks are found again on a re-run
+  return len(rows)
 
 
 def rerender(synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str | None = None) -> str:

@@ -19,37 +19,90 @@ import numpy as np
 from flax import nnx
 
 from wavegan import export, spectral
-from wavegan.conditioning import Conditioning
-from wavegan.config import ConfigError, ModelConfig
+from wavegan.conditioning import Conditioning, style_number
+from wavegan.config import MAX_SEED, ConfigError, ModelConfig
+from wavegan.errors import NonFiniteError, ResourceError
 from wavegan.models import sample_latents
 
 Style = Union[None, str, Mapping[str, float], np.ndarray]
 
+# Sane bounds for what a user may feed the generator. Its prior is U[-1, 1]: latents up to 4x that
+# range still extrapolate meaningfully, further out is garbage. Style weights are one-hot mixes:
+# [-4, 4] allows strong extrapolation ("more kick than kick"); attributes are in units of the
+# corpus' standard deviation around its mean.
+LATENT_LIMIT = 4.0
+STYLE_WEIGHT_LIMIT = 4.0
+ATTRIBUTE_LIMIT = 8.0
+MEMORY_SHARE = 0.5        # refuse an in-memory result larger than this share of available memory
+
+
+def available_memory() -> int:
+  """Bytes of memory available to a new allocation (MemAvailable on Linux)."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(nbytes: int, what: str, hint: str) -> None:
+  """Raises ResourceError, before allocating, when `nbytes` would not fit in memory."""
+  free = available_memory()
+  if nbytes > MEMORY_SHARE * free:
+    raise ResourceError(f"{what} would need {nbytes / 1e9:.3g} GB of memory, "
+                        f"{free / 1e9:.3g} GB is available; {hint}")
+
+
+def _check_count(name: str, value: Any, low: int = 0, high: int | None = None) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ConfigError(f"{name}={value!r}: must be an integer")
+  if value < low or (high is not None and value > high):
+    raise ConfigError(f"{name}={value}: must be in [{low}, {high if high is not None else 'inf'}]")
+  return int(value)
+
 
 def latents(seed: int, n: int, latent_dim: int, start: int = 0) -> np.ndarray:
-  """Latents float32 [n, latent_dim] for indices start .. start + n - 1 of `seed`."""
+  """Latents float32 [n, latent_dim] for indices start .. start + n - 1 of `seed`.
+
+  Raises:
+    ConfigError: a seed outside [0, 2**32 - 1] (larger ones would wrap onto small ones), or a
+      negative count or start.
+  """
+  seed = _check_count("seed", seed, 0, MAX_SEED)
+  n, start = _check_count("n", n), _check_count("start", start)
   base = jax.random.key(seed)
   keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + n))
   return np.asarray(jax.vmap(lambda k: sample_latents(k, 1, latent_dim)[0])(keys))
 
 
-def interpolation_path(points: np.ndarray, steps: int, method: str = "linear") -> np.ndarray:
+def interpolation_path(points: np.ndarray, steps: int, method: str = "linear", start: int = 0,
+                       stop: int | None = None) -> np.ndarray:
   """`steps` latents evenly spaced along the path through `points` [P, latent] (P >= 2).
 
   Args:
     points: latents to pass through, in order.
-    steps: latents to return (>= 2 includes both ends; 1 returns the first point).
+    steps: latents along the whole path (>= 2 includes both ends; 1 returns the first point).
     method: "linear", or "slerp" (great-circle, keeps the norm of Gaussian-like latents).
+    start, stop: return only latents start .. stop - 1 of the path (default: all), so a long
+      path is made a piece at a time.
 
   Returns:
-    float32 [steps, latent].
+    float32 [stop - start, latent].
   """
   points = np.asarray(points, np.float64)
   if points.ndim != 2 or points.shape[0] < 2:
     raise ConfigError(f"an interpolation needs at least 2 latents; got shape {points.shape}")
   if method not in ("linear", "slerp"):
     raise ConfigError(f"interpolation method {method!r}: must be 'linear' or 'slerp'")
-  pos = np.linspace(0.0, points.shape[0] - 1, steps)                      # [steps]
+  stop = steps if stop is None else stop
+  # np.linspace(0, P - 1, steps)[start:stop], without the other steps: index * step, last exact.
+  span = float(points.shape[0] - 1)
+  index = np.arange(start, stop)
+  pos = index * (span / (steps - 1)) if steps > 1 else np.zeros(index.size)
+  pos = np.where(index == steps - 1, span, pos) if steps > 1 else pos       # [stop - start]
   seg = np.minimum(pos.astype(int), points.shape[0] - 2)
   t = (pos - seg)[:, None]                                                # [steps, 1]
   a, b = points[seg], points[seg + 1]                                     # [steps, latent]
@@ -149,12 +202,39 @@ class Synthesizer:
     return export.save_model(path, self.model, self.styles, self.sample_rate, host, self.info,
                              self.extras)
 
-  def style_weights(self, style: Style, n: int) -> np.ndarray | None:
+  def style_weights(self, style: Style, n: int, ids: np.ndarray | None = None) -> np.ndarray | None:
     """Any style form -> mixing weights float32 [n, S] (None for an unconditional model).
+
+    Args:
+      style: see the module docstring.
+      n: clips.
+      ids: the clips' indices (default 0 .. n - 1): a style of None gives clip i style i mod S.
 
     Raises:
       ConfigError: unknown style names, a style for an unconditional model, or bad shapes.
+      NonFiniteError: weights that are not finite or outside [-4, 4] (attributes: outside 8
+        standard deviations of the corpus).
     """
+    if style is None and ids is not None and self.model.conditional:
+      # Every style in turn, by the clips' indices: the ids that `None` means for 0 .. n - 1.
+      turns = len(self.styles) if self.conditioning.simple else len(self.conditioning.fields[0][1])
+      style = np.asarray(ids, np.int64) % turns
+    w = self._style_weights(style, n)
+    if w is not None:
+      self._check_style_range(w)
+    return w
+
+  def _check_style_range(self, w: np.ndarray) -> None:
+    attrs = self.model.num_attributes
+    labels, values = (w[:, :-attrs], w[:, -attrs:]) if attrs else (w, w[:, :0])
+    for part, limit, what in ((labels, STYLE_WEIGHT_LIMIT, "style weights"),
+                              (values, ATTRIBUTE_LIMIT, "attribute values (in standard deviations)")):
+      bad = ~np.isfinite(part) | (np.abs(part) > limit)
+      if bad.any():
+        raise NonFiniteError(f"{what} must be finite and within [-{limit:g}, {limit:g}]; got "
+                             f"{part[bad].flat[0]:g}")
+
+  def _style_weights(self, style: Style, n: int) -> np.ndarray | None:
     s = len(self.styles)
     if not self.conditioning.simple:
       return self._style_vectors(style, n)
@@ -171,9 +251,7 @@ class Synthesizer:
       # An empty mix is "no style": what a run trained with optim.uncond_share > 0 learned.
       w = np.zeros(s, np.float32)
       for name, weight in style.items():
-        if not np.isfinite(float(weight)):
-          raise ConfigError(f"style mix weight for {name!r} is {weight}: must be a finite number")
-        w += float(weight) * self._one_hot(name)
+        w += style_number(name, weight) * self._one_hot(name)
       return np.repeat(w[None], n, axis=0)
     arr = np.asarray(style)
     if arr.shape == (n,) and np.issubdtype(arr.dtype, np.integer):
@@ -212,7 +290,27 @@ class Synthesizer:
 
   def latents(self, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
     """Latents float32 [n, latent] for indices start .. start + n - 1 of `seed`."""
+    n = _check_count("n", n)
+    check_memory(n * self.model.latent_dim * 4, f"{n} latents",
+                 "ask for fewer at a time (latents(n, seed, start) makes any slice)")
     return latents(seed, n, self.model.latent_dim, start)
+
+  def _check_latents(self, z: Any) -> np.ndarray:
+    z = np.asarray(z)
+    if z.ndim != 2 or z.shape[1] != self.model.latent_dim or not (
+        np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+      raise ConfigError(f"latents must be numbers [n, {self.model.latent_dim}]; got {z.dtype} "
+                        f"{z.shape}")
+    z = z.astype(np.float32)
+    bad = ~np.isfinite(z) | (np.abs(z) > LATENT_LIMIT)
+    if bad.any():
+      raise NonFiniteError(f"latents must be finite and within [-{LATENT_LIMIT:g}, "
+                           f"{LATENT_LIMIT:g}] (the prior is U[-1, 1]); got {z[bad][0]:g}")
+    return z
+
+  def _check_output_memory(self, n: int) -> None:
+    check_memory(n * self.model.slice_len * self.model.channels * 4, f"{n} clips in memory",
+                 "use batches() or `wavegan render`, which stream to disk")
 
   def batches(self, z: np.ndarray, style: Style = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (first index, audio float32 [b, T, C]) batch by batch.
@@ -220,9 +318,7 @@ class Synthesizer:
     The next batch is dispatched before the current one is copied to the host, so the device
     keeps working while the caller handles (e.g. writes) the previous batch.
     """
-    z = np.asarray(z, np.float32)
-    if z.ndim != 2 or z.shape[1] != self.model.latent_dim:
-      raise ConfigError(f"latents must be [n, {self.model.latent_dim}]; got shape {z.shape}")
+    z = self._check_latents(z)
     n, b = z.shape[0], self.batch_size
     w = self.style_weights(style, n)
     pending = None
@@ -240,6 +336,7 @@ class Synthesizer:
 
   def from_latents(self, z: np.ndarray, style: Style = None) -> np.ndarray:
     """Latents [n, latent] (+ style) -> float32 audio [n, T, C]."""
+    self._check_output_memory(np.shape(z)[0] if np.ndim(z) else 0)
     parts = [audio for _, audio in self.batches(z, style)]
     if not parts:
       return np.zeros((0, self.model.slice_len, self.model.channels), np.float32)
@@ -247,15 +344,17 @@ class Synthesizer:
 
   def generate(self, n: int, style: Style = None, seed: int = 0) -> np.ndarray:
     """n clips float32 [n, T, C] of `style` (None: every style in turn) from `seed`."""
-    if n < 0:
-      raise ConfigError(f"n={n}: must be >= 0")
+    n = _check_count("n", n)
+    self._check_output_memory(n)
     return self.from_latents(self.latents(n, seed), style)
 
   def interpolate(self, z_a: np.ndarray, z_b: np.ndarray, steps: int, style: Style = None,
                   method: str = "linear") -> np.ndarray:
     """`steps` clips float32 [steps, T, C] along the line (or great circle) from z_a to z_b."""
-    path = interpolation_path(np.stack([np.ravel(z_a), np.ravel(z_b)]), steps, method)
-    return self.from_latents(path, style)
+    steps = _check_count("steps", steps)
+    self._check_output_memory(steps)
+    ends = self._check_latents(np.stack([np.ravel(z_a), np.ravel(z_b)]))
+    return self.from_latents(interpolation_path(ends, steps, method), style)
 
 
 def load_run_generator(workdir: str) -> tuple[Any, Any, int]:
