@@ -2,12 +2,17 @@
 
   CACHE/cache.json            format version, slicing options, label vocabulary, one entry per
                               source file (path relative to the data folder, size, mtime, labels,
-                              attributes, where its windows are, or why it was skipped)
+                              attributes, where its windows are, or why it was skipped) and per
+                              sub-folder that could not be listed ("sub/")
   CACHE/shards/NNNNN.npy      windows int16 (or float32) [rows, T, C], memory-mapped when read
   CACHE/prepare_report.json   what the last `prepare` did with every file, and a summary line
 
 `prepare` decodes in parallel worker processes and writes new shards; `cache.json` is replaced
-atomically last, so a killed `prepare` leaves the previous cache intact. Re-running it on a grown
+atomically last, so a killed `prepare` leaves the previous cache intact. Every file is written
+under a temporary name, checked and renamed (`wavegan.files.atomic_path`), so none is ever
+corrupt under its final name; a full disk stops `prepare` with a `DiskFullError`, takes back the
+shards it wrote, and the same call after freeing space builds exactly the cache a clean run
+would (it also clears what a killed run left). Re-running it on a grown
 folder decodes only new or changed files (by size and modification time): everything else is
 kept where it is. The clips of a cache are always ordered by source path, so a cache built in
 several passes reads exactly like one built at once.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import threading
@@ -29,9 +35,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from data_pipelines.audio_io import AUDIO_EXTENSIONS, AudioDecodeError, DataError, scan_folder
+from data_pipelines.audio_io import (AUDIO_EXTENSIONS, AudioDecodeError, AudioFile, DataError,
+                                    scan_folder)
 from data_pipelines.dataset import SliceOptions, _progress, process_file, reason_kind, summarize
 from data_pipelines.manifest import Manifest, read_manifest
+from wavegan.errors import DiskFullError, describe_os_error, one_line
+from wavegan.files import (PART_SUFFIX, atomic_path, disk_full, free_bytes, is_no_space,
+                           remove_quietly, write_text)
 
 CACHE_VERSION = 1
 CACHE_FILE = "cache.json"
@@ -137,7 +147,7 @@ def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, n
   except AudioDecodeError as err:
     return err.reason, None, None, 0.0
   except Exception as err:  # pylint: disable=broad-except  (one odd file never stops a prepare)
-    return f"cannot decode ({type(err).__name__}: {err})".splitlines()[0], None, None, 0.0
+    return one_line(f"cannot decode ({type(err).__name__}: {err})".splitlines()[0]), None, None, 0.0
   return "", _quantize(windows, dtype), starts, length / opts.sample_rate
 
 
@@ -167,12 +177,18 @@ def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
 
 
 class _ShardWriter:
-  """Appends windows to new shard files of about SHARD_BYTES each."""
+  """Appends windows to new shard files of about SHARD_BYTES each, each written atomically.
+
+  Attributes:
+    names: shard files written so far (file names in `folder`).
+    bytes_added: bytes of every window queued so far, written or not.
+  """
 
   def __init__(self, folder: str, first_index: int):
     self.folder = folder
     self.next_index = first_index
     self.names: list[str] = []
+    self.bytes_added = 0
     self._pending: list[np.ndarray] = []
     self._rows = 0
     self._bytes = 0
@@ -183,6 +199,7 @@ class _ShardWriter:
     self._pending.append(windows)
     self._rows += windows.shape[0]
     self._bytes += windows.nbytes
+    self.bytes_added += windows.nbytes
     if self._bytes >= SHARD_BYTES:
       self.flush()
     return where
@@ -191,13 +208,63 @@ class _ShardWriter:
     if not self._pending:
       return
     name = f"{self.next_index:05d}.npy"
-    final = os.path.join(self.folder, name)
-    tmp = final + ".tmp.npy"
-    np.save(tmp, np.concatenate(self._pending))
-    os.replace(tmp, final)
+    save_shard(os.path.join(self.folder, name), np.concatenate(self._pending))
     self.names.append(name)
     self.next_index += 1
     self._pending, self._rows, self._bytes = [], 0, 0
+
+  @property
+  def pending_bytes(self) -> int:
+    """Bytes queued for the next shard, not written yet."""
+    return self._bytes
+
+  def discard(self) -> None:
+    """Removes every shard this writer wrote (a failed prepare leaves no orphans taking space)."""
+    for name in self.names:
+      remove_quietly(os.path.join(self.folder, name))
+    self.names, self._pending, self._rows, self._bytes = [], [], 0, 0
+
+
+def save_shard(path: str, windows: np.ndarray) -> None:
+  """Writes windows as a .npy file under a temporary name, checks it, renames it into place.
+
+  The check reads the header back and compares the file's size with what the header promises,
+  which catches a short write that raised nothing.
+
+  Raises:
+    DiskFullError: the disk filled up (nothing is left under either name).
+  """
+  def verify(tmp: str) -> None:
+    size = os.path.getsize(tmp)
+    try:
+      with open(tmp, "rb") as f:
+        shape, dtype, offset = _npy_header(f)
+    except ValueError:
+      shape, dtype, offset = None, None, 0
+    expected = offset + windows.nbytes
+    if size < expected:  # a short write that raised nothing: what it almost always is
+      raise disk_full(path, expected - size)
+    if shape != windows.shape or dtype != windows.dtype or size != expected:
+      raise DataError(f"{path}: the shard read back is not what was written")
+
+  with atomic_path(path, verify) as tmp:
+    with open(tmp, "wb") as f:
+      np.save(f, windows)
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
+  """(shape, dtype, data offset) of an open .npy file.
+
+  Raises:
+    ValueError: not a readable .npy header (e.g. cut short).
+  """
+  version = np.lib.format.read_magic(f)
+  readers = {(1, 0): np.lib.format.read_array_header_1_0,
+             (2, 0): np.lib.format.read_array_header_2_0}
+  if version not in readers:
+    raise ValueError(f"npy version {version}")
+  shape, _, dtype = readers[version](f)
+  return tuple(shape), dtype, f.tell()
 
 
 def _entry_labels(folder_label: str, table: Manifest | None, abs_path: str
@@ -215,21 +282,99 @@ def _entry_labels(folder_label: str, table: Manifest | None, abs_path: str
 def _read_info(cache: str) -> dict[str, Any]:
   path = os.path.join(cache, CACHE_FILE)
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       info = json.load(f)
-  except (OSError, json.JSONDecodeError) as err:
-    raise DataError(f"{path}: cannot read the cache index ({err})") from None
-  if info.get("version") != CACHE_VERSION:
-    raise DataError(f"{path}: cache format version {info.get('version')} (this version reads "
+  except OSError as err:
+    raise DataError(f"{path}: cannot read the cache index ({describe_os_error(err)})") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    raise DataError(f"{path}: cannot read the cache index ({err}); prepare it again with "
+                    "--force") from None
+  if not isinstance(info, dict) or info.get("version") != CACHE_VERSION:
+    version = info.get("version") if isinstance(info, dict) else None
+    raise DataError(f"{path}: cache format version {version} (this version reads "
                     f"{CACHE_VERSION}); prepare it again with --force")
   return info
 
 
 def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  """Writes `obj` to `path` atomically; a full disk names the bytes the file needed."""
+  text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
+  try:
+    write_text(path, text)
+  except DiskFullError:
+    raise disk_full(path, len(text.encode("utf-8"))) from None
+
+
+def _check_out(out: str) -> str:
+  """Creates the cache folder `out` (and its shard folder); returns the shard folder.
+
+  Raises:
+    DataError: `out` is a file, or cannot be created.
+    DiskFullError: no space for a folder.
+  """
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise DataError(f"{out}: is a file, not a folder; the prepared cache needs a folder of its own")
+  shard_dir = os.path.join(out, SHARD_DIR)
+  try:
+    os.makedirs(shard_dir, exist_ok=True)
+  except OSError as err:
+    if is_no_space(err):
+      raise disk_full(out) from None
+    raise DataError(f"cannot make the cache folder: {describe_os_error(err)}") from None
+  return shard_dir
+
+
+def _indexed_shards(out: str) -> list[str]:
+  """The shard files the cache index at `out` names ([] when there is no readable index)."""
+  try:
+    return [str(n) for n in _read_info(out)["shards"]]
+  except (DataError, KeyError, TypeError):
+    return []
+
+
+def _tidy(out: str, shard_dir: str, keep: list[str]) -> None:
+  """Removes what a killed or failed run left: shards no index names, and `.part` temporaries.
+
+  Only files nothing refers to go, so the current index stays valid; and a rerun numbers its
+  shards exactly as a clean run would.
+  """
+  for name in set(os.listdir(shard_dir)) - set(keep):
+    remove_quietly(os.path.join(shard_dir, name))
+  for name in (CACHE_FILE, REPORT_FILE):
+    remove_quietly(os.path.join(out, name + PART_SUFFIX))
+
+
+def _previous(out: str, wanted: dict[str, Any], force: bool) -> dict[str, FileEntry]:
+  """Entries of the cache already at `out` (shard = shard file number), or {} to start afresh.
+
+  Raises:
+    DataError: the cache there was made with other options and not `force`.
+  """
+  if not is_cache(out) or force:
+    return {}
+  info = _read_info(out)
+  if info["options"] != wanted:
+    had = info["options"]
+    diff = ", ".join(f"{k}={had.get(k)!r}" for k in wanted if had.get(k) != wanted[k])
+    raise DataError(f"{out} was prepared with other options ({diff}); "
+                    "use another --out, or --force to rebuild it")
+  shards = list(info["shards"])
+  # Entries name shards by position in the index; here they name the shard file's number.
+  return {e["path"]: _entry_from_json(e, shards) for e in info["files"]}
+
+
+def _no_room(shard_dir: str, added: int, failed: int, done: int, total: int) -> DiskFullError:
+  """The full-disk error of a prepare, with about how much more space it needs.
+
+  Args:
+    shard_dir: where the shards go.
+    added: bytes of windows from the `done` files decoded so far (none of them kept).
+    failed: bytes of the shard whose write failed.
+    done: files decoded so far.
+    total: files to decode.
+  """
+  estimate = added * max(total, 1) // max(done, 1)  # all the shards, extrapolated
+  return disk_full(shard_dir, max(estimate - free_bytes(shard_dir), failed, 1))
 
 
 def prepare(
@@ -246,6 +391,12 @@ def prepare(
 ) -> PrepareReport:
   """Decodes the audio under `data_dir` into the cache `out`, or brings an existing cache up to date.
 
+  Every file goes to its final name complete or not at all (written under a temporary name,
+  checked, renamed); `cache.json` is replaced last, so a failed or killed prepare leaves the
+  previous cache intact, and the next run removes what it left and numbers its shards as a clean
+  run would. Files that cannot be used (truncated, unreadable, silent, ...) and sub-folders that
+  cannot be listed are skipped and named, with the reason, in `prepare_report.json`.
+
   Args:
     data_dir: folder of audio files (labels from first-level sub-folders).
     out: cache folder (created if needed).
@@ -256,42 +407,63 @@ def prepare(
     workers: decoder processes (default: one per CPU core).
     force: rebuild from scratch even when a cache with other options is there.
     progress: show a progress bar.
-    log: where to print a line per skipped file (default: nowhere).
+    log: where to print a line per skipped file (default: nowhere); odd characters in file names
+      are escaped, so each is one line.
 
   Returns:
     What was done; also written to `out/prepare_report.json`.
 
   Raises:
-    DataError: `data_dir` is missing or has no audio files, the cache at `out` was made with
-      other options (and not `force`), or no file could be used.
+    DataError: `data_dir` is missing, a file or has no audio files, `out` is a file, the cache at
+      `out` was made with other options (and not `force`), or no file could be used.
+    DiskFullError: the disk filled up; the message names it and about how much more is needed.
+      Nothing half-written is left, and the same call after freeing space completes the cache.
   """
   t0 = time.perf_counter()
   opts.validate()
   if dtype not in STORE_DTYPES:
     raise DataError(f"dtype {dtype!r}: must be one of {STORE_DTYPES}")
   data_dir = os.path.abspath(data_dir)
-  files = scan_folder(data_dir)
+  unlisted: list[tuple[str, str]] = []
+  files = scan_folder(data_dir, unlisted)
   if not files:
-    raise DataError(f"{data_dir}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    raise DataError(f"{data_dir}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
+                    + (f"; {unlisted[0][0]}: {unlisted[0][1]}" if unlisted else ""))
   table = read_manifest(manifest, data_dir) if manifest else None
   wanted = _options_dict(opts, dtype)
+  shard_dir = _check_out(out)
+  old = _previous(out, wanted, force)
+  keep = _indexed_shards(out)
+  _tidy(out, shard_dir, keep)
 
-  old: dict[str, FileEntry] = {}
-  old_shards: list[str] = []
-  if is_cache(out) and not force:
-    info = _read_info(out)
-    if info["options"] != wanted:
-      had = info["options"]
-      diff = ", ".join(f"{k}={had.get(k)!r}" for k in wanted if had.get(k) != wanted[k])
-      raise DataError(f"{out} was prepared with other options ({diff}); "
-                      "use another --out, or --force to rebuild it")
-    old_shards = list(info["shards"])
-    # Entries name shards by position in the index; here they name the shard file's number.
-    old = {e["path"]: _entry_from_json(e, old_shards) for e in info["files"]}
-  shard_dir = os.path.join(out, SHARD_DIR)
-  os.makedirs(shard_dir, exist_ok=True)
+  entries, pending, jobs = _plan(data_dir, files, unlisted, table, old, opts, dtype)
+  # New shards never reuse a number of a file an index names: the old index stays valid until
+  # the new one replaces it.
+  writer = _ShardWriter(shard_dir, first_index=_next_shard_index(keep))
+  try:
+    seconds_decoded = _decode_into(writer, pending, jobs, entries, workers, progress)
+    report = _finish(out, data_dir, wanted, table, entries, len(files), len(jobs),
+                     seconds_decoded, t0, log)
+  except BaseException:
+    writer.discard()  # no index names them: they would only take space
+    raise
+  for name in set(os.listdir(shard_dir)) - set(_indexed_shards(out)):  # superseded now
+    remove_quietly(os.path.join(shard_dir, name))
+  return report
 
+
+def _plan(data_dir: str, files: list[AudioFile], unlisted: list[tuple[str, str]],
+          table: Manifest | None, old: dict[str, FileEntry], opts: SliceOptions, dtype: str
+          ) -> tuple[dict[str, FileEntry], list[FileEntry], list[tuple[str, SliceOptions, str]]]:
+  """What to do with each file: (entries known now, entries to decode, their decode jobs).
+
+  Unchanged files (same size and modification time) keep their entries; sub-folders the scan
+  could not list get an entry too ("sub/"), so a cache lists every skip.
+  """
   entries: dict[str, FileEntry] = {}
+  for folder, reason in unlisted:
+    rel = os.path.relpath(folder, data_dir).replace(os.sep, "/") + "/"
+    entries[rel] = FileEntry(rel, 0, 0, {FOLDER_FIELD: rel.split("/", 1)[0]}, skipped=reason)
   jobs: list[tuple[str, SliceOptions, str]] = []
   pending: list[FileEntry] = []
   for f in files:
@@ -309,24 +481,46 @@ def prepare(
     else:
       pending.append(FileEntry(rel, *st, labels, attributes))
       jobs.append((f.path, opts, dtype))
+  return entries, pending, jobs
 
-  # New shards never reuse a number of a file still on disk: the old index stays valid until
-  # the new one replaces it.
-  writer = _ShardWriter(shard_dir, first_index=_next_shard_index(os.listdir(shard_dir)))
-  seconds_decoded = 0.0
-  n_workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
-  results = _run_jobs(jobs, n_workers)
-  for entry, (reason, windows, starts, seconds) in zip(
-      pending, _progress(results, progress and bool(jobs), "preparing", total=len(jobs))):
-    if reason:
-      entries[entry.path] = dataclasses.replace(entry, skipped=reason)
-      continue
-    shard, row = writer.add(windows)
-    seconds_decoded += seconds
-    entries[entry.path] = dataclasses.replace(
-        entry, seconds=seconds, shard=shard, row=row, offsets=tuple(int(s) for s in starts))
-  writer.flush()
 
+def _decode_into(writer: _ShardWriter, pending: list[FileEntry],
+                 jobs: list[tuple[str, SliceOptions, str]], entries: dict[str, FileEntry],
+                 workers: int | None, progress: bool) -> float:
+  """Decodes the pending files into new shards and fills in their entries.
+
+  Returns:
+    Seconds of audio decoded.
+
+  Raises:
+    DiskFullError: a shard did not fit; the message says about how much more space is needed.
+  """
+  done, seconds_decoded = 0, 0.0
+  try:
+    n_workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    results = _run_jobs(jobs, n_workers)
+    for entry, (reason, windows, starts, seconds) in zip(
+        pending, _progress(results, progress and bool(jobs), "preparing", total=len(jobs))):
+      done += 1
+      if reason:
+        entries[entry.path] = dataclasses.replace(entry, skipped=reason)
+        continue
+      shard, row = writer.add(windows)
+      seconds_decoded += seconds
+      entries[entry.path] = dataclasses.replace(
+          entry, seconds=seconds, shard=shard, row=row, offsets=tuple(int(s) for s in starts))
+    writer.flush()
+  except DiskFullError:
+    failed = writer.pending_bytes
+    writer.discard()
+    raise _no_room(writer.folder, writer.bytes_added, failed, done, len(jobs)) from None
+  return seconds_decoded
+
+
+def _finish(out: str, data_dir: str, wanted: dict[str, Any], table: Manifest | None,
+            entries: dict[str, FileEntry], n_files: int, n_jobs: int, seconds_decoded: float,
+            t0: float, log: Callable[[str], None] | None) -> PrepareReport:
+  """Writes `prepare_report.json`, then the new index `cache.json`; returns the report."""
   ordered = [entries[k] for k in sorted(entries)]
   live = sorted({e.shard for e in ordered if not e.skipped})  # shard file numbers in use
   shard_list = [f"{i:05d}.npy" for i in live]
@@ -336,10 +530,11 @@ def prepare(
   skipped = tuple((os.path.join(data_dir, e.path), e.skipped) for e in ordered if e.skipped)
   if log is not None:
     for path, reason in skipped:
-      log(f"skipped {path}: {reason}")
+      log(one_line(f"skipped {path}: {reason}"))
   report = PrepareReport(cache=out, files_used=len(used), clips=sum(e.count for e in used),
-                         decoded=len(jobs), seconds_decoded=seconds_decoded,
+                         decoded=n_jobs, seconds_decoded=seconds_decoded,
                          wall_seconds=time.perf_counter() - t0, skipped=skipped)
+  # The report keeps every file name exactly (JSON escapes what needs escaping).
   _write_json(os.path.join(out, REPORT_FILE), {
       "summary": report.summary(), "data": data_dir, "files_used": report.files_used,
       "clips": report.clips, "decoded": report.decoded,
@@ -347,7 +542,7 @@ def prepare(
       "skipped": [{"path": p, "reason": r, "kind": reason_kind(r)} for p, r in skipped]})
   if not used:
     path, reason = skipped[0]
-    raise DataError(f"{data_dir}: none of the {len(files)} audio files could be used: "
+    raise DataError(f"{data_dir}: none of the {n_files} audio files could be used: "
                     f"e.g. {path}: {reason} (every reason is in {os.path.join(out, REPORT_FILE)})")
   label_fields = [FOLDER_FIELD] + (list(table.label_fields) if table else [])
   _write_json(os.path.join(out, CACHE_FILE), {
@@ -357,8 +552,6 @@ def prepare(
       "vocab": {field: sorted({e.labels.get(field, "") for e in used} - {""})
                 for field in label_fields},
       "shards": shard_list, "files": [_entry_to_json(e) for e in ordered]})
-  for name in set(os.listdir(shard_dir)) - set(shard_list):  # superseded or left by a killed run
-    os.remove(os.path.join(shard_dir, name))
   return report
 
 
@@ -370,12 +563,15 @@ def _next_shard_index(names: list[str]) -> int:
 def _entry_to_json(e: FileEntry) -> dict[str, Any]:
   d = dataclasses.asdict(e)
   d["offsets"] = list(e.offsets)
+  # JSON has no NaN: an unknown attribute (a manifest's "nan") is stored as null.
+  d["attributes"] = {k: v if math.isfinite(v) else None for k, v in e.attributes.items()}
   return d
 
 
 def _entry_from_json(d: dict[str, Any], shard_names: list[str] | None = None) -> FileEntry:
   """An entry read back; with `shard_names`, its shard becomes that shard file's number."""
-  e = FileEntry(**{**d, "offsets": tuple(d["offsets"])})
+  attributes = {k: math.nan if v is None else float(v) for k, v in d.get("attributes", {}).items()}
+  e = FileEntry(**{**d, "offsets": tuple(d["offsets"]), "attributes": attributes})
   if shard_names is not None and not e.skipped:
     e = dataclasses.replace(e, shard=int(shard_names[e.shard].split(".")[0]))
   return e

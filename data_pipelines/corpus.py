@@ -13,6 +13,7 @@ enveloped (so the FFT's circular wrap-around cannot smear a transient).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -20,6 +21,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
+
+from wavegan.errors import UserError
+from wavegan.files import atomic_path, check_free_space, disk_full
 
 STYLES = ("kick", "snare", "hat", "clap", "tom", "pluck")
 CORPUS_VERSION = 1             # bump whenever synthesis changes: it names the cache folder
@@ -30,6 +34,7 @@ _LN_1000 = float(np.log(1000.0))  # T60 (time to -60 dB) = tau * ln(1000) for ex
 _MAX_ONSET_S = 0.005           # random onset offset in [0, 5 ms]
 _FADE_S = 0.01                 # fade-out at the clip end so truncated tails never click
 _808_HAT_HZ = np.array([205.3, 304.4, 369.6, 522.7, 540.0, 800.0])  # TR-808 hat oscillators
+_WAV_HEADER_BYTES = 44         # canonical PCM WAV header: the size estimate of a corpus
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,6 +390,45 @@ def clip_rng(seed: int, style: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, STYLES.index(style), index])
 
 
+def _wav_bytes(clip: np.ndarray, sample_rate: int) -> bytes:
+  """A clip [T] as the bytes of a 16-bit PCM mono WAV file."""
+  buf = io.BytesIO()
+  sf.write(buf, clip, sample_rate, subtype="PCM_16", format="WAV")
+  return buf.getvalue()
+
+
+def write_wav(path: str, clip: np.ndarray, sample_rate: int) -> None:
+  """Writes a clip [T] as a 16-bit PCM WAV at `path`, never leaving a partial file there.
+
+  The file is written under a temporary name, reopened to check its size and frame count, and
+  renamed into place.
+
+  Raises:
+    DiskFullError: the disk filled up (nothing is left under either name).
+  """
+  data = _wav_bytes(clip, sample_rate)
+
+  def verify(tmp: str) -> None:
+    size = os.path.getsize(tmp)
+    if size < len(data):  # a short write that raised nothing: what it almost always is
+      raise disk_full(path, len(data) - size)
+    frames = sf.info(tmp).frames
+    if size != len(data) or frames != clip.shape[0]:
+      raise UserError(f"{path}: wrote {frames} frames in {size} bytes, expected {clip.shape[0]} "
+                      f"in {len(data)}")
+
+  with atomic_path(path, verify) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)
+
+
+def corpus_bytes(per_class: int, sample_rate: int, duration: float = 1.0,
+                 styles: Sequence[str] = STYLES) -> int:
+  """The size on disk of a corpus: what `make_corpus` checks is free before it starts."""
+  clip = _WAV_HEADER_BYTES + 2 * int(round(sample_rate * duration))
+  return len(styles) * per_class * clip
+
+
 def make_corpus(
     out_dir: str,
     per_class: int = 64,
@@ -395,7 +439,8 @@ def make_corpus(
 ) -> dict:
   """Writes a labelled one-shot corpus: `out_dir/<style>/<style>_<i:04d>.wav`, 16-bit PCM mono.
 
-  Deterministic: the same arguments always produce byte-identical files.
+  Deterministic: the same arguments always produce byte-identical files. Each file is written
+  under a temporary name, checked and renamed (`write_wav`), so none is ever left half-written.
 
   Args:
     out_dir: destination folder (created if needed; existing files with the same names are
@@ -412,6 +457,8 @@ def make_corpus(
 
   Raises:
     ValueError: unknown style, per_class < 1, negative seed, or a bad rate/duration.
+    DiskFullError: the corpus does not fit on the disk (checked before anything is written), or
+      the disk filled up while writing.
   """
   styles = _check_styles(styles)
   _check_rate_and_duration(sample_rate, duration)
@@ -419,15 +466,16 @@ def make_corpus(
     raise ValueError(f"per_class={per_class}: must be >= 1")
   if seed < 0:
     raise ValueError(f"seed={seed}: must be >= 0")
+  check_free_space(out_dir, corpus_bytes(per_class, sample_rate, duration, styles),
+                   f"a corpus of {len(styles) * per_class} clips")
   files: list[str] = []
   counts: dict[str, int] = {}
   for style in styles:
     style_dir = os.path.join(out_dir, style)
-    os.makedirs(style_dir, exist_ok=True)
     for i in range(per_class):
       clip = synthesize(style, clip_rng(seed, style, i), sample_rate, duration)  # [T]
       path = os.path.join(style_dir, f"{style}_{i:04d}.wav")
-      sf.write(path, clip, sample_rate, subtype="PCM_16", format="WAV")
+      write_wav(path, clip, sample_rate)
       files.append(path)
     counts[style] = per_class
   return {

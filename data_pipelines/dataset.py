@@ -39,7 +39,8 @@ class ClipSet:
     audio: clips, float32 [N, T, C].
     labels: style id of each clip, int32 [N], indexing `styles`.
     styles: style names sorted alphabetically; `styles[label]` is the name of a label id.
-    skipped: (path, reason) for each file that could not be used.
+    skipped: (path, reason) for each file that could not be used, and each sub-folder that could
+      not be listed (its path ends in a separator).
     sources: source file of each clip (empty when not known).
     offsets: start sample of each clip in its source file, after any leading-silence trim,
       int64 [N] (None when not known).
@@ -69,8 +70,15 @@ class ClipSet:
 
 
 def reason_kind(reason: str) -> str:
-  """A skip reason's category for summaries, e.g. 'cannot decode (...)' -> 'unreadable'."""
-  for prefix, kind in (("cannot decode", "unreadable"), ("no such file", "unreadable"),
+  """A skip reason's category for summaries, e.g. 'cannot decode (...)' -> 'unreadable'.
+
+  Truncated files and permission problems are kinds of their own: each has its own remedy (copy
+  the file again; fix its permissions), which a plain "unreadable" would hide.
+  """
+  for prefix, kind in (("truncated", "truncated"), ("permission denied", "permission denied"),
+                       ("cannot decode", "unreadable"), ("cannot read", "unreadable"),
+                       ("no such file", "unreadable"), ("is a folder", "unreadable"),
+                       ("a part of the path", "unreadable"),
                        ("empty", "empty"), ("shorter than", "too short"),
                        ("longer than", "too long"), ("contains NaN", "NaN/Inf"),
                        ("silent", "silent"), ("cannot make", "too few channels"),
@@ -269,7 +277,7 @@ def load_clips(
     and each clip's source file and offset.
 
   Raises:
-    DataError: `root` is missing, holds no audio files, or none of them could be used.
+    DataError: `root` is missing or a file, holds no audio files, or none of them could be used.
     ValueError: `slice_len`, `hop`, `mode` or `pad_mode` is invalid.
   """
   if isinstance(normalize, bool):
@@ -277,9 +285,11 @@ def load_clips(
   opts = SliceOptions(sample_rate=sample_rate, slice_len=slice_len, channels=channels, mode=mode,
                       hop=hop or 0, pad_mode=pad_mode, silence_db=silence_db, trim_db=trim_db,
                       normalize=normalize).validate()
-  files = scan_folder(root)
+  skipped: list[tuple[str, str]] = []  # starts with the sub-folders the scan could not list
+  files = scan_folder(root, skipped)
   if not files:
-    raise DataError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    raise DataError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
+                    + (f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else ""))
   table = read_manifest(manifest, root) if manifest else None
   field = table.label_field(label_field) if table else ""
   attrs: dict[str, list[np.ndarray]] = {name: [] for name in (table.attribute_names if table else ())}
@@ -287,7 +297,6 @@ def load_clips(
   used_labels: list[str] = []
   sources: list[str] = []
   offsets: list[np.ndarray] = []
-  skipped: list[tuple[str, str]] = []
   for f in _progress(files, progress, desc="loading audio"):
     label = f.label
     if table is not None:
@@ -314,6 +323,7 @@ def load_clips(
     path, reason = skipped[0]
     raise DataError(
         f"{root}: none of the {len(files)} audio files could be used: e.g. {path}: {reason}")
+  skipped.sort()
   styles = tuple(sorted(set(used_labels)))
   ids = {name: i for i, name in enumerate(styles)}
   labels = np.array([ids[name] for name in used_labels], dtype=np.int32)  # [N]

@@ -136,6 +136,8 @@ def test_skip_report_names_every_bad_file(tmp_path, monkeypatch):
   (root / "hit" / "text.wav").write_text("this is not audio\n" * 20)
   good = (root / "hit" / "ok0.wav").read_bytes()
   (root / "hit" / "truncated.wav").write_bytes(good[:30])
+  # libsndfile decodes half of this one without a word.
+  (root / "hit" / "halved.wav").write_bytes(good[:len(good) // 2])
   nan = _tone(300.0, 0.3)
   nan[100] = np.nan
   sf.write(root / "hit" / "nan.wav", nan, SR, subtype="FLOAT")
@@ -144,23 +146,28 @@ def test_skip_report_names_every_bad_file(tmp_path, monkeypatch):
   sf.write(root / "hit" / "silent.wav", np.zeros(8000, np.float32), SR)
   # A file listed by the scan that vanishes before it is read.
   real_scan = cache_mod.scan_folder
-  monkeypatch.setattr(cache_mod, "scan_folder", lambda d: _with_ghost(real_scan(d), d))
+  monkeypatch.setattr(cache_mod, "scan_folder", lambda d, *a: _with_ghost(real_scan(d, *a), d))
   out = tmp_path / "c"
   report = prepare(str(root), str(out), SliceOptions(slice_len=16384, max_seconds=2.0), workers=1)
   reasons = {os.path.basename(p): r for p, r in report.skipped}
-  assert set(reasons) == {"empty.wav", "text.wav", "truncated.wav", "nan.wav", "tiny.wav",
-                          "long.wav", "silent.wav", "zz_gone.wav"}
+  assert set(reasons) == {"empty.wav", "text.wav", "truncated.wav", "halved.wav", "nan.wav",
+                          "tiny.wav", "long.wav", "silent.wav", "zz_gone.wav"}
   assert reasons["nan.wav"] == "contains NaN or Inf samples"
   assert reasons["tiny.wav"].startswith("shorter than 10 ms")
   assert reasons["long.wav"].startswith("longer than 2 s")
   assert reasons["silent.wav"].startswith("silent")
   assert reasons["zz_gone.wav"] == "no such file"
-  for name in ("empty.wav", "text.wav", "truncated.wav"):
+  assert reasons["truncated.wav"] == "truncated: file ends inside its header, at 30 of 9644 bytes"
+  assert reasons["halved.wav"] == "truncated: header says 4800 frames, file holds 2389"
+  for name in ("empty.wav", "text.wav"):
     assert reasons[name].startswith("cannot decode") or reasons[name].startswith("empty"), name
   saved = json.loads((out / "prepare_report.json").read_text())
   assert saved["summary"] == report.summary()
-  assert report.summary().startswith("3 files used (3 clips), 8 skipped: ")
+  assert report.summary().startswith("3 files used (3 clips), 9 skipped: ")
+  assert "2 truncated" in report.summary()  # a kind of its own, not lumped in with "unreadable"
   assert {os.path.basename(s["path"]): s["reason"] for s in saved["skipped"]} == reasons
+  kinds = {os.path.basename(s["path"]): s["kind"] for s in saved["skipped"]}
+  assert kinds["halved.wav"] == "truncated"
   assert len(open_cache(str(out))) == 3
 
 

@@ -14,6 +14,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
+from data_pipelines import containers
 from data_pipelines import (
     AudioDecodeError,
     SliceOptions,
@@ -416,10 +417,14 @@ BAD_FILES = [
     ("text-as-wav", _text("wav"), {}, r"^cannot decode \(Format not recognised"),
     ("text-as-ogg", _text("ogg"), {}, r"^cannot decode \(Format not recognised"),
     ("text-as-mp3", _text("mp3"), {}, r"^cannot decode \(corrupt or not a supported"),
+    # Too short to tell a WAV header from anything else: the decoder's verdict.
     ("header-cut-8", _header_cut_at(8), {}, r"^cannot decode \(Format not recognised"),
-    ("header-cut-20", _header_cut_at(20), {}, r"^cannot decode \(.*Malformed 'fmt ' chunk"),
-    ("header-cut-22", _header_cut_at(22), {}, r"^cannot decode \(.*No 'data' chunk"),
-    ("header-cut-40", _header_cut_at(40), {}, r"^cannot decode \(.*No 'data' chunk"),
+    # A RIFF header that stops mid-chunk is a cut file (libsndfile: "Malformed 'fmt ' chunk",
+    # "No 'data' chunk"), counted with the other truncated files.
+    ("header-cut-20", _header_cut_at(20), {},
+     r"^truncated: file ends inside its header, at 20 of 16044 bytes$"),
+    ("header-cut-22", _header_cut_at(22), {}, r"^truncated: file ends inside its header, at 22"),
+    ("header-cut-40", _header_cut_at(40), {}, r"^truncated: file ends inside its header, at 40"),
     ("nan", _non_finite(np.nan), {}, r"^contains NaN"),
     ("inf", _non_finite(-np.inf), {}, r"^contains NaN or Inf"),
     ("too-short", _short, {}, r"^shorter than 10 ms \(144 samples\)$"),
@@ -452,29 +457,123 @@ def test_file_of_exactly_min_length_decodes(tmp_path):
   assert decode(str(path), 16000).shape == (160, 1)
 
 
-@pytest.mark.parametrize("subtype,frame_bytes", [("PCM_16", 2), ("PCM_24", 3)])
-def test_wav_truncated_in_data_decodes_frames_present(tmp_path, subtype, frame_bytes):
-  # libsndfile 1.2.2 clamps a WAV's frame count to the bytes actually present (dropping a
-  # trailing partial frame) and reads them without error, so decode returns exactly those frames.
-  x = _tone(440, 16000, 0.5)
-  full = tmp_path / "full.wav"
-  sf.write(str(full), x, 16000, subtype=subtype)
+# ----------------------------------------------------------------------------------------------
+# Truncated files: skipped, never decoded as far as they go.
+#
+# libsndfile 1.2.2 does not report them: a WAV or AIFF cut inside its data gets its frame count
+# clamped to the bytes present and decodes without error, an Ogg decodes the pages present (or
+# none), an MP3 decodes fewer frames than its Xing header declares, and only FLAC fails ("lost
+# sync"). decode checks the container itself, so every cut file is refused as "truncated: ...".
+
+
+def _cut_file(tmp_path, x: np.ndarray, sr: int, fmt: str, subtype: str, ext: str,
+              keep: float = 0.5) -> tuple[str, bytes]:
+  """Writes x whole, then the first `keep` of its bytes as cut.EXT; returns (path, whole bytes)."""
+  full = tmp_path / f"full.{ext}"
+  sf.write(str(full), x, sr, format=fmt, subtype=subtype)
   data = full.read_bytes()
-  data_start = data.find(b"data") + 8
-  cut = data[: len(data) // 2]
-  (tmp_path / "cut.wav").write_bytes(cut)
-  present = (len(cut) - data_start) // frame_bytes
-  assert 0 < present < x.shape[0]
-  y = decode(str(tmp_path / "cut.wav"), 16000)
-  assert y.shape == (present, 1)
-  np.testing.assert_array_equal(y, decode(str(full), 16000)[:present])
+  cut = tmp_path / f"cut.{ext}"
+  cut.write_bytes(data[: int(len(data) * keep)])
+  return str(cut), data
 
 
-def test_flac_truncated_in_data_is_refused(tmp_path):
-  # Unlike WAV, a half FLAC file fails mid-read ("lost sync"): refused, not silently shortened.
+@pytest.mark.parametrize("fmt,subtype,ext,frame_bytes", [
+    ("WAV", "PCM_16", "wav", 2), ("WAV", "PCM_24", "wav", 3), ("WAV", "FLOAT", "wav", 4),
+    ("WAVEX", "PCM_16", "wav", 2), ("RF64", "PCM_16", "wav", 2), ("AIFF", "PCM_16", "aiff", 2),
+    ("AIFF", "PCM_24", "aif", 3)])
+def test_pcm_truncated_in_data_is_refused_with_frame_counts(tmp_path, fmt, subtype, ext,
+                                                            frame_bytes):
+  x = _tone(440, 16000, 0.5)
+  path, data = _cut_file(tmp_path, x, 16000, fmt, subtype, ext)
+  # What libsndfile does unaided: the count clamped to the bytes present, no error.
+  present = sf.info(path).frames
+  assert 0 < present < x.shape[0] and sf.read(path)[0].shape[0] == present
+  with pytest.raises(AudioDecodeError) as info:
+    decode(path, 16000)
+  assert info.value.reason == f"truncated: header says {x.shape[0]} frames, file holds {present}"
+  assert present == (len(data) // 2 - (len(data) - x.shape[0] * frame_bytes)) // frame_bytes
+
+
+def test_wav_missing_one_byte_is_truncated(tmp_path):
+  # The smallest cut: the last frame loses its last byte.
+  path, _ = _cut_file(tmp_path, _tone(440, 16000, 0.25), 16000, "WAV", "PCM_16", "wav", keep=1.0)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) - 1)
+  with pytest.raises(AudioDecodeError, match=r"header says 4000 frames, file holds 3999$"):
+    decode(path, 16000)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_flac_truncated_in_data_is_refused_with_frame_counts(tmp_path, subtype):
+  # libsndfile announces STREAMINFO's count, then fails mid-read ("lost sync"); the frame headers
+  # left in the file say how much of it is whole (4096-frame blocks here).
+  path, _ = _cut_file(tmp_path, _tone(440, 16000, 2.0), 16000, "FLAC", subtype, "flac")
+  assert sf.info(path).frames == 32000
+  with pytest.raises(sf.LibsndfileError, match="lost sync"):
+    sf.read(path)
+  with pytest.raises(AudioDecodeError) as info:
+    decode(path, 16000)
+  assert re.fullmatch(r"truncated: header says 32000 frames, file holds \d+", info.value.reason)
+  held = int(info.value.reason.rsplit(" ", 1)[1])
+  assert held % 4096 == 0 and 0 < held < 32000
+
+
+def test_flac_corrupt_in_the_middle_is_not_called_truncated(tmp_path):
   path = tmp_path / "full.flac"
-  sf.write(str(path), _tone(440, 16000, 0.5), 16000, subtype="PCM_16")
-  data = path.read_bytes()
-  (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+  sf.write(str(path), _tone(440, 16000, 2.0), 16000, subtype="PCM_16")
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 200] = bytes(b ^ 0x5A for b in data[middle:middle + 200])
+  path.write_bytes(bytes(data))
   with pytest.raises(AudioDecodeError, match=r"cannot decode \(.*lost sync"):
-    decode(str(tmp_path / "cut.flac"), 16000)
+    decode(str(path), 16000)
+
+
+@pytest.mark.parametrize("subtype,ext,sr", [("VORBIS", "ogg", 16000), ("OPUS", "opus", 48000)])
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_ogg_truncated_is_refused(tmp_path, subtype, ext, sr, keep):
+  # Depending on the cut, libsndfile decodes the pages present, none, or calls it malformed.
+  path, _ = _cut_file(tmp_path, _tone(440, sr, 2.0), sr, "OGG", subtype, ext, keep=keep)
+  with pytest.raises(AudioDecodeError, match=r"^.*: truncated: file ends inside Ogg page \d+ "):
+    decode(path, sr)
+
+
+def test_ogg_cut_at_a_page_boundary_is_refused(tmp_path):
+  full = tmp_path / "full.ogg"
+  sf.write(str(full), _tone(440, 16000, 10.0), 16000, format="OGG", subtype="VORBIS")
+  data = full.read_bytes()
+  last_page = data.rfind(b"OggS")
+  (tmp_path / "cut.ogg").write_bytes(data[:last_page])
+  frames = sf.info(str(tmp_path / "cut.ogg")).frames  # libsndfile: a shorter file, no complaint
+  assert 0 < frames < 160000
+  with pytest.raises(AudioDecodeError, match=r"truncated: .*without its end-of-stream page"):
+    decode(str(tmp_path / "cut.ogg"), 16000)
+
+
+def test_mp3_truncated_is_refused(tmp_path):
+  # Its Xing header declares the frame count; libsndfile decodes fewer without error.
+  path, _ = _cut_file(tmp_path, _tone(440, 16000, 1.0), 16000, "MP3", "MPEG_LAYER_III", "mp3",
+                      keep=0.9)
+  with pytest.raises(AudioDecodeError, match=r"header says 16000 frames, file holds \d+"):
+    decode(path, 16000)
+
+
+@pytest.mark.parametrize("fmt,subtype,ext,sr", [
+    ("WAV", "PCM_16", "wav", 16000), ("AIFF", "PCM_24", "aiff", 16000),
+    ("FLAC", "PCM_16", "flac", 16000), ("OGG", "VORBIS", "ogg", 16000),
+    ("OGG", "OPUS", "opus", 48000), ("MP3", "MPEG_LAYER_III", "mp3", 16000)])
+def test_whole_files_are_not_called_truncated(tmp_path, fmt, subtype, ext, sr):
+  path = tmp_path / f"whole.{ext}"
+  sf.write(str(path), _tone(440, sr, 1.0), sr, format=fmt, subtype=subtype)
+  assert containers.truncation(str(path)) == ""
+  assert decode(str(path), sr).shape[0] == sf.info(str(path)).frames
+
+
+def test_wav_with_an_unfinished_header_size_is_not_judged(tmp_path):
+  # A streaming writer that never filled in the data size (0 or 0xFFFFFFFF) declares nothing.
+  path = tmp_path / "stream.wav"
+  sf.write(str(path), _tone(440, 16000, 0.25), 16000, subtype="PCM_16")
+  data = bytearray(path.read_bytes())
+  data[40:44] = b"\xff\xff\xff\xff"
+  path.write_bytes(bytes(data))
+  assert containers.truncation(str(path)) == ""
