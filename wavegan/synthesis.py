@@ -251,7 +251,11 @@ class Synthesizer:
       # An empty mix is "no style": what a run trained with optim.uncond_share > 0 learned.
       w = np.zeros(s, np.float32)
       for name, weight in style.items():
-        w += style_number(name, weight) * self._one_hot(name)
+        value = style_number(name, weight)
+        if abs(value) > STYLE_WEIGHT_LIMIT:
+          raise NonFiniteError(f"style weight for {name!r} is {value:g}: must be within "
+                               f"[-{STYLE_WEIGHT_LIMIT:g}, {STYLE_WEIGHT_LIMIT:g}]")
+        w += value * self._one_hot(name)
       return np.repeat(w[None], n, axis=0)
     arr = np.asarray(style)
     if arr.shape == (n,) and np.issubdtype(arr.dtype, np.integer):
@@ -301,12 +305,11 @@ class Synthesizer:
         np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
       raise ConfigError(f"latents must be numbers [n, {self.model.latent_dim}]; got {z.dtype} "
                         f"{z.shape}")
-    z = z.astype(np.float32)
     bad = ~np.isfinite(z) | (np.abs(z) > LATENT_LIMIT)
     if bad.any():
       raise NonFiniteError(f"latents must be finite and within [-{LATENT_LIMIT:g}, "
                            f"{LATENT_LIMIT:g}] (the prior is U[-1, 1]); got {z[bad][0]:g}")
-    return z
+    return z.astype(np.float32)
 
   def _check_output_memory(self, n: int) -> None:
     check_memory(n * self.model.slice_len * self.model.channels * 4, f"{n} clips in memory",

@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
 from data_pipelines import Loader
-from wavegan import distributed, evaluation, inputs, previews, spectral, synthesis
+from wavegan import distributed, evaluation, files, inputs, previews, spectral, synthesis
 from wavegan import train_step as ts
 from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
+from wavegan.errors import NonFiniteError
 
 CHECKPOINT_DIR = "checkpoints"
 # Resuming may change how long and how often, never what is trained.
@@ -218,6 +219,33 @@ def eval_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, np.nda
   return z, ids
 
 
+@jax.jit
+def first_bad_step(first: jax.Array, step: jax.Array, metrics: dict[str, jax.Array]) -> jax.Array:
+  """`step` if this step's losses or gradient norms hold a NaN or infinity and no earlier step
+  did, else `first` (-1 while every step has been finite). Runs on the device: no sync."""
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+  return jnp.where((first < 0) & ~finite, step, first)
+
+
+def check_finite(first_bad: jax.Array, metrics: dict[str, Any], last_good: int | None,
+                 workdir: str) -> None:
+  """Stops the run, before anything of the bad step is saved, when a step went non-finite.
+
+  Raises:
+    NonFiniteError: naming the first bad step, the values and the last good checkpoint.
+  """
+  bad = int(jax.device_get(first_bad))
+  if bad < 0:
+    return
+  values = ", ".join(f"{k}={float(v):.4g}" for k, v in jax.device_get(metrics).items()
+                     if not np.isfinite(float(v)))
+  kept = (f"the last good checkpoint, step {last_good}, is kept" if last_good else
+          "no checkpoint was saved")
+  raise NonFiniteError(f"step {bad}: a loss or gradient is not finite ({values or 'see metrics'}); "
+                       f"training stopped and {kept} in {checkpoint_dir(workdir)}; lower "
+                       "optim.g_lr / optim.d_lr or raise optim.eps, then resume")
+
+
 def _truncate_jsonl(path: str, last_step: int) -> None:
   """Drops records of steps after `last_step` (left by a run killed after its last save)."""
   if not os.path.exists(path):
@@ -230,13 +258,11 @@ def _truncate_jsonl(path: str, last_step: int) -> None:
 
   with open(path) as f:
     lines = [line for line in f if line.strip() and keep(line)]
-  with open(path, "w") as f:
-    f.writelines(lines)
+  files.write_text(path, "".join(lines))
 
 
 def _append_jsonl(path: str, record: dict[str, Any]) -> None:
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
+  files.append_line(path, json.dumps(record))
 
 
 def train(requested: Config, workdir: str, *, preset: str = "", progress: bool = True,
@@ -262,8 +288,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   cfg = run.config
   os.makedirs(workdir, exist_ok=True)
   if main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(cfg.to_json())
+    files.write_text(os.path.join(workdir, "config.json"), cfg.to_json())
 
   mesh = ts.data_mesh()
   ts.check_batch(cfg.train.batch_size, mesh, cfg.compute.grad_accum)
@@ -308,7 +333,12 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
     _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   total = cfg.train.steps
 
+  first_bad = jax.device_put(jnp.int32(-1), replicated)
+  last_good = [start or None]
+
   def save(step: int) -> None:
+    check_finite(first_bad, pending, last_good[0], workdir)
+    last_good[0] = step
     ckpt.save(step, _to_tree(state), {**run.metadata(), "loader": loader.state(),
                                       "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()}})
 
@@ -357,10 +387,12 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
         labels = jax.make_array_from_process_local_data(batch_sharding, labels)
         state, pending = step_fn(state, real, labels)
         step += 1
+        first_bad = first_bad_step(first_bad, step, pending)
         if step < total and budget.spent():
           log(f"\ntraining time limit reached at step {step} ({budget})")
           total = step  # finish as at the last step: preview, evaluate, save
         if step % cfg.train.log_every == 0 or step == total:
+          check_finite(first_bad, pending, last_good[0], workdir)
           now = time.perf_counter()
           values = {k: float(v) for k, v in jax.device_get(pending).items()}
           rate = (step - step_last) / max(now - t_last, 1e-9)
@@ -373,7 +405,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           bar.set_postfix({"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}",
                            "it/s": f"{rate:.2f}"}, refresh=False)
         elif step % MAX_STEPS_IN_FLIGHT == 0:
-          jax.block_until_ready(pending)
+          check_finite(first_bad, pending, last_good[0], workdir)  # waits on the device
         bar.update(1)
         if step % cfg.train.preview_every == 0 or step == total:
           budget.untimed(preview, step)
