@@ -122,7 +122,8 @@ def test_user_errors_are_one_line(tmp_path, case):
 
 
 def test_ctrl_c_saves_and_kill_9_resumes(tmp_path):
-  """SIGINT saves the current step and exits 0; SIGKILL loses only steps since the last save."""
+  """SIGINT saves the current step and exits 130 with one line; SIGKILL loses only steps since
+  the last save."""
   run = tmp_path / "run"
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
   cmd = [sys.executable, "-m", "wavegan.cli", "train", "--workdir", str(run), "--preset", "tiny",
@@ -144,7 +145,9 @@ def test_ctrl_c_saves_and_kill_9_resumes(tmp_path):
   proc = start_and_wait_for(3)
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=60)
-  assert proc.returncode == 0, err
+  assert proc.returncode == 130, err
+  assert err.splitlines()[-1].startswith("wavegan: interrupted: training stopped at step"), err
+  assert "Traceback" not in err
   saved = sorted(int(s) for s in os.listdir(run / "checkpoints") if s.isdigit())
   assert len(saved) == 1 and saved[0] >= 3, saved
   assert f"saving step {saved[0]}" in err

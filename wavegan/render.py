@@ -614,9 +614,12 @@ def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray],
             written += 1
     for f in pending:
       f.result()
+  except KeyboardInterrupt:
+    pool.shutdown(wait=True)  # Ctrl-C: the clips already generated are still written
+    raise
   finally:
-    # On an error or Ctrl-C: clips not started are dropped, clips being written are finished
-    # (or removed by their own failure), so no temporary outlives the render.
+    # On an error: clips not started are dropped, clips being written are finished (or removed
+    # by their own failure), so no temporary outlives the render.
     pool.shutdown(wait=True, cancel_futures=True)
   return written
 

@@ -269,6 +269,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           log: Callable[[str], None] = print) -> tuple[RunInfo, ts.GANState]:
   """Trains (or resumes) the run in `workdir` until `train.steps` G updates are done.
 
+  Ctrl-C or SIGTERM ends the current step, saves it and raises KeyboardInterrupt (the CLI
+  exits with 130); a second one aborts at once.
+
   Returns:
     The run's description and its final state (host-side copies are not made).
   """
@@ -416,6 +419,8 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
       if stop.requested and step < total:
         log(f"\nstopping: saving step {step} to {checkpoint_dir(workdir)}")
         save(step)
+        raise KeyboardInterrupt(f"training stopped at step {step}, saved in "
+                                f"{checkpoint_dir(workdir)}; run the same command to resume")
   finally:
     bar.close()
     ckpt.close()
