@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 
 import numpy as np
 import pytest
 
-from wavegan import evaluation, inputs
+from wavegan import evaluation, files, inputs, previews
 from wavegan.classifier import ClassifierConfig, held_out_mask, load_classifier
 from wavegan.cli import main
 from wavegan.config import preset
+from wavegan.errors import DiskFullError
+from wavegan.files import FILE_MODE, PART_SUFFIX
+from wavegan.report import markdown, write_report
 
 SMALL = ClassifierConfig(steps=120, width=8)
 
@@ -103,3 +107,74 @@ def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
   assert main(["plot", "--workdir", str(run)]) == 0
   assert (run / "curves.png").stat().st_size > 10000
   assert main(["plot", "--workdir", str(tmp_path / "nothing")]) == 2
+
+
+def _tiny_report() -> dict:
+  scores = {"fd": 1.5, "kid": float("nan"), "nn_distance": 2.0, "silent_rate": 0.0}
+  return {"run": "run", "step": 3, "n": 4, "seed": 0, "styles": ["a", "b"],
+          "classifier": {"kind": "cnn on log-mel", "held_out_accuracy": 0.9},
+          "generated": {**scores, "nn_distance": float("nan")}, "real_held_out": scores,
+          "noise": scores, "attributes": {"pitch": {"asked": [1.0], "styles": ["a"],
+                                                    "median": [[None]], "measured_share": 0.0,
+                                                    "spearman": np.float64("nan")}}}
+
+
+def test_report_figures_not_computed_are_written_as_null(tmp_path):
+  write_report(str(tmp_path / "ev"), _tiny_report())
+  on_disk = json.loads((tmp_path / "ev" / "report.json").read_text())  # strict JSON: no NaN
+  assert on_disk["generated"]["kid"] is None and on_disk["attributes"]["pitch"]["spearman"] is None
+  md = (tmp_path / "ev" / "report.md").read_text()
+  assert "| KID | lower | - | - | - |" in md and "(not computed)" in md
+  assert sorted(os.listdir(tmp_path / "ev")) == ["report.json", "report.md"]
+  assert os.stat(tmp_path / "ev" / "report.json").st_mode & 0o777 == FILE_MODE
+
+
+@pytest.mark.parametrize("full_at", ["report.md", "report.json"])
+def test_a_full_disk_leaves_no_partial_report(tmp_path, monkeypatch, full_at):
+  out = tmp_path / "ev"
+  real_open = open
+
+  class HalfWriter:
+    """Writes half of what it is given, then the disk is full."""
+
+    def __init__(self, f):
+      self._f = f
+
+    def write(self, data):
+      self._f.write(data[:len(data) // 2])
+      self._f.flush()
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self._f.close()
+
+  def fake_open(path, mode="r", *args, **kwargs):
+    f = real_open(path, mode, *args, **kwargs)
+    return HalfWriter(f) if os.path.basename(path) == full_at + PART_SUFFIX else f
+
+  monkeypatch.setattr(files, "open", fake_open, raising=False)
+  with pytest.raises(DiskFullError, match="no space left on .* writing .*" + full_at):
+    write_report(str(out), _tiny_report())
+  left = sorted(os.listdir(out))
+  assert not any(name.endswith(PART_SUFFIX) for name in left)
+  assert "report.json" not in left  # never a partial one; report.md only when it was whole
+  if "report.md" in left:
+    assert (out / "report.md").read_text() == markdown(evaluation.json_safe(_tiny_report()))
+
+
+def test_previews_are_whole_files_with_ordinary_permissions(tmp_path):
+  import soundfile as sf
+
+  audio = np.random.default_rng(0).uniform(-1, 1, (2, 1024, 1)).astype(np.float32)
+  paths = previews.write_wavs(audio, ["a_0", "a_1"], str(tmp_path / "p"), 16000)
+  grid = previews.spectrogram_grid(audio, ["a"], str(tmp_path / "p" / "grid.png"), 16000)
+  assert sorted(os.listdir(tmp_path / "p")) == ["a_0.wav", "a_1.wav", "grid.png"]
+  for path in paths + [grid]:
+    assert os.stat(path).st_mode & 0o777 == FILE_MODE
+  clip, rate = sf.read(paths[1], dtype="float32")
+  assert rate == 16000 and clip.shape == (1024,)
+  np.testing.assert_allclose(clip, audio[1, :, 0], atol=1 / 32768)
+  assert open(grid, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,6 @@
 """TensorBoard events (read back from the files), metrics.jsonl reading, and the curves PNG."""
 
+import errno
 import io
 import json
 import math
@@ -15,6 +16,8 @@ import soundfile as sf
 from PIL import Image
 
 from wavegan import monitor
+from wavegan.errors import DiskFullError
+from wavegan.files import FILE_MODE
 from wavegan.monitor import TensorBoardLogger, plot_run, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,3 +193,24 @@ def test_plot_run_errors_name_the_missing_or_empty_metrics(tmp_path):
   with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + ".*no records"):
     plot_run(str(tmp_path))
   assert not (tmp_path / "curves.png").exists()
+
+
+def test_plot_run_replaces_the_png_whole_or_not_at_all(tmp_path, monkeypatch):
+  import matplotlib.figure
+
+  run = tmp_path / "run"
+  write_metrics(run)
+  path = plot_run(str(run))
+  before = open(path, "rb").read()
+  assert os.stat(path).st_mode & 0o777 == FILE_MODE
+
+  def half_then_full(fig, fname, **kwargs):
+    with open(fname, "wb") as f:
+      f.write(before[:100])
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_then_full)
+  with pytest.raises(DiskFullError, match="no space left"):
+    plot_run(str(run))
+  assert open(path, "rb").read() == before  # the previous picture is untouched
+  assert sorted(os.listdir(run)) == ["curves.png", "metrics.jsonl"]  # no .part left

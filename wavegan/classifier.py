@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from typing import Any, Callable
@@ -27,6 +28,7 @@ import optax
 from flax import nnx
 
 from wavegan.export import digest, flatten, unflatten
+from wavegan.files import atomic_path, write_json
 from wavegan.spectral import frame_indices
 
 CLASSIFIER_VERSION = 1
@@ -224,24 +226,31 @@ def train_classifier(audio_fn: Callable[[np.ndarray], np.ndarray], labels: np.nd
 
 
 def save_classifier(folder: str, clf: Classifier) -> None:
-  """Writes params.safetensors + classifier.json into `folder` (atomically, folder by folder)."""
+  """Writes params.safetensors, then classifier.json (which holds the params' digest) into
+  `folder`, each file whole or not at all: a reader finds the old pair, the new pair, or a pair
+  whose digests disagree, which `load_classifier` treats as missing.
+
+  Raises:
+    DiskFullError: the disk filled up (nothing half-written is left).
+  """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
-  tmp = folder + ".tmp"
-  os.makedirs(tmp, exist_ok=True)
   tensors = flatten(clf.params) if clf.classes else {}
   if tensors:
-    save_file(tensors, os.path.join(tmp, "params.safetensors"))
-  with open(os.path.join(tmp, "classifier.json"), "w") as f:
-    json.dump({"version": CLASSIFIER_VERSION, "config": dataclasses.asdict(clf.cfg),
-               "classes": list(clf.classes), "sample_rate": clf.sample_rate,
-               "held_out_accuracy": clf.held_out_accuracy, "info": clf.info,
-               "sha256": digest(tensors)}, f, indent=1)
-  if os.path.exists(folder):
-    import shutil  # pylint: disable=g-import-not-at-top
+    with atomic_path(os.path.join(folder, "params.safetensors")) as tmp:
+      save_file(tensors, tmp)
+  write_json(os.path.join(folder, "classifier.json"), {
+      "version": CLASSIFIER_VERSION, "config": dataclasses.asdict(clf.cfg),
+      "classes": list(clf.classes), "sample_rate": clf.sample_rate,
+      "held_out_accuracy": _finite_or_none(clf.held_out_accuracy),
+      "info": {k: _finite_or_none(v) for k, v in clf.info.items()}, "sha256": digest(tensors)})
 
-    shutil.rmtree(folder)
-  os.replace(tmp, folder)
+
+def _finite_or_none(value: Any) -> Any:
+  """NaN or infinity (a diverged training loss, say) as None: JSON has no such numbers."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def load_classifier(folder: str) -> Classifier | None:

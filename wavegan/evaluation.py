@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from typing import Any, Callable
 
@@ -156,6 +157,21 @@ METRICS = {
     "silent_rate": ("Silent clips", "lower"),
     "clipped_rate": ("Clipped clips", "lower"),
 }
+
+
+def json_safe(value: Any) -> Any:
+  """`value` with every NaN or infinite number (a figure that could not be computed, e.g. a rank
+  correlation of constant values or the distance of a degenerate set) replaced by None, so it can
+  be written as strict JSON (null); numpy scalars become Python numbers."""
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def light_eval(ref: Reference, audio: np.ndarray, style_ids: np.ndarray | None) -> dict[str, float]:

@@ -228,7 +228,9 @@ def plot_run(workdir: str, out: str | None = None) -> str:
   fig.suptitle(f"{name} (last step {max(int(s[-1]) for s, _ in series.values())})", fontsize=11)
   fig.tight_layout()
   out = out or os.path.join(workdir, "curves.png")
-  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  fig.savefig(out, dpi=100)
-  plt.close(fig)
-  return out
+  from wavegan.previews import save_png  # pylint: disable=g-import-not-at-top
+
+  try:
+    return save_png(fig, out, dpi=100)
+  finally:
+    plt.close(fig)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import soundfile as sf
+
+from wavegan.files import atomic_path
 
 
 def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -20,14 +23,24 @@ def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.n
 
 
 def write_wavs(audio: np.ndarray, names: list[str], out_dir: str, sample_rate: int) -> list[str]:
-  """Writes clips [N, T, C] as 16-bit WAVs `out_dir/<name>.wav`; returns the paths."""
-  os.makedirs(out_dir, exist_ok=True)
+  """Writes clips [N, T, C] as 16-bit WAVs `out_dir/<name>.wav`, each whole or not at all;
+  returns the paths."""
   paths = []
   for clip, name in zip(audio, names):
     path = os.path.join(out_dir, f"{name}.wav")
-    sf.write(path, np.clip(clip, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    with atomic_path(path) as tmp:
+      # The temporary's name ends in ".part": the format must be named, not guessed from it.
+      sf.write(tmp, np.clip(clip, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     paths.append(path)
   return paths
+
+
+def save_png(fig: Any, path: str, dpi: int) -> str:
+  """Saves a matplotlib figure as a PNG at `path`, whole or not at all; returns `path`."""
+  with atomic_path(path) as tmp:
+    # savefig guesses the format from the name, and the temporary's ends in ".part".
+    fig.savefig(tmp, dpi=dpi, format="png")
+  return path
 
 
 def spectrogram_grid(audio: np.ndarray, rows: list[str], path: str, sample_rate: int,
@@ -54,7 +67,8 @@ def spectrogram_grid(audio: np.ndarray, rows: list[str], path: str, sample_rate:
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
+  try:
+    save_png(fig, path, dpi=80)
+  finally:
+    plt.close(fig)
   return path

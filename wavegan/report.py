@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from wavegan import evaluation, inputs, previews
 from wavegan.config import ConfigError
+from wavegan.files import write_json, write_text
+
+if TYPE_CHECKING:
+  from wavegan.trainer import RunInfo
 
 
 def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: str | None = None,
                  seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Scores the latest checkpoint of `workdir` against its corpus and writes the report.
+
+  Nothing is written (not even the report folder) until every figure is computed; then the
+  pictures, report.md and, last, report.json are each written whole or not at all.
 
   Args:
     workdir: a training run folder.
@@ -26,16 +32,18 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
     log: progress lines.
 
   Returns:
-    The report (also in `out/report.json`).
+    The report, as computed: a figure that could not be computed is NaN here and null in
+    `out/report.json`.
+
+  Raises:
+    ConfigError: `workdir` holds no run, or the data does not fit it.
+    DiskFullError: the disk filled up while writing (no half-written file is left).
   """
   from wavegan.synthesis import Synthesizer  # pylint: disable=g-import-not-at-top
-  from wavegan.trainer import saved_run  # pylint: disable=g-import-not-at-top
 
   if n < 2:
     raise ConfigError(f"--n {n}: must be >= 2")
-  run = saved_run(workdir) if os.path.isdir(workdir) else None
-  if run is None:
-    raise ConfigError(f"{workdir}: no trained run found (no checkpoint)")
+  run = _saved_run(workdir)
   cfg = run.config
   if data is not None:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
@@ -47,7 +55,6 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
                              evaluation.classifier_config(cfg), log=log)
   synth = Synthesizer.from_workdir(workdir)
   out = out or os.path.join(workdir, "eval", f"step_{synth.info['step']:07d}")
-  os.makedirs(out, exist_ok=True)
 
   styles = ref.styles if ref.conditional else ()
   ids = (np.arange(n) % len(styles)).astype(np.int32) if styles else None
@@ -71,12 +78,38 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
   responses = attribute_responses(synth, train_data, n, seed, log)
   if responses:
     report["attributes"] = responses
-  with open(os.path.join(out, "report.json"), "w") as f:
-    json.dump(report, f, indent=1)
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write(markdown(report))
   _pictures(out, fake, ids, real, ref, synth.sample_rate, report)
+  write_report(out, report)
   return report
+
+
+def _saved_run(workdir: str) -> RunInfo:
+  """The run recorded in `workdir`, read without writing anything there.
+
+  Raises:
+    ConfigError: `workdir` is missing or holds no run.
+  """
+  from wavegan.trainer import saved_run  # pylint: disable=g-import-not-at-top
+
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"{workdir}: no such run folder")
+  run = saved_run(workdir)  # opens no checkpoint folder that does not exist
+  if run is None:
+    raise ConfigError(f"{workdir}: holds no run (no checkpoint; train one with "
+                      "`wavegan train --workdir`)")
+  return run
+
+
+def write_report(out: str, report: dict[str, Any]) -> None:
+  """Writes report.md, then report.json (last: when it is there, the report is whole), with
+  figures that could not be computed (NaN) as null: strict JSON has no NaN.
+
+  Raises:
+    DiskFullError: the disk filled up; the file being written was not left behind.
+  """
+  on_disk = evaluation.json_safe(report)
+  write_text(os.path.join(out, "report.md"), markdown(on_disk))
+  write_json(os.path.join(out, "report.json"), on_disk)
 
 
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -113,6 +146,10 @@ def _fmt(v: Any) -> str:
   return str(v)
 
 
+def _is_number(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
 def markdown(report: dict[str, Any]) -> str:
   """The report as a Markdown table: one row per metric, one column per set."""
   sets = ("generated", "real_held_out", "noise")
@@ -127,7 +164,9 @@ def markdown(report: dict[str, Any]) -> str:
       continue
     lines.append(f"| {label} | {better} | " + " | ".join(_fmt(report[s].get(key)) for s in sets) + " |")
   gen_nn, real_nn = report["generated"]["nn_distance"], report["real_held_out"]["nn_distance"]
-  lines += ["", f"Memorisation check: generated clips are on average {gen_nn / max(real_nn, 1e-12):.2f}x "
+  ratio = (f"{gen_nn / max(real_nn, 1e-12):.2f}x" if _is_number(gen_nn) and _is_number(real_nn)
+           else "(not computed)")
+  lines += ["", f"Memorisation check: generated clips are on average {ratio} "
             "as far from their nearest training clip as held-out real clips are "
             "(well below 1 suggests copying)."]
   for name, r in report.get("attributes", {}).items():
@@ -183,5 +222,7 @@ def _pictures(out: str, fake: np.ndarray, ids: np.ndarray | None, real: np.ndarr
   ax.legend(fontsize=8)
   ax.set_title(f"step {report['step']}")
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "style_accuracy.png"), dpi=90)
-  plt.close(fig)
+  try:
+    previews.save_png(fig, os.path.join(out, "style_accuracy.png"), dpi=90)
+  finally:
+    plt.close(fig)
