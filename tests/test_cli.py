@@ -172,7 +172,7 @@ def test_prepare_then_train_from_cache_and_resume_equals_one_run(tmp_path, capsy
   capsys.readouterr()
   assert run_cli("prepare", corpus, "--out", tmp_path / "cache", "--no-progress") == 0
   out = capsys.readouterr().out
-  assert "18 files used (18 clips), 1 skipped: 1 unreadable" in out
+  assert "18 files used (18 clips), 1 skipped: 1 truncated" in out
   report = json.loads((tmp_path / "cache" / "prepare_report.json").read_text())
   assert [os.path.basename(s["path"]) for s in report["skipped"]] == ["broken.wav"]
 

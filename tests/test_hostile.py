@@ -4,6 +4,7 @@ numbers that would make garbage refused, requests sized before work starts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -205,3 +206,36 @@ def test_the_bounds_still_allow_extrapolation(synth):
   """The sane ranges are not tight: 4x the prior and weights of +-4 render finite audio."""
   audio = synth.from_latents(np.full((1, 16), 3.9, np.float32), style={"kick": 4.0, "snare": -4.0})
   assert np.isfinite(audio).all()
+
+
+def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
+                                                                            capsys):
+  """Step 3 sees a NaN batch (its losses, gradients and parameters all go NaN): the run stops
+  naming step 3, saves nothing of it, and resumes from the good step-2 checkpoint."""
+  import jax.numpy as jnp
+
+  real_make, calls = ts.make_train_step, []
+
+  def make_poisoned(*args, **kwargs):
+    step_fn = real_make(*args, **kwargs)
+
+    def poisoned(state, real, labels):
+      calls.append(1)
+      return step_fn(state, real * jnp.nan if len(calls) == 3 else real, labels)
+    return poisoned
+
+  monkeypatch.setattr(ts, "make_train_step", make_poisoned)
+  run = tmp_path / "run"
+  argv = ["train", "--workdir", str(run), "--preset", "tiny", "--steps", "6", "--no-progress",
+          "--set", "train.tensorboard=false"]
+  assert main(argv) == 2
+  err = capsys.readouterr().err.splitlines()[-1]
+  assert err.startswith("wavegan: error: step 3: a loss or gradient is not finite (d/adv=nan"), err
+  assert "the last good checkpoint, step 2, is kept" in err
+  assert sorted(os.listdir(run / "checkpoints")) == ["2"]
+  with open(run / "metrics.jsonl") as f:
+    assert [json.loads(line)["step"] for line in f] == [1, 2]
+  monkeypatch.undo()
+  assert main(argv) == 0
+  assert "resuming" in capsys.readouterr().err
+  assert Synthesizer.load(str(run)).generate(2, seed=0).std() > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from typing import Callable
@@ -19,6 +20,7 @@ import numpy as np
 from data_pipelines import (BatchSource, DataError, PreparedCache, SliceOptions, builtin_corpus,
                             default_cache_root, features, is_cache, open_cache, prepare)
 from data_pipelines.dataset import summarize
+from wavegan import files
 from wavegan.conditioning import Attribute, Conditioning
 from wavegan.config import Config, ConfigError
 
@@ -224,10 +226,9 @@ def attribute_values_of(cache: PreparedCache, name: str) -> tuple[np.ndarray, bo
   out = [features.compute(name, cache.gather(np.arange(i, min(i + chunk, len(cache)))),
                           cache.sample_rate) for i in range(0, len(cache), chunk)]
   values = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.npy"
-  np.save(tmp, values)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.save(buffer, values)
+  files.write_bytes(path, buffer.getvalue())
   return values, True
 
 
@@ -249,8 +250,5 @@ def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
   batches = (cache.gather(np.arange(i, min(i + chunk, len(cache))))
              for i in range(0, len(cache), chunk))
   moments = spectral.moments_to_dict(*specgan.audio_moments(batches, m, chunk=chunk))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(moments, f)
-  os.replace(path + ".tmp", path)
+  files.write_json(path, moments, indent=None)
   return moments

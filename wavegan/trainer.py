@@ -88,7 +88,7 @@ def saved_run(workdir: str) -> RunInfo | None:
   ckdir = checkpoint_dir(workdir)
   if not os.path.isdir(ckdir):
     return None
-  with Checkpointer(ckdir, keep=1) as ck:
+  with Checkpointer(ckdir, keep=1, read_only=True) as ck:
     if ck.latest_step() is None:
       return None
     return RunInfo.from_metadata(ck.read_metadata())
@@ -237,8 +237,9 @@ def check_finite(first_bad: jax.Array, metrics: dict[str, Any], last_good: int |
   bad = int(jax.device_get(first_bad))
   if bad < 0:
     return
-  values = ", ".join(f"{k}={float(v):.4g}" for k, v in jax.device_get(metrics).items()
-                     if not np.isfinite(float(v)))
+  bad_values = [f"{k}={float(v):.4g}" for k, v in sorted(jax.device_get(metrics).items())
+                if not np.isfinite(float(v))]
+  values = ", ".join(bad_values[:3]) + (", ..." if len(bad_values) > 3 else "")
   kept = (f"the last good checkpoint, step {last_good}, is kept" if last_good else
           "no checkpoint was saved")
   raise NonFiniteError(f"step {bad}: a loss or gradient is not finite ({values or 'see metrics'}); "
