@@ -47,31 +47,30 @@ def _need_folder_or_nothing(path: str | None, option: str) -> None:
     raise ConfigError(f"{option} {path} is a file; it must be a folder (or not exist yet)")
 
 
-def _int_in(low: int, high: int):
-  """argparse type: an integer in [low, high] (so 2**70 is refused here, not deep inside)."""
-  def parse(text: str) -> int:
+def _ranged(convert: type, low: float, high: float):
+  """argparse type: a finite int or float in [low, high], so that 2**70 or nan is refused here
+  with one line, not deep inside."""
+  what = "an integer" if convert is int else "a number"
+
+  def parse(text: str):
     try:
-      value = int(text)
+      value = convert(text)
     except ValueError:
-      raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not low <= value <= high:
-      raise argparse.ArgumentTypeError(f"{text} is out of range; must be in [{low}, {high}]")
+      raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ((convert is int or math.isfinite(value)) and low <= value <= high):
+      shown = text if len(text) <= 24 else text[:20] + "..."
+      bounds = f"[{low}, {high}]" if convert is int else f"[{low:g}, {high:g}]"
+      raise argparse.ArgumentTypeError(f"{shown} is out of range; must be {what} in {bounds}")
     return value
   return parse
+
+
+def _int_in(low: int, high: int):
+  return _ranged(int, low, high)
 
 
 def _float_in(low: float, high: float):
-  """argparse type: a finite number in [low, high]."""
-  def parse(text: str) -> float:
-    try:
-      value = float(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or not low <= value <= high:
-      raise argparse.ArgumentTypeError(f"{text} is out of range; must be a number in "
-                                       f"[{low:g}, {high:g}]")
-    return value
-  return parse
+  return _ranged(float, low, high)
 
 
 SEED = _int_in(0, MAX_SEED)
