@@ -239,3 +239,31 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
   assert main(argv) == 0
   assert "resuming" in capsys.readouterr().err
   assert Synthesizer.load(str(run)).generate(2, seed=0).std() > 0
+
+
+def test_sigint_to_prepare_with_workers_exits_130_with_one_line(tmp_path):
+  """Ctrl-C while worker processes decode: one line, exit 130, no worker traceback, no temporary
+  left, and the same command afterwards builds the cache."""
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  corpus, cache = tmp_path / "corpus", tmp_path / "cache"
+  assert main(["make-corpus", str(corpus), "--per-class", "150"]) == 0
+  cmd = [sys.executable, "-m", "wavegan.cli", "prepare", str(corpus), "--out", str(cache),
+         "--workers", "2", "--mode", "hop", "--hop", "4096", "--no-progress"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 60
+  while time.time() < deadline and not (cache / "shards").exists() and proc.poll() is None:
+    time.sleep(0.05)
+  if proc.poll() is not None:
+    pytest.skip("prepare finished before it could be interrupted")
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130, err
+  assert err == "wavegan: interrupted\n", err
+  assert not [f for d, _, fs in os.walk(cache) for f in fs if f.endswith(".part")]
+  assert main(["prepare", str(corpus), "--out", str(cache), "--mode", "hop", "--hop", "4096",
+               "--no-progress"]) == 0
