@@ -203,3 +203,20 @@ def test_a_real_full_disk(synth, clean, tmp_path, monkeypatch):
     assert _tree(out) == clean
   finally:
     subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10)
+
+
+@pytest.mark.parametrize("edit", [("seed = 3", "seed = 4"), ('style = "kick"', 'style = "snare"'),
+                                  ("subtype = 24", "subtype = 16")],
+                         ids=["latents", "style", "subtype"])
+def test_an_edited_job_cannot_resume_over_files_it_did_not_make(synth, clean, tmp_path, edit):
+  """Files skipped because they exist must still be what the manifest says: an edited job is
+  refused (naming what changed) unless --overwrite, and the folder is left as it was."""
+  out = tmp_path / "out"
+  rd.render(synth, _jobs(tmp_path), str(out))
+  before = _tree(out)
+  with pytest.raises(rd.JobError, match="exists but|other latents"):
+    rd.render(synth, _jobs(tmp_path, JOBS.replace(*edit)), str(out))
+  assert _tree(out) == before
+  rd.render(synth, _jobs(tmp_path, JOBS.replace(*edit)), str(out), overwrite=True)
+  _assert_consistent(out)
+  assert _tree(out) != before

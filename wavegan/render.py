@@ -489,16 +489,61 @@ def manifest_rows(synth: Synthesizer, plan: Plan, latents_path: str) -> Iterator
            "peak_db": j.peak_db, "loudness_lufs": j.loudness_lufs, "fade_out_ms": j.fade_out_ms}
 
 
+def _read_manifest(out: str) -> dict[str, dict[str, Any]]:
+  """OUT/manifest.json's rows by file ({} when there is none or it cannot be read)."""
+  try:
+    with open(os.path.join(out, "manifest.json")) as f:
+      return {r["file"]: r for r in json.load(f)}
+  except (OSError, ValueError, KeyError, TypeError):
+    return {}  # none yet, or unreadable: rebuilt from this render's rows
+
+
+def check_unchanged(synth: Synthesizer, plan: Plan, todo: np.ndarray, out: str,
+                    recorded: dict[str, dict[str, Any]], chunk: int = 65536) -> None:
+  """Refuses to resume a job whose existing files were rendered from another job: the manifest
+  and the latents file must go on describing the files on disk.
+
+  The clips that exist (those not in `todo`) must have the manifest rows and the latents that
+  the job gives now; files the manifest does not list yet (a render killed before it wrote
+  the manifest) are checked by their latents alone.
+
+  Raises:
+    JobError: naming the job, a file and what changed.
+  """
+  exists = np.ones(plan.count, bool)
+  exists[todo] = False
+  if not exists.any():
+    return
+  name = plan.job.name
+  advice = "pass --overwrite to render the job again, or choose another output folder"
+  for i, row in enumerate(manifest_rows(synth, plan, f"latents/{name}.npy")):
+    old = recorded.get(row["file"]) if exists[i] else None
+    changed = [k for k in MANIFEST_FIELDS if old is not None and old.get(k) != row[k]]
+    if changed:
+      k = changed[0]
+      raise JobError(f"job {name!r}: {one_line(row['file'])} exists but was rendered with "
+                     f"{k} = {old.get(k)!r}, the job now gives {row[k]!r}; {advice}")
+  path = os.path.join(out, "latents", f"{name}.npy")
+  try:
+    saved = np.load(path, mmap_mode="r")
+  except (OSError, ValueError):
+    return  # no latents were kept: nothing to compare
+  if saved.ndim != 2 or saved.shape[1] != plan.latent_dim or saved.shape[0] < plan.count:
+    raise JobError(f"job {name!r}: its files exist but {path} holds latents of shape "
+                   f"{saved.shape}; {advice}")
+  for lo in range(0, plan.count, chunk):  # a chunk of latents in memory at a time
+    hi = min(plan.count, lo + chunk)
+    ids = np.flatnonzero(exists[lo:hi])
+    if ids.size and not np.array_equal(np.asarray(saved[lo + ids]),
+                                       plan.latents(synth, lo, hi)[ids]):
+      raise JobError(f"job {name!r}: its files exist but were rendered from other latents "
+                     f"(its seed, seeds, interpolation or latent file changed); {advice}")
+
+
 def _write_manifest(out: str, rows: Iterable[dict[str, Any]]) -> None:
   """Merges rows into OUT/manifest.{csv,json} (rows of other files are kept), atomically."""
   path_json = os.path.join(out, "manifest.json")
-  merged: dict[str, dict[str, Any]] = {}
-  if os.path.exists(path_json):
-    try:
-      with open(path_json) as f:
-        merged = {r["file"]: r for r in json.load(f)}
-    except (OSError, ValueError, KeyError, TypeError):
-      merged = {}  # unreadable: rebuilt from this render's rows
+  merged = _read_manifest(out)
   merged.update({r["file"]: r for r in rows})
   ordered = [merged[k] for k in sorted(merged)]
   files.write_json(path_json, ordered)
@@ -561,6 +606,9 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
   check_plans(synth, plans)
   if on_plan is not None:
     on_plan(plans)
+  recorded = _read_manifest(out)
+  for plan, idx in zip(plans, todo):
+    check_unchanged(synth, plan, idx, out, recorded)
   for plan in plans:
     save_latents(os.path.join(out, "latents", f"{plan.job.name}.npy"), synth, plan)
   total = sum(idx.size for idx in todo)
