@@ -267,3 +267,19 @@ def test_sigint_to_prepare_with_workers_exits_130_with_one_line(tmp_path):
   assert not [f for d, _, fs in os.walk(cache) for f in fs if f.endswith(".part")]
   assert main(["prepare", str(corpus), "--out", str(cache), "--mode", "hop", "--hop", "4096",
                "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("change", [{"latent_row": "x"}, {"latent_row": "99"}, {"subtype": "PCM_8"},
+                                    {"fade_out_ms": "-5"}, {"latents": "nowhere.npy"}],
+                         ids=["row_not_a_number", "row_past_the_file", "unknown_subtype",
+                              "negative_fade", "missing_latents"])
+def test_a_damaged_manifest_row_is_a_typed_error(synth, tmp_path, change):
+  from wavegan.render import JobError, read_jobs, render, rerender
+
+  jobs = tmp_path / "jobs.toml"
+  jobs.write_text('[[job]]\nname = "j"\ncount = 2\n')
+  render(synth, read_jobs(str(jobs)), str(tmp_path / "out"))
+  row = json.loads((tmp_path / "out" / "manifest.json").read_text())[0]
+  with pytest.raises(JobError, match="cannot be re-rendered|fade_out_ms"):
+    rerender(synth, {**row, **change}, str(tmp_path / "out"), path=str(tmp_path / "again.wav"))
+  assert not (tmp_path / "again.wav").exists()

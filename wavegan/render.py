@@ -695,14 +695,19 @@ def rerender(synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str
   Returns:
     The path written.
   """
-  z = np.load(os.path.join(out_dir, row["latents"]), allow_pickle=False)[int(row["latent_row"])]
-  label = row["style"]
-  style = None if not label else json.loads(label) if label.startswith("{") else label
-  subtype = {v: s for (f, s), v in SUBTYPES.items() if f == row["format"]}[row["subtype"]]
-  job = RenderJob(name=row["job"], count=1, format=row["format"], subtype=subtype,
-                  sample_rate=int(row["sample_rate"]), normalize=row["normalize"],
-                  peak_db=float(row["peak_db"]), loudness_lufs=float(row["loudness_lufs"]),
-                  fade_out_ms=float(row["fade_out_ms"]))
+  try:
+    rows = np.load(os.path.join(out_dir, row["latents"]), mmap_mode="r", allow_pickle=False)
+    z = np.asarray(rows[int(row["latent_row"])], np.float32)
+    label = row["style"]
+    style = None if not label else json.loads(label) if label.startswith("{") else label
+    subtype = {v: s for (f, s), v in SUBTYPES.items() if f == row["format"]}[row["subtype"]]
+    job = parse_job({"name": row["job"], "count": 1, "format": row["format"], "subtype": subtype,
+                     "sample_rate": int(row["sample_rate"]), "normalize": row["normalize"],
+                     "peak_db": float(row["peak_db"]), "loudness_lufs": float(row["loudness_lufs"]),
+                     "fade_out_ms": float(row["fade_out_ms"])}, 1)
+  except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+    raise JobError(f"manifest row for {one_line(str(row.get('file', '?')))}: cannot be "
+                   f"re-rendered ({one_line(repr(err))})") from None
   audio = synth.from_latents(z[None], style)[0]
   target = path or os.path.join(out_dir, row["file"])
   if path is None and os.path.exists(target):
