@@ -23,7 +23,7 @@ import soundfile as sf
 from wavegan import Synthesizer, files
 from wavegan import train_step as ts
 from wavegan.cli import main
-from wavegan.config import preset
+from wavegan.config import ConfigError, preset
 from wavegan.errors import DiskFullError, ResourceError, UserError
 
 rd = importlib.import_module("wavegan.render")  # the module (the package exports its function)
@@ -220,3 +220,16 @@ def test_an_edited_job_cannot_resume_over_files_it_did_not_make(synth, clean, tm
   rd.render(synth, _jobs(tmp_path, JOBS.replace(*edit)), str(out), overwrite=True)
   _assert_consistent(out)
   assert _tree(out) != before
+
+
+def test_rerender_at_another_batch_size_is_refused(synth, tmp_path):
+  """XLA's CPU kernels sum in a shape-dependent order, so bit-exactness holds at one batch size:
+  the manifest records it, and rerender refuses a model loaded at another."""
+  out = tmp_path / "out"
+  rd.render(synth, _jobs(tmp_path), str(out))
+  row = json.loads((out / "manifest.json").read_text())[0]
+  assert row["batch_size"] == synth.batch_size == 4
+  other = Synthesizer(synth.model, synth.styles, synth.sample_rate, synth.params, batch_size=8)
+  with pytest.raises(ConfigError, match="rendered at batch size 4; load the model with batch_size=4"):
+    rd.rerender(other, row, str(out), path=str(tmp_path / "again.flac"))
+  assert rd.rerender(synth, row, str(out), path=str(tmp_path / "again.flac"))

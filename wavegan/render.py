@@ -47,7 +47,7 @@ ENUMERATE_LIMIT = 10**7         # past this many clips, size the render before l
 LATENT_SOURCES = ("random", "file", "interpolate")
 NORMALIZE = ("none", "peak", "loudness")
 TEMPLATE_FIELDS = ("job", "style", "seed", "index")
-MANIFEST_FIELDS = ("file", "job", "style", "seed", "latent_index", "latents", "latent_row",
+MANIFEST_FIELDS = ("file", "job", "style", "seed", "latent_index", "latents", "latent_row", "batch_size",
                    "format", "subtype", "sample_rate", "normalize", "peak_db", "loudness_lufs",
                    "fade_out_ms")
 
@@ -484,7 +484,8 @@ def manifest_rows(synth: Synthesizer, plan: Plan, latents_path: str) -> Iterator
   for i in range(plan.count):
     yield {"file": plan.file(synth, i), "job": j.name, "style": plan.style_label(synth, i),
            "seed": j.seed if j.latent == "random" else "", "latent_index": i,
-           "latents": latents_path, "latent_row": i, "format": j.format,
+           "latents": latents_path, "latent_row": i, "batch_size": synth.batch_size,
+           "format": j.format,
            "subtype": j.sound_subtype, "sample_rate": j.sample_rate, "normalize": j.normalize,
            "peak_db": j.peak_db, "loudness_lufs": j.loudness_lufs, "fade_out_ms": j.fade_out_ms}
 
@@ -518,7 +519,8 @@ def check_unchanged(synth: Synthesizer, plan: Plan, todo: np.ndarray, out: str,
   advice = "pass --overwrite to render the job again, or choose another output folder"
   for i, row in enumerate(manifest_rows(synth, plan, f"latents/{name}.npy")):
     old = recorded.get(row["file"]) if exists[i] else None
-    changed = [k for k in MANIFEST_FIELDS if old is not None and old.get(k) != row[k]]
+    changed = [k for k in MANIFEST_FIELDS
+               if old is not None and k in old and k != "batch_size" and old[k] != row[k]]
     if changed:
       k = changed[0]
       raise JobError(f"job {name!r}: {one_line(row['file'])} exists but was rendered with "
@@ -622,16 +624,16 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
   try:
     written = _render_clips(synth, plans, todo, out, writers, bar)
   except KeyboardInterrupt:
-    done = _finish(synth, plans, out)
+    done = _finish(synth, plans, out, todo, recorded)
     raise KeyboardInterrupt(f"rendering stopped; {done} clips are in {one_line(out)}, all listed "
                             "in its manifest; run the same command to render the rest") from None
   except files.DiskFullError:
-    _finish(synth, plans, out)
+    _finish(synth, plans, out, todo, recorded)
     raise
   finally:
     if bar is not None:
       bar.close()
-  _finish(synth, plans, out)
+  _finish(synth, plans, out, todo, recorded)
   return RenderReport(written, skipped, time.perf_counter() - t0)
 
 
@@ -672,10 +674,18 @@ def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray],
   return written
 
 
-def _finish(synth: Synthesizer, plans: list[Plan], out: str) -> int:
-  """Writes the manifest for every clip of the plans whose file exists; returns their count."""
-  rows = [r for p in plans for r in manifest_rows(synth, p, f"latents/{p.job.name}.npy")
-          if os.path.exists(os.path.join(out, r["file"]))]
+def _finish(synth: Synthesizer, plans: list[Plan], out: str, todo: list[np.ndarray],
+            recorded: dict[str, dict[str, Any]]) -> int:
+  """Writes the manifest for every clip of the plans whose file exists; returns their count.
+
+  Files this render skipped keep the row they were written with (e.g. their batch size)."""
+  rows = []
+  for plan, idx in zip(plans, todo):
+    made = np.zeros(plan.count, bool)
+    made[idx] = True
+    for i, row in enumerate(manifest_rows(synth, plan, f"latents/{plan.job.name}.npy")):
+      if os.path.exists(os.path.join(out, row["file"])):
+        rows.append(row if made[i] else {**row, **recorded.get(row["file"], {})})
   try:
     _write_manifest(out, rows)
   except files.DiskFullError:
@@ -708,6 +718,12 @@ def rerender(synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str
   except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
     raise JobError(f"manifest row for {one_line(str(row.get('file', '?')))}: cannot be "
                    f"re-rendered ({one_line(repr(err))})") from None
+  rendered_at = int(row.get("batch_size") or 0)  # 0: a manifest from before the field
+  if rendered_at and rendered_at != synth.batch_size:
+    # XLA's CPU kernels choose their summation order by shape: another batch size changes the
+    # last bits of the audio.
+    raise ConfigError(f"{one_line(row['file'])} was rendered at batch size {rendered_at}; load "
+                      f"the model with batch_size={rendered_at} to re-render it bit for bit")
   audio = synth.from_latents(z[None], style)[0]
   target = path or os.path.join(out_dir, row["file"])
   if path is None and os.path.exists(target):
