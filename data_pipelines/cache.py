@@ -23,15 +23,17 @@ Only numpy (and worker processes) here: no jax.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -151,6 +153,22 @@ def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, n
   return "", _quantize(windows, dtype), starts, length / opts.sample_rate
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+  """Processes started in this block ignore Ctrl-C, which they inherit: the parent alone stops
+  the work and shuts them down, so no worker prints a traceback of its own (nor dies half-way
+  through reading its start-up data)."""
+  try:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  except ValueError:  # not the main thread: signals are not ours to change
+    yield
+    return
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
 def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
               ) -> Iterable[tuple[str, np.ndarray | None, np.ndarray | None, float]]:
   """Results of `_work` for each job, in job order; in worker processes when `workers` > 1.
@@ -166,7 +184,9 @@ def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
   done = 0
   try:
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-      for result in pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers)))):
+      with _sigint_ignored():  # the workers start (and stay) deaf to Ctrl-C
+        results = pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
+      for result in results:
         done += 1
         yield result
   except concurrent.futures.process.BrokenProcessPool:

@@ -48,6 +48,13 @@ def _latents(tmp_path, values) -> str:
   return str(path)
 
 
+def sigint_as_usual() -> None:
+  """In the child: Ctrl-C's default handling, even when this suite runs as a background job
+  (whose shell started it with SIGINT ignored, which a child would inherit)."""
+  import signal
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # Each case: (id, a function of (tmp_path, model_file) giving the argv, a word the message must hold).
 CLI_CASES = [
     ("seed_2_pow_70", lambda t, m: ["generate", "--workdir", m, "--n", "2", "--seed", str(2**70),
@@ -254,7 +261,8 @@ def test_sigint_to_prepare_with_workers_exits_130_with_one_line(tmp_path):
   cmd = [sys.executable, "-m", "wavegan.cli", "prepare", str(corpus), "--out", str(cache),
          "--workers", "2", "--mode", "hop", "--hop", "4096", "--no-progress"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=sigint_as_usual)
   deadline = time.time() + 60
   while time.time() < deadline and not (cache / "shards").exists() and proc.poll() is None:
     time.sleep(0.05)

@@ -150,6 +150,13 @@ def test_ctrl_c_stops_within_a_batch_and_keeps_a_true_manifest(synth, clean, tmp
   assert _tree(out) == clean
 
 
+def sigint_as_usual() -> None:
+  """In the child: Ctrl-C's default handling, even when this suite runs as a background job
+  (whose shell started it with SIGINT ignored, which a child would inherit)."""
+  import signal
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_to_the_cli_exits_130_with_one_line(synth, tmp_path):
   model = str(tmp_path / "m.wgan")
   synth.export(model)
@@ -158,7 +165,8 @@ def test_sigint_to_the_cli_exits_130_with_one_line(synth, tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.Popen([sys.executable, "-m", "wavegan.cli", "render", str(tmp_path / "jobs.toml"),
                            "--model", model, "--out", str(out), "--no-progress", "--batch-size", "16"],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=sigint_as_usual)
   deadline = time.time() + 120
   while time.time() < deadline and not (out.exists() and len(os.listdir(out)) > 20):
     assert proc.poll() is None, proc.communicate()
