@@ -154,19 +154,24 @@ def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, n
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-  """Processes started in this block ignore Ctrl-C, which they inherit: the parent alone stops
-  the work and shuts them down, so no worker prints a traceback of its own (nor dies half-way
-  through reading its start-up data)."""
-  try:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-  except ValueError:  # not the main thread: signals are not ours to change
-    yield
+def _workers_deaf_to_ctrl_c() -> Iterator[None]:
+  """Processes started in this block inherit SIGINT blocked, so the parent alone stops the work
+  and shuts them down: no worker prints a traceback of its own, nor dies half-way through
+  reading its start-up data. A Ctrl-C that comes meanwhile is held back, not lost: it is raised
+  as KeyboardInterrupt when the block ends."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # signals are the main thread's to handle
     return
+  held: list[int] = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+  signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
   try:
     yield
   finally:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one is handled now
     signal.signal(signal.SIGINT, previous)
+  if held and previous is not signal.SIG_IGN:
+    raise KeyboardInterrupt
 
 
 def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
@@ -184,7 +189,7 @@ def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
   done = 0
   try:
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-      with _sigint_ignored():  # the workers start (and stay) deaf to Ctrl-C
+      with _workers_deaf_to_ctrl_c():
         results = pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
       for result in results:
         done += 1
