@@ -22,7 +22,6 @@ Only numpy (and worker processes) here: no jax.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -33,6 +32,7 @@ import signal
 import threading
 import time
 import warnings
+from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -188,13 +188,13 @@ def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
   ctx = multiprocessing.get_context("spawn")
   done = 0
   try:
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
       with _workers_deaf_to_ctrl_c():
         results = pool.map(_work, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
       for result in results:
         done += 1
         yield result
-  except concurrent.futures.process.BrokenProcessPool:
+  except BrokenProcessPool:
     warnings.warn("decoder worker processes failed (killed, or the calling script lacks an "
                   "`if __name__ == '__main__':` guard); decoding the remaining "
                   f"{len(jobs) - done} files in this process", RuntimeWarning, stacklevel=2)
