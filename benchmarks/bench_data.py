@@ -140,10 +140,11 @@ def bench_loader(cache_dir: str, batches: int) -> dict[str, float]:
 def time_train_step() -> dict[str, float]:
   """Seconds of one paper-size train step (after compiling and one warm-up step)."""
   import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
-  from wavegan import train_step as ts
-  from wavegan.config import preset
+  from wavegan.presets import preset
+  from wavegan.training import step as ts
 
   cfg = preset("paper")
   mesh = ts.data_mesh()

@@ -48,8 +48,9 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   import jax
   import jax.numpy as jnp
 
-  from wavegan import train_step as ts
-  from wavegan.config import apply_overrides, preset
+  from wavegan.config import apply_overrides
+  from wavegan.presets import preset
+  from wavegan.training import step as ts
 
   cfg = apply_overrides(preset("paper"), [f"model.dim={args.dim}",
                                           f"model.slice_len={args.slice_len}"]).validate()

@@ -8,7 +8,7 @@ Records (JSON lines, "record" key):
   export    the model file: size, seconds to write and to load
   generate  pure generation: `Synthesizer.from_latents` of every clip (device work + host copy)
   write     writing the same clips one after another in this thread, after generation
-  render    `wavegan.render.render` of one job of the same clips: generation with files written
+  render    `wavegan.synthesis.render.render` of one job of the same clips: generation with files written
             by background threads, manifest and latents included
   summary   render overhead over pure generation (goal: <= 20%), and what serial writing would add
 
@@ -25,8 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -47,9 +45,9 @@ def main(argv: list[str] | None = None) -> None:
   import jax
 
   from wavegan import Synthesizer
-  from wavegan import train_step as ts
-  from wavegan.config import preset
-  from wavegan.render import RenderJob, render, write_clip
+  from wavegan.presets import preset
+  from wavegan.synthesis.render import RenderJob, render, write_clip
+  from wavegan.training import step as ts
 
   common.emit("env", cpu=common.cpu_model(), cores=os.cpu_count(), jax=jax.__version__)
   cfg = preset("paper")

@@ -4,7 +4,7 @@
     python benchmarks/bench_specgan.py --dim 16 --batch 16 --reps 9 --wait-quiet 5
     python benchmarks/bench_specgan.py --paper          # d=64, batch 64, forward passes only
 
-`wavegan.specgan.Upsample2d` computes its 5 x 5 stride-2 transposed convolution as one stride-1
+`wavegan.models.specgan.Upsample2d` computes its 5 x 5 stride-2 transposed convolution as one stride-1
 convolution and a depth-to-space reshape, and `Downsample2d` its stride-2 convolution as a
 space-to-depth reshape and a stride-1 convolution, both through `specgan.conv2d`'s own VJP. This
 benchmark times them against the same models whose strided layers call XLA directly
@@ -120,8 +120,9 @@ def measured_fns(g: Any, d: Any, args: argparse.Namespace) -> dict[str, tuple[Ca
   import jax
   from flax import nnx
 
-  from wavegan import losses, specgan
   from wavegan.config import OptimConfig
+  from wavegan.models import specgan
+  from wavegan.training import losses
 
   gp_weight = OptimConfig().gp_weight
   g_def, g_state = nnx.split(g)
@@ -209,8 +210,8 @@ def bench(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
   import jax
   from flax import nnx
 
-  from wavegan import specgan
   from wavegan.config import ModelConfig
+  from wavegan.models import specgan
 
   cfg = ModelConfig(dim=args.dim, kind="specgan")
   cfg.validate()

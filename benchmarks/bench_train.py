@@ -20,7 +20,7 @@ Prints JSON lines, each with a "record" key:
 With --vs-torch, the PyTorch reference then runs with the same settings (its records are tagged
 "impl": "torch"), followed by a `compare` record.
 
-One iteration is one call of `wavegan.train_step.make_train_step`'s jitted step, exactly as the
+One iteration is one call of `wavegan.training.step.make_train_step`'s jitted step, exactly as the
 trainer runs it (the D and G updates are fused in one XLA program, so unlike the reference they
 are not timed separately). The real audio is synthetic and prepared before timing; only its shape
 matters. --devices N splits the batch over the first N devices; on CPU, N host devices are made
@@ -80,10 +80,12 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   force_host_devices(args.devices)
   import jax
   import numpy as np
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
-  from wavegan import train_step as ts
-  from wavegan.config import apply_overrides, preset
+  from wavegan.config import apply_overrides
+  from wavegan.presets import preset
+  from wavegan.training import step as ts
 
   if args.devices > jax.device_count():
     sys.exit(f"error: --devices {args.devices} but only {jax.device_count()} "

@@ -15,10 +15,12 @@ import sys
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from wavegan import train_step as ts
-from wavegan.config import apply_overrides, preset
+from wavegan.config import apply_overrides
+from wavegan.presets import preset
+from wavegan.training import step as ts
 
 INIT = {  # preset -> override sets whose initial parameters are digested
     "tiny": [[], ["model.kind=specgan"], ["model.num_styles=6"], ["model.num_styles=6", "model.g_cond=film"],

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipelines import (DataError, SliceOptions, is_cache, load_clips, open_cache, prepare,
-                            scan_folder)
+from data_pipelines import (
+  DataError,
+  SliceOptions,
+  is_cache,
+  load_clips,
+  open_cache,
+  prepare,
+  scan_folder,
+)
 from data_pipelines import cache as cache_mod
 
 SR = 16000

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from checkpoints import CheckpointNotFoundError, Checkpointer
+from checkpoints import Checkpointer, CheckpointNotFoundError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a step being written

@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 from wavegan.conditioning import Attribute, Conditioning
-from wavegan.config import ConfigError, apply_overrides, preset
+from wavegan.config import ConfigError, apply_overrides
+from wavegan.presets import preset
 
 SR = 16000
 COND = Conditioning(fields=(("instrument", ("kick", "snare", "tom")), ("technique", ("hard", "soft"))),
@@ -58,9 +59,9 @@ def _corpus(root):
 
 
 def test_several_fields_and_pitch_train_resume_render_and_export(tmp_path):
-  from wavegan import trainer
-  from wavegan.render import RenderJob, render
-  from wavegan.synthesis import Synthesizer
+  from wavegan.synthesis.render import RenderJob, render
+  from wavegan.synthesis.synthesizer import Synthesizer
+  from wavegan.training import loop as trainer
 
   _corpus(tmp_path / "pack")
   cfg = apply_overrides(preset("tiny"), [
@@ -102,7 +103,7 @@ def test_several_fields_and_pitch_train_resume_render_and_export(tmp_path):
   np.testing.assert_allclose(rendered, a[1, :, 0], atol=1 / 32767 + 1e-6)
 
   # The evaluation measures how the generated pitch follows the asked one.
-  from wavegan.report import evaluate_run
+  from wavegan.evaluation.report import evaluate_run
   report = evaluate_run(str(tmp_path / "run"), n=8, out=str(tmp_path / "eval"), log=logs.append)
   r = report["attributes"]["pitch"]
   assert r["styles"] == ["kick", "snare"] and len(r["asked"]) == 5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from wavegan import discriminators as aux
+from wavegan.models import critics as aux
 
 B, WIDTH = 2, 4
 NAMES = ("msd", "mpd", "mrstft")

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from checkpoints import Checkpointer
-from wavegan import distributed
 from wavegan.config import ConfigError
-from wavegan.trainer import RunInfo, abstract_state, checkpoint_dir
+from wavegan.run import RunInfo, checkpoint_dir
+from wavegan.training import distributed
+from wavegan.training.loop import abstract_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # optim.eps=1e-3: with Adam's default 1e-8, an update is about lr * sign(gradient) even where the

@@ -10,13 +10,15 @@ import os
 import numpy as np
 import pytest
 
-from wavegan import evaluation, files, inputs, previews
-from wavegan.classifier import ClassifierConfig, held_out_mask, load_classifier
+from wavegan import files, inputs
 from wavegan.cli import main
-from wavegan.config import preset
 from wavegan.errors import DiskFullError
+from wavegan.evaluation import scores as evaluation
+from wavegan.evaluation.classifier import ClassifierConfig, held_out_mask, load_classifier
+from wavegan.evaluation.report import markdown, write_report
 from wavegan.files import FILE_MODE, PART_SUFFIX
-from wavegan.report import markdown, write_report
+from wavegan.presets import preset
+from wavegan.synthesis import previews
 
 SMALL = ClassifierConfig(steps=120, width=8)
 

@@ -14,13 +14,13 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from data_pipelines import containers
 from data_pipelines import (
-    AudioDecodeError,
-    SliceOptions,
-    decode,
-    process_file,
-    scan_folder,
+  AudioDecodeError,
+  SliceOptions,
+  containers,
+  decode,
+  process_file,
+  scan_folder,
 )
 
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from wavegan import Synthesizer, UserError
-from wavegan import train_step as ts
 from wavegan.cli import main
-from wavegan.config import ConfigError, preset
+from wavegan.config import ConfigError
 from wavegan.errors import NonFiniteError, ResourceError, one_line
-from wavegan.render import parse_style
+from wavegan.presets import preset
+from wavegan.synthesis.render import parse_style
+from wavegan.training import step as ts
 
 STYLES = ("clap", "kick", "snare")
 
@@ -282,7 +283,7 @@ def test_sigint_to_prepare_with_workers_exits_130_with_one_line(tmp_path):
                          ids=["row_not_a_number", "row_past_the_file", "unknown_subtype",
                               "negative_fade", "missing_latents"])
 def test_a_damaged_manifest_row_is_a_typed_error(synth, tmp_path, change):
-  from wavegan.render import JobError, read_jobs, render, rerender
+  from wavegan.synthesis.render import JobError, read_jobs, render, rerender
 
   jobs = tmp_path / "jobs.toml"
   jobs.write_text('[[job]]\nname = "j"\ncount = 2\n')

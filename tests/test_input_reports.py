@@ -21,8 +21,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipelines import (DataError, SliceOptions, builtin_corpus, load_clips, make_corpus,
-                            open_cache, prepare, scan_folder)
+from data_pipelines import (
+  DataError,
+  SliceOptions,
+  builtin_corpus,
+  load_clips,
+  make_corpus,
+  open_cache,
+  prepare,
+  scan_folder,
+)
 from data_pipelines import cache as cache_mod
 from wavegan import files as files_mod
 from wavegan.errors import DiskFullError

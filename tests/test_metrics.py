@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from wavegan import metrics
+from wavegan.evaluation import metrics
 
 
 def _blobs(rng: np.random.Generator, centers: np.ndarray, per: int, scale: float = 0.5):

@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from wavegan import export
-from wavegan.config import preset
 from wavegan.errors import DiskFullError
-from wavegan.export import ModelFileError
 from wavegan.files import PART_SUFFIX
+from wavegan.presets import preset
+from wavegan.synthesis import export
+from wavegan.synthesis.export import ModelFileError
 
 STYLES = ("clap", "kick")
 DATA_STRIDE = 97

@@ -1,13 +1,17 @@
 """Every model kind trains, checkpoints, resumes, renders and exports through the same commands."""
 
 import json
+
 import jax
 import numpy as np
 
-from wavegan import inputs, spectral, trainer
-from wavegan.config import apply_overrides, preset
-from wavegan.render import RenderJob, render
-from wavegan.synthesis import Synthesizer
+from wavegan import dsp, inputs
+from wavegan.config import apply_overrides
+from wavegan.presets import preset
+from wavegan.run import saved_run
+from wavegan.synthesis.render import RenderJob, render
+from wavegan.synthesis.synthesizer import Synthesizer
+from wavegan.training import loop as trainer
 
 
 def _train(workdir, *sets):
@@ -20,14 +24,14 @@ def test_specgan_moments_are_computed_stored_and_restored(tmp_path):
   # The moments are the corpus' per-bin log-magnitude statistics, computed without a separate step.
   _, data = inputs.load_data(run.config, log=lambda _: None)
   clips = data.cache.gather(np.arange(len(data.cache)))                     # [N, T, 1]
-  log_mag = np.asarray(jax.jit(spectral.log_magnitude)(clips[..., 0]))     # [N, 128, 128]
-  want_mean, want_std = spectral.moments(log_mag)
-  mean, std = spectral.moments_from_dict(run.spec_moments)
+  log_mag = np.asarray(jax.jit(dsp.log_magnitude)(clips[..., 0]))     # [N, 128, 128]
+  want_mean, want_std = dsp.moments(log_mag)
+  mean, std = dsp.moments_from_dict(run.spec_moments)
   assert mean.shape == std.shape == (128,)
   np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(std, want_std, rtol=1e-4, atol=1e-4)
   # They are stored with the run: in every checkpoint's metadata, read back on resume.
-  saved = trainer.saved_run(str(tmp_path / "run"))
+  saved = saved_run(str(tmp_path / "run"))
   assert saved.spec_moments == run.spec_moments
   run3, state = _train(tmp_path / "run", "model.kind=specgan", "train.steps=3", "model.gl_iters=4")
   assert int(state.step) == 3 and run3.spec_moments == run.spec_moments

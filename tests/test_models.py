@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from wavegan.config import ModelConfig
-from wavegan.layers import Downsample1d, Upsample1d, phase_shuffle, same_pad_before
-from wavegan.models import Discriminator, Generator
+from wavegan.models.layers import Downsample1d, Upsample1d, phase_shuffle, same_pad_before
+from wavegan.models.waveform import Discriminator, Generator
 
 
 def count(module_fn) -> int:
@@ -147,7 +147,7 @@ def test_style_changes_audio_and_one_hot_mix_equals_id():
 @pytest.mark.parametrize("pads", [(3, 3), (2, 4), (0, 0)])
 def test_conv1d_gradients_match_xla_to_second_order(pads, c_in):
   """The custom VJP of `conv1d` gives XLA's own first and second derivatives."""
-  from wavegan.layers import conv1d
+  from wavegan.models.layers import conv1d
 
   def xla_conv(x, w, pl, pr):
     return jax.lax.conv_general_dilated(x, w, (1,), [(pl, pr)], dimension_numbers=("NWC", "WIO", "NWC"))

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from wavegan import monitor
 from wavegan.errors import DiskFullError
 from wavegan.files import FILE_MODE
-from wavegan.monitor import TensorBoardLogger, plot_run, read_metrics
+from wavegan.training import monitor
+from wavegan.training.monitor import TensorBoardLogger, plot_run, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,7 +128,7 @@ def test_fresh_logger_purges_nothing(tmp_path):
 
 
 def test_importing_monitor_does_not_load_tensorboardx_or_matplotlib():
-  code = ("import sys, wavegan.monitor; "
+  code = ("import sys, wavegan.training.monitor; "
           "print(sorted(m for m in ('tensorboardX', 'matplotlib') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        check=True).stdout

@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 
 from wavegan.cli import build_parser, main
-from wavegan.config import apply_overrides, preset
+from wavegan.config import apply_overrides
+from wavegan.presets import preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -153,7 +154,7 @@ def _render_toml(readme_world, toml: str, name: str) -> str:
 
 def _rerender_each_row(readme_world, out: str) -> None:
   from wavegan import Synthesizer
-  from wavegan.render import rerender
+  from wavegan.synthesis.render import rerender
 
   synth = Synthesizer.load(readme_world["model"])
   with open(os.path.join(out, "manifest.csv")) as f:

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from wavegan import Synthesizer
-from wavegan import train_step as ts
-from wavegan.config import preset
-from wavegan.render import JobError, read_jobs, render, rerender
+from wavegan.presets import preset
+from wavegan.synthesis.render import JobError, read_jobs, render, rerender
+from wavegan.training import step as ts
 
 STYLES = ("clap", "kick", "snare")
 

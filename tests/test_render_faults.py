@@ -21,12 +21,12 @@ import pytest
 import soundfile as sf
 
 from wavegan import Synthesizer, files
-from wavegan import train_step as ts
-from wavegan.cli import main
-from wavegan.config import ConfigError, preset
+from wavegan.config import ConfigError
 from wavegan.errors import DiskFullError, ResourceError, UserError
+from wavegan.presets import preset
+from wavegan.training import step as ts
 
-rd = importlib.import_module("wavegan.render")  # the module (the package exports its function)
+rd = importlib.import_module("wavegan.synthesis.render")  # the module (the package exports its function)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = """
 [[job]]

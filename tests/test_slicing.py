@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipelines import (DataError, load_clips, loud_enough, slice_windows,
-                            trim_leading_silence, window_offsets)
-from wavegan.config import ConfigError, apply_overrides, preset
+from data_pipelines import (
+  DataError,
+  load_clips,
+  loud_enough,
+  slice_windows,
+  trim_leading_silence,
+  window_offsets,
+)
+from wavegan.config import ConfigError, apply_overrides
+from wavegan.presets import preset
 
 
 def test_window_offsets_hop_and_first():

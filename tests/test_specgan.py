@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from wavegan import spectral
+from wavegan import dsp
 from wavegan.config import ModelConfig
-from wavegan.layers import same_pad_before
-from wavegan.specgan import (
+from wavegan.models.layers import same_pad_before
+from wavegan.models.specgan import (
   Downsample2d,
   SpecDiscriminator,
   SpecGenerator,
@@ -222,7 +222,7 @@ def _noise(n: int, channels: int, seed: int = 0) -> np.ndarray:
 def test_spec_features_inverts_to_log_magnitude():
   cfg = ModelConfig(kind="specgan", channels=2)
   audio = _noise(2, 2)
-  per_channel = [np.asarray(spectral.log_magnitude(jnp.asarray(audio[..., c]))) for c in range(2)]
+  per_channel = [np.asarray(dsp.log_magnitude(jnp.asarray(audio[..., c]))) for c in range(2)]
   stacked = np.stack(per_channel, axis=-1)                                      # [B, F, K, C]
   mean = stacked.mean(axis=(0, 1, 3))
   # A std wide enough that every value stays inside the 3-std clip, so denormalize is exact.
@@ -230,7 +230,7 @@ def test_spec_features_inverts_to_log_magnitude():
   feats = jax.jit(spec_features, static_argnames="cfg")(jnp.asarray(audio), mean, std, cfg=cfg)
   assert feats.shape == (2, 128, 128, 2)
   assert float(jnp.max(jnp.abs(feats))) < 1.0
-  back = np.asarray(spectral.denormalize(feats, mean[:, None], std[:, None]))   # bins, then C
+  back = np.asarray(dsp.denormalize(feats, mean[:, None], std[:, None]))   # bins, then C
   np.testing.assert_allclose(back, stacked, atol=1e-4)
 
 
@@ -241,7 +241,7 @@ def test_audio_moments_in_uneven_chunks_equal_all_at_once():
   assert mean.dtype == std.dtype == np.float32 and mean.shape == std.shape == (128,)
   everything = np.concatenate(batches)                                          # [7, T, 2]
   flat = everything.transpose(0, 2, 1).reshape(14, -1)
-  want_mean, want_std = spectral.moments(np.asarray(spectral.log_magnitude(jnp.asarray(flat))))
+  want_mean, want_std = dsp.moments(np.asarray(dsp.log_magnitude(jnp.asarray(flat))))
   np.testing.assert_allclose(mean, want_mean, atol=1e-4)
   np.testing.assert_allclose(std, want_std, atol=1e-4)
   with pytest.raises(ValueError):

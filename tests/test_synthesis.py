@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from wavegan import Synthesizer
-from wavegan import train_step as ts
-from wavegan.config import ConfigError, preset
-from wavegan.export import ModelFileError
-from wavegan.synthesis import interpolation_path
+from wavegan.config import ConfigError
+from wavegan.presets import preset
+from wavegan.synthesis.export import ModelFileError
+from wavegan.synthesis.synthesizer import interpolation_path
+from wavegan.training import step as ts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STYLES = ("clap", "kick", "snare")
@@ -106,9 +107,9 @@ def test_tampered_truncated_or_foreign_files_are_refused(synth, tmp_path):
 
 def test_model_file_loads_without_the_training_stack(synth, tmp_path):
   path = synth.export(str(tmp_path / "m.wgan"))
-  code = ("import sys; from wavegan.synthesis import Synthesizer; "
+  code = ("import sys; from wavegan.synthesis.synthesizer import Synthesizer; "
           f"s = Synthesizer.load({path!r}, batch_size=2); a = s.generate(2, style='kick'); "
-          "bad = [m for m in ('orbax', 'grain', 'checkpoints', 'data_pipelines', 'wavegan.train_step')"
+          "bad = [m for m in ('orbax', 'grain', 'checkpoints', 'data_pipelines', 'wavegan.training.step')"
           " if m in sys.modules]; "
           "assert not bad, bad; print(a.shape)")
   res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

@@ -11,13 +11,15 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from checkpoints import Checkpointer
-from wavegan import train_step as ts
-from wavegan.config import ModelConfig, apply_overrides, preset
-from wavegan.models import Discriminator
-from wavegan.trainer import _from_tree, _to_tree, abstract_state
+from wavegan.config import ModelConfig, apply_overrides
+from wavegan.models.waveform import Discriminator
+from wavegan.presets import preset
+from wavegan.training import step as ts
+from wavegan.training.loop import _from_tree, _to_tree, abstract_state
 
 
 def tiny(**sets):
@@ -142,8 +144,9 @@ def test_eight_simulated_devices_match_one(tmp_path):
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
       import jax, numpy as np
       from jax.sharding import NamedSharding, PartitionSpec as P
-      from wavegan import train_step as ts
-      from wavegan.config import apply_overrides, preset
+      from wavegan.training import step as ts
+      from wavegan.config import apply_overrides
+      from wavegan.presets import preset
       cfg = apply_overrides(preset("tiny"), ["train.batch_size=8", "model.num_styles=3"])
       rng = np.random.default_rng(0)
       real = rng.uniform(-1, 1, (2, 8, 16384, 1)).astype(np.float32)

@@ -7,18 +7,18 @@ model) does not load the training stack (optax, orbax, grain).
 import importlib
 
 _EXPORTS = {
-    "PRESETS": "wavegan.config", "Config": "wavegan.config", "ConfigError": "wavegan.config",
+    "PRESETS": "wavegan.presets", "Config": "wavegan.config", "ConfigError": "wavegan.config",
     "DataConfig": "wavegan.config", "EvalConfig": "wavegan.config", "ModelConfig": "wavegan.config",
     "OptimConfig": "wavegan.config", "TrainConfig": "wavegan.config",
-    "apply_overrides": "wavegan.config", "preset": "wavegan.config",
-    "Discriminator": "wavegan.models", "Generator": "wavegan.models",
-    "Synthesizer": "wavegan.synthesis",
+    "apply_overrides": "wavegan.config", "preset": "wavegan.presets",
+    "Discriminator": "wavegan.models.waveform", "Generator": "wavegan.models.waveform",
+    "Synthesizer": "wavegan.synthesis.synthesizer",
     "UserError": "wavegan.errors", "ResourceError": "wavegan.errors",
     "DiskFullError": "wavegan.errors", "NonFiniteError": "wavegan.errors",
-    "RenderJob": "wavegan.render", "read_jobs": "wavegan.render", "render": "wavegan.render",
-    "GANState": "wavegan.train_step", "build": "wavegan.train_step",
-    "make_train_step": "wavegan.train_step",
-    "train": "wavegan.trainer",
+    "RenderJob": "wavegan.synthesis.render", "read_jobs": "wavegan.synthesis.render", "render": "wavegan.synthesis.render",
+    "GANState": "wavegan.training.step", "build": "wavegan.training.step",
+    "make_train_step": "wavegan.training.step",
+    "train": "wavegan.training.loop",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,8 +20,9 @@ import os
 import sys
 
 from data_pipelines import DataError
-from wavegan.config import MAX_SEED, PRESETS, SLICE_LENS, Config, ConfigError, apply_overrides, preset
+from wavegan.config import MAX_SEED, SLICE_LENS, Config, ConfigError, apply_overrides
 from wavegan.errors import UserError, describe_os_error, one_line
+from wavegan.presets import PRESETS, preset
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -116,7 +117,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
   """The config a `train` invocation asks for: the saved run's, or a preset, plus overrides."""
-  from wavegan.trainer import saved_run
+  from wavegan.run import saved_run
 
   saved = saved_run(args.workdir)
   if saved is not None:
@@ -140,12 +141,12 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-  from wavegan import distributed
+  from wavegan.training import distributed
 
   _need_folder_or_nothing(args.workdir, "--workdir")
   # Before anything touches a device: a multi-process job must be joined first.
   distributed.initialize(args.coordinator, args.num_processes, args.process_id, log=_err)
-  from wavegan.trainer import train
+  from wavegan.training.loop import train
 
   cfg, name = requested_config(args)
   run, state = train(cfg, args.workdir, preset=name, progress=not args.no_progress, log=_err)
@@ -155,8 +156,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-  from wavegan.render import RenderJob, parse_style, render
-  from wavegan.synthesis import Synthesizer
+  from wavegan.synthesis.render import RenderJob, parse_style, render
+  from wavegan.synthesis.synthesizer import Synthesizer
 
   _need_folder_or_nothing(args.out, "--out")
   synth = Synthesizer.load(args.workdir)
@@ -176,7 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-  from wavegan.synthesis import Synthesizer
+  from wavegan.synthesis.synthesizer import Synthesizer
 
   if os.path.isdir(args.out):
     raise ConfigError(f"--out {args.out} is a folder; give the model file's name, e.g. "
@@ -193,8 +194,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> None:
-  from wavegan.render import read_jobs, render
-  from wavegan.synthesis import Synthesizer
+  from wavegan.synthesis.render import read_jobs, render
+  from wavegan.synthesis.synthesizer import Synthesizer
 
   jobs = read_jobs(args.jobs)  # every job is checked before the model is even loaded
   if (args.model is None) == (args.workdir is None):
@@ -208,7 +209,7 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-  from wavegan.report import evaluate_run
+  from wavegan.evaluation.report import evaluate_run
 
   _need_folder_or_nothing(args.out, "--out")
   if args.data is not None:
@@ -224,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-  from wavegan.monitor import plot_run
+  from wavegan.training.monitor import plot_run
 
   if not os.path.isdir(args.workdir):
     raise ConfigError(f"{args.workdir}: no such run folder")

@@ -17,8 +17,18 @@ from typing import Callable
 
 import numpy as np
 
-from data_pipelines import (BatchSource, DataError, PreparedCache, SliceOptions, builtin_corpus,
-                            default_cache_root, features, is_cache, open_cache, prepare)
+from data_pipelines import (
+  BatchSource,
+  DataError,
+  PreparedCache,
+  SliceOptions,
+  builtin_corpus,
+  default_cache_root,
+  features,
+  is_cache,
+  open_cache,
+  prepare,
+)
 from data_pipelines.dataset import summarize
 from wavegan import files
 from wavegan.conditioning import Attribute, Conditioning
@@ -239,7 +249,8 @@ def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
   Computed once per cache and STFT shape and kept next to the cache (JSON, keyed by its index),
   so there is no separate statistics step; runs store the moments they trained with.
   """
-  from wavegan import spectral, specgan  # pylint: disable=g-import-not-at-top  (jax)
+  from wavegan import dsp
+  from wavegan.models import specgan  # pylint: disable=g-import-not-at-top  (jax)
 
   m = cfg.model
   path = os.path.join(cache.path, FEATURE_DIR, f"stft-{m.n_fft}-{m.hop}-{_cache_key(cache)}.json")
@@ -249,6 +260,6 @@ def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
   chunk = 256
   batches = (cache.gather(np.arange(i, min(i + chunk, len(cache))))
              for i in range(0, len(cache), chunk))
-  moments = spectral.moments_to_dict(*specgan.audio_moments(batches, m, chunk=chunk))
+  moments = dsp.moments_to_dict(*specgan.audio_moments(batches, m, chunk=chunk))
   files.write_json(path, moments, indent=None)
   return moments

@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegan import spectral
+from wavegan import dsp
 from wavegan.config import ModelConfig
-from wavegan.layers import lrelu, polyphase_plan, same_pad_before
-from wavegan.models import critic_heads, critic_outputs, embed_style, film, style_layers
+from wavegan.models.layers import lrelu, polyphase_plan, same_pad_before
+from wavegan.models.waveform import critic_heads, critic_outputs, embed_style, film, style_layers
 
 KERNEL = 5       # the paper's 5 x 5 kernels
 STRIDE = 2       # every layer halves (D) or doubles (G) both image axes
@@ -272,8 +272,8 @@ def spec_features(audio: jax.Array, mean: jax.Array, std: jax.Array, cfg: ModelC
   """
   b, t, c = audio.shape
   mono = audio.transpose(0, 2, 1).reshape(b * c, t)                            # [B*C, T]
-  log_mag = spectral.log_magnitude(mono, cfg.n_fft, cfg.hop)                    # [B*C, F, K]
-  x = spectral.normalize(log_mag, mean, std)
+  log_mag = dsp.log_magnitude(mono, cfg.n_fft, cfg.hop)                    # [B*C, F, K]
+  x = dsp.normalize(log_mag, mean, std)
   return x.reshape(b, c, *x.shape[1:]).transpose(0, 2, 3, 1)                    # [B, F, K, C]
 
 
@@ -286,7 +286,7 @@ def spec_to_waveform(images: jax.Array, mean: jax.Array, std: jax.Array, cfg: Mo
   """
   b, f, k, c = images.shape
   mono = jnp.asarray(images).transpose(0, 3, 1, 2).reshape(b * c, f, k)        # [B*C, F, K]
-  audio = spectral.spec_to_audio(mono, mean, std, n_iter=cfg.gl_iters, n_fft=cfg.n_fft,
+  audio = dsp.spec_to_audio(mono, mean, std, n_iter=cfg.gl_iters, n_fft=cfg.n_fft,
                                  hop=cfg.hop, length=cfg.slice_len, seed=seed)  # [B*C, T]
   audio = audio.reshape(b, c, -1).transpose(0, 2, 1)                            # [B, T, C]
   return jnp.clip(audio, -1.0, 1.0)
@@ -296,7 +296,7 @@ def spec_to_waveform(images: jax.Array, mean: jax.Array, std: jax.Array, cfg: Mo
 def _log_mags(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
   """[N, T, C] -> log magnitudes [N, C, F, K]."""
   n, t, c = audio.shape
-  log_mag = spectral.log_magnitude(audio.transpose(0, 2, 1).reshape(n * c, t), n_fft, hop)
+  log_mag = dsp.log_magnitude(audio.transpose(0, 2, 1).reshape(n * c, t), n_fft, hop)
   return log_mag.reshape(n, c, *log_mag.shape[1:])
 
 
@@ -338,5 +338,5 @@ def audio_moments(batches: Iterable[np.ndarray], cfg: ModelConfig, chunk: int = 
     for piece, rows in _chunks(batches, chunk):
       yield np.asarray(_log_mags(jnp.asarray(piece), cfg.n_fft, cfg.hop))[:rows]  # [n, C, F, K]
 
-  mean, std = spectral.moments_from_batches(log_mags())
+  mean, std = dsp.moments_from_batches(log_mags())
   return mean.astype(np.float32), std.astype(np.float32)

@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from wavegan import discriminators as aux_lib
-from wavegan import losses
 from wavegan.config import Config, ModelConfig
-from wavegan.models import Discriminator, Generator, sample_latents, style_vector
+from wavegan.models import critics as aux_lib
+from wavegan.models.waveform import Discriminator, Generator, sample_latents, style_vector
+from wavegan.training import losses
 
 Metrics = dict[str, jax.Array]
 DATA_AXIS = "data"
@@ -64,7 +65,7 @@ class Models:
 def model_classes(m: ModelConfig) -> tuple[type, type]:
   """(generator, critic) classes of `model.kind`."""
   if m.kind == "specgan":
-    from wavegan.specgan import SpecDiscriminator, SpecGenerator
+    from wavegan.models.specgan import SpecDiscriminator, SpecGenerator
     return SpecGenerator, SpecDiscriminator
   return Generator, Discriminator
 
@@ -128,7 +129,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
   if m.kind == "specgan":
     if moments is None:
       raise ValueError("a specgan step needs the corpus' STFT moments")
-    from wavegan.specgan import spec_features
+    from wavegan.models.specgan import spec_features
     mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
 
   def shard_batch(x: jax.Array) -> jax.Array:

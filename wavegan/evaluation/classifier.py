@@ -27,9 +27,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from wavegan.export import digest, flatten, unflatten
+from wavegan.dsp import frame_indices
 from wavegan.files import atomic_path, write_json
-from wavegan.spectral import frame_indices
+from wavegan.synthesis.export import digest, flatten, unflatten
 
 CLASSIFIER_VERSION = 1
 HELD_OUT = 0.2  # share of source files held out

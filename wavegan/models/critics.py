@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegan.layers import Downsample1d, lrelu
-from wavegan.losses import hinge_d, hinge_g, lsgan_d, lsgan_g
-from wavegan.spectral import frame_indices, hann
+from wavegan.dsp import frame_indices, hann
+from wavegan.models.layers import Downsample1d, lrelu
+from wavegan.training.losses import hinge_d, hinge_g, lsgan_d, lsgan_g
 
 Outputs = tuple[list[jax.Array], list[jax.Array]]   # (logits [B, N_i] each, feature maps)
 

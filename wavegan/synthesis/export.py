@@ -218,7 +218,7 @@ def _seal(tmp: str) -> None:
 
 def generator_graph(model: ModelConfig) -> tuple[Any, Any]:
   """The generator's graph definition and parameter pytree of shapes (nothing is computed)."""
-  from wavegan.models import generator_class  # pylint: disable=g-import-not-at-top
+  from wavegan.models.waveform import generator_class  # pylint: disable=g-import-not-at-top
 
   abstract = nnx.eval_shape(lambda: generator_class(model)(model, rngs=nnx.Rngs(0)))
   graph, params = nnx.split(abstract, nnx.Param)

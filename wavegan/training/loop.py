@@ -21,18 +21,22 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
 from data_pipelines import Loader
-from wavegan import distributed, evaluation, files, inputs, previews, spectral, synthesis
-from wavegan import train_step as ts
+from wavegan import dsp, files, inputs
 from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
 from wavegan.errors import NonFiniteError
+from wavegan.evaluation import scores
+from wavegan.run import RunInfo, checkpoint_dir, saved_run
+from wavegan.synthesis import previews, synthesizer
+from wavegan.training import distributed
+from wavegan.training import step as ts
 
-CHECKPOINT_DIR = "checkpoints"
 # Resuming may change how long and how often, never what is trained.
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.preview_every", "data.path",
@@ -44,54 +48,6 @@ RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
 MAX_STEPS_IN_FLIGHT = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class RunInfo:
-  """What a run is: its resolved config, style names and the preset it started from.
-
-  Runs with several label fields or attributes also keep their `conditioning` (vocabularies and
-  attribute moments); SpecGAN runs keep the STFT moments they normalise with.
-  """
-
-  config: Config
-  styles: tuple[str, ...]
-  preset: str = ""
-  conditioning: Conditioning = Conditioning()
-  spec_moments: dict[str, list[float]] | None = None
-
-  def metadata(self) -> dict[str, Any]:
-    md = {"config": self.config.to_dict(), "styles": list(self.styles), "preset": self.preset}
-    if not self.conditioning.simple:
-      md["conditioning"] = self.conditioning.to_dict()
-    if self.spec_moments is not None:
-      md["spec_moments"] = self.spec_moments
-    return md
-
-  @property
-  def extras(self) -> dict[str, Any]:
-    """What synthesis needs beyond the config and style names (see `metadata`)."""
-    return {k: v for k, v in self.metadata().items() if k in ("conditioning", "spec_moments")}
-
-  @classmethod
-  def from_metadata(cls, md: dict[str, Any]) -> RunInfo:
-    return cls(Config.from_dict(md["config"]), tuple(md["styles"]), md.get("preset", ""),
-               Conditioning.from_dict(md.get("conditioning")), md.get("spec_moments"))
-
-
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, CHECKPOINT_DIR)
-
-
-def saved_run(workdir: str) -> RunInfo | None:
-  """The run recorded in `workdir`'s latest checkpoint, or None for a new run."""
-  ckdir = checkpoint_dir(workdir)
-  if not os.path.isdir(ckdir):
-    return None
-  with Checkpointer(ckdir, keep=1, read_only=True) as ck:
-    if ck.latest_step() is None:
-      return None
-    return RunInfo.from_metadata(ck.read_metadata())
 
 
 def config_diff(a: Config, b: Config) -> list[str]:
@@ -300,9 +256,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   batch_sharding = NamedSharding(mesh, P(None, ts.DATA_AXIS))
   models, state = ts.build(cfg)
   state = jax.device_put(state, replicated)
-  moments = None if run.spec_moments is None else spectral.moments_from_dict(run.spec_moments)
+  moments = None if run.spec_moments is None else dsp.moments_from_dict(run.spec_moments)
   step_fn = ts.make_train_step(models, cfg, mesh, moments)
-  preview_fn = jax.jit(synthesis.audio_fn(cfg.model, models.g_graph, moments))
+  preview_fn = jax.jit(synthesizer.audio_fn(cfg.model, models.g_graph, moments))
   styles_of = (lambda ids: ids) if run.conditioning.simple else run.conditioning.for_first_field
 
   ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
@@ -324,12 +280,12 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
   ref = None
   if cfg.eval.every:
-    ref = distributed.main_first(lambda: evaluation.reference(
-        data, cfg.data.label_field, evaluation.classifier_config(cfg), log=log), "classifier")
+    ref = distributed.main_first(lambda: scores.reference(
+        data, cfg.data.label_field, scores.classifier_config(cfg), log=log), "classifier")
     z_eval, y_eval = eval_inputs(cfg, run.styles)
   logger = None
   if cfg.train.tensorboard and main:
-    from wavegan.monitor import TensorBoardLogger  # pylint: disable=g-import-not-at-top
+    from wavegan.training.monitor import TensorBoardLogger  # pylint: disable=g-import-not-at-top
 
     logger = TensorBoardLogger(workdir, start_step=start)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -367,7 +323,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
       y = jnp.zeros(EVAL_CHUNK, jnp.int32) if y_eval is None else y_eval[i:i + EVAL_CHUNK]
       chunks.append(np.asarray(preview_fn(state.ema_params, z_eval[i:i + EVAL_CHUNK], styles_of(y))))
     audio = np.concatenate(chunks)[:cfg.eval.clips]                # [eval_clips, T, C]
-    values = evaluation.light_eval(ref, audio, None if y_eval is None else
+    values = scores.light_eval(ref, audio, None if y_eval is None else
                                    y_eval[:cfg.eval.clips])
     if main:
       _append_jsonl(metrics_path, {"step": step, "time": time.time(), **values})

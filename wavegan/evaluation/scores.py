@@ -17,9 +17,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from wavegan import metrics
-from wavegan.classifier import (Classifier, ClassifierConfig, corpus_key, held_out_mask,
-                                load_classifier, save_classifier, train_classifier)
+from wavegan.evaluation import metrics
+from wavegan.evaluation.classifier import (
+  Classifier,
+  ClassifierConfig,
+  corpus_key,
+  held_out_mask,
+  load_classifier,
+  save_classifier,
+  train_classifier,
+)
 
 CLASSIFIER_DIR = "classifiers"
 NOISE_PEAK = 0.95
@@ -209,6 +216,7 @@ def attribute_response(synth, name: str, asked: np.ndarray, *, per_style: int = 
     "spearman": rank correlation of asked and measured over all measured clips}.
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
+
   from data_pipelines import features  # pylint: disable=g-import-not-at-top
 
   c = synth.conditioning

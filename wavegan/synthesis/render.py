@@ -35,7 +35,7 @@ from wavegan import files
 from wavegan.config import MAX_SEED, ConfigError
 from wavegan.errors import UserError, one_line
 from wavegan.files import atomic_path
-from wavegan.synthesis import LATENT_LIMIT, Synthesizer, interpolation_path
+from wavegan.synthesis.synthesizer import LATENT_LIMIT, Synthesizer, interpolation_path
 
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from wavegan.config import ModelConfig
-from wavegan.layers import Downsample1d, Upsample1d, lrelu, phase_shuffle
+from wavegan.models.layers import Downsample1d, Upsample1d, lrelu, phase_shuffle
 
 
 def layer_plan(cfg: ModelConfig) -> tuple[int, list[int], list[int]]:
@@ -136,7 +136,7 @@ def critic_outputs(d: nnx.Module, h: jax.Array, style: jax.Array | None
 def generator_class(cfg: ModelConfig) -> type:
   """The generator class of `model.kind`."""
   if cfg.kind == "specgan":
-    from wavegan.specgan import SpecGenerator  # pylint: disable=g-import-not-at-top (cycle)
+    from wavegan.models.specgan import SpecGenerator  # pylint: disable=g-import-not-at-top (cycle)
     return SpecGenerator
   return Generator
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wavegan import spectral
+from wavegan import dsp
 
 SR = 16000
 N = 16384
@@ -25,71 +25,71 @@ def _test_signal() -> np.ndarray:
 
 def _spectral_convergence(target_mag: np.ndarray, audio: jax.Array) -> float:
   """||S_target| - |S(audio)|||_F / ||S_target||_F over SpecGAN's 128 bins."""
-  mag = np.abs(np.asarray(spectral.stft(audio)))[..., :128]
+  mag = np.abs(np.asarray(dsp.stft(audio)))[..., :128]
   return float(np.linalg.norm(target_mag - mag) / np.linalg.norm(target_mag))
 
 
 def test_shapes_and_stft_round_trip():
   x = np.random.default_rng(0).standard_normal((3, N)).astype(np.float32)
-  spec = spectral.stft(jnp.asarray(x))
+  spec = dsp.stft(jnp.asarray(x))
   assert spec.shape == (3, 128, 129) and jnp.iscomplexobj(spec)
-  assert spectral.log_magnitude(jnp.asarray(x)).shape == (3, 128, 128)
-  y = np.asarray(spectral.istft(spec))
+  assert dsp.log_magnitude(jnp.asarray(x)).shape == (3, 128, 128)
+  y = np.asarray(dsp.istft(spec))
   assert y.shape == x.shape
   # Only the first samples (under the first window's rising edge alone) are ill-conditioned.
   assert np.abs(y - x)[:, 256:-256].max() < 1e-4
-  assert spectral.istft(spec, length=N - 100).shape == (3, N - 100)
+  assert dsp.istft(spec, length=N - 100).shape == (3, N - 100)
 
 
 def test_log_magnitude_of_a_tone_peaks_at_its_bin():
   t = np.arange(N) / SR
   tone = np.sin(2 * np.pi * 2000 * t).astype(np.float32)[None]          # 2000 Hz / 62.5 Hz = bin 32
-  lm = np.asarray(spectral.log_magnitude(jnp.asarray(tone)))
+  lm = np.asarray(dsp.log_magnitude(jnp.asarray(tone)))
   assert np.all(np.argmax(lm[0, 1:-1], axis=-1) == 32)
 
 
 def test_griffin_lim_recovers_magnitude():
-  target = np.abs(np.asarray(spectral.stft(jnp.asarray(_test_signal()))))[..., :128]
-  sc = {n: _spectral_convergence(target, spectral.griffin_lim(jnp.asarray(target), n_iter=n))
+  target = np.abs(np.asarray(dsp.stft(jnp.asarray(_test_signal()))))[..., :128]
+  sc = {n: _spectral_convergence(target, dsp.griffin_lim(jnp.asarray(target), n_iter=n))
         for n in (2, 32, 64)}
   assert sc[64] < 0.06 and sc[32] < 0.1, sc
   assert sc[2] > sc[32] > sc[64], sc
   # The momentum is what makes it "fast": classic Griffin-Lim is clearly worse at 32 iterations.
-  classic = spectral.griffin_lim(jnp.asarray(target), n_iter=32, momentum=0.0)
+  classic = dsp.griffin_lim(jnp.asarray(target), n_iter=32, momentum=0.0)
   assert _spectral_convergence(target, classic) > 1.5 * sc[32]
 
 
 def test_griffin_lim_compiles_once_per_static_config():
-  mag = jnp.abs(spectral.stft(jnp.asarray(_test_signal())))[..., :128]
+  mag = jnp.abs(dsp.stft(jnp.asarray(_test_signal())))[..., :128]
   kw = dict(n_iter=3, n_fft=256, hop=128, length=N - 64)
-  before = spectral.griffin_lim._cache_size()
+  before = dsp.griffin_lim._cache_size()
   # New values of the traced args (magnitude, seed, momentum) reuse the compiled loop. (jit keys
   # its cache on which kwargs are passed, so both calls pass the same ones.)
-  a = spectral.griffin_lim(mag, seed=0, momentum=0.99, **kw)
-  b = spectral.griffin_lim(mag * 2.0, seed=1, momentum=0.5, **kw)
-  assert spectral.griffin_lim._cache_size() == before + 1
+  a = dsp.griffin_lim(mag, seed=0, momentum=0.99, **kw)
+  b = dsp.griffin_lim(mag * 2.0, seed=1, momentum=0.5, **kw)
+  assert dsp.griffin_lim._cache_size() == before + 1
   assert a.shape == b.shape == (1, N - 64)
   assert np.all(np.isfinite(np.asarray(b)))
   # Same seed -> same initial phase -> same output.
-  np.testing.assert_array_equal(np.asarray(a), np.asarray(spectral.griffin_lim(mag, seed=0, momentum=0.99, **kw)))
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(dsp.griffin_lim(mag, seed=0, momentum=0.99, **kw)))
 
 
 def test_moments_match_numpy_and_chunked():
   x = np.random.default_rng(1).normal(3.0, 2.0, (10, 16, 128)).astype(np.float32)
   x[..., 5] = -4.0                                                       # constant bin
-  mean, std = spectral.moments(x)
+  mean, std = dsp.moments(x)
   flat = x.reshape(-1, 128).astype(np.float64)
   varying = np.arange(128) != 5
   np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-12)
   np.testing.assert_allclose(std[varying], flat.std(0)[varying], rtol=1e-12)
   assert std[5] == 1e-6                                                  # floored, not 0
-  mean_c, std_c = spectral.moments_from_batches(x[i:i + 3] for i in range(0, 10, 3))
+  mean_c, std_c = dsp.moments_from_batches(x[i:i + 3] for i in range(0, 10, 3))
   np.testing.assert_allclose(mean_c, mean, rtol=1e-10)
   np.testing.assert_allclose(std_c, std, rtol=1e-6)
   with pytest.raises(ValueError):
-    spectral.moments_from_batches([])
-  d = json.loads(json.dumps(spectral.moments_to_dict(mean, std)))
-  np.testing.assert_allclose(spectral.moments_from_dict(d)[0], mean, rtol=1e-6)
+    dsp.moments_from_batches([])
+  d = json.loads(json.dumps(dsp.moments_to_dict(mean, std)))
+  np.testing.assert_allclose(dsp.moments_from_dict(d)[0], mean, rtol=1e-6)
 
 
 def test_normalize_round_trip_and_clip_range():
@@ -97,22 +97,22 @@ def test_normalize_round_trip_and_clip_range():
   mean, std = rng.normal(size=128), rng.uniform(0.5, 2.0, 128)
   z = rng.uniform(-2.9, 2.9, (4, 8, 128))                                # inside 3 std
   x = jnp.asarray(mean + z * std, jnp.float32)
-  xn = spectral.normalize(x, mean, std)
+  xn = dsp.normalize(x, mean, std)
   np.testing.assert_allclose(np.asarray(xn), z / 3.0, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(spectral.denormalize(xn, mean, std)), np.asarray(x),
+  np.testing.assert_allclose(np.asarray(dsp.denormalize(xn, mean, std)), np.asarray(x),
                              atol=1e-4)
   far = jnp.asarray(mean + rng.normal(0, 20, (4, 8, 128)) * std, jnp.float32)
-  fn = np.asarray(spectral.normalize(far, mean, std))
+  fn = np.asarray(dsp.normalize(far, mean, std))
   assert fn.min() == -1.0 and fn.max() == 1.0
 
 
 def test_spec_to_audio_inverts_a_normalised_image():
   x = jnp.asarray(_test_signal())
-  lm = spectral.log_magnitude(x)
-  mean, std = spectral.moments(np.asarray(lm))
+  lm = dsp.log_magnitude(x)
+  mean, std = dsp.moments(np.asarray(lm))
   # A wide clip keeps this image unclipped, so only Griffin-Lim's error remains.
-  audio = spectral.spec_to_audio(spectral.normalize(lm, mean, std, clip=10.0), mean, std,
+  audio = dsp.spec_to_audio(dsp.normalize(lm, mean, std, clip=10.0), mean, std,
                                  n_iter=32, clip=10.0)
   assert audio.shape == (1, N)
-  target = np.abs(np.asarray(spectral.stft(x)))[..., :128]
+  target = np.abs(np.asarray(dsp.stft(x)))[..., :128]
   assert _spectral_convergence(target, audio) < 0.1

@@ -18,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegan import export, spectral
+from wavegan import dsp
 from wavegan.conditioning import Conditioning, style_number
 from wavegan.config import MAX_SEED, ConfigError, ModelConfig
 from wavegan.errors import NonFiniteError, ResourceError
-from wavegan.models import sample_latents
+from wavegan.models.waveform import sample_latents
+from wavegan.synthesis import export
 
 Style = Union[None, str, Mapping[str, float], np.ndarray]
 
@@ -128,7 +129,7 @@ def audio_fn(model: ModelConfig, graph: Any, moments: tuple[Any, Any] | None = N
   if model.kind == "specgan":
     if moments is None:
       raise ConfigError("a specgan generator needs its STFT moments (spec_moments)")
-    from wavegan.specgan import spec_to_waveform  # pylint: disable=g-import-not-at-top
+    from wavegan.models.specgan import spec_to_waveform  # pylint: disable=g-import-not-at-top
     mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
 
   def fn(params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
@@ -168,7 +169,7 @@ class Synthesizer:
     graph, _ = export.generator_graph(model)
     self._params = jax.device_put(params)
     self._generate = jax.jit(audio_fn(model, graph, None if moments is None else
-                                      spectral.moments_from_dict(moments)))
+                                      dsp.moments_from_dict(moments)))
 
   @classmethod
   def load(cls, path: str, batch_size: int = 64) -> Synthesizer:
@@ -197,7 +198,7 @@ class Synthesizer:
     return self._params
 
   def export(self, path: str) -> str:
-    """Writes this generator as a self-contained model file (see `wavegan.export`)."""
+    """Writes this generator as a self-contained model file (see `wavegan.synthesis.export`)."""
     host = jax.device_get(self._params)
     return export.save_model(path, self.model, self.styles, self.sample_rate, host, self.info,
                              self.extras)
@@ -364,7 +365,8 @@ def load_run_generator(workdir: str) -> tuple[Any, Any, int]:
   """(EMA generator params, RunInfo, step) of a run folder's latest checkpoint."""
   # The training stack (orbax, optax) is imported only for run folders, not for model files.
   from checkpoints import Checkpointer, CheckpointNotFoundError  # pylint: disable=g-import-not-at-top
-  from wavegan.trainer import RunInfo, abstract_state, checkpoint_dir  # pylint: disable=g-import-not-at-top
+  from wavegan.run import RunInfo, checkpoint_dir  # pylint: disable=g-import-not-at-top
+  from wavegan.training.loop import abstract_state
 
   if not os.path.isdir(workdir):
     raise ConfigError(f"{workdir}: no such run folder")

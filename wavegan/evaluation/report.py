@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from wavegan import evaluation, inputs, previews
+from wavegan import inputs
 from wavegan.config import ConfigError
+from wavegan.evaluation import scores
 from wavegan.files import write_json, write_text
+from wavegan.synthesis import previews
 
 if TYPE_CHECKING:
-  from wavegan.trainer import RunInfo
+  from wavegan.run import RunInfo
 
 
 def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: str | None = None,
@@ -39,7 +41,7 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
     ConfigError: `workdir` holds no run, or the data does not fit it.
     DiskFullError: the disk filled up while writing (no half-written file is left).
   """
-  from wavegan.synthesis import Synthesizer  # pylint: disable=g-import-not-at-top
+  from wavegan.synthesis.synthesizer import Synthesizer  # pylint: disable=g-import-not-at-top
 
   if n < 2:
     raise ConfigError(f"--n {n}: must be >= 2")
@@ -51,8 +53,8 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
   if cfg.model.conditional and train_data.styles != run.styles:
     raise ConfigError(f"{workdir} was trained on styles {list(run.styles)} but the data has "
                       f"{list(train_data.styles)}")
-  ref = evaluation.reference(train_data, cfg.data.label_field,
-                             evaluation.classifier_config(cfg), log=log)
+  ref = scores.reference(train_data, cfg.data.label_field,
+                             scores.classifier_config(cfg), log=log)
   synth = Synthesizer.from_workdir(workdir)
   out = out or os.path.join(workdir, "eval", f"step_{synth.info['step']:07d}")
 
@@ -61,7 +63,7 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
   log(f"generating {n} clips")
   fake = synth.from_latents(synth.latents(n, seed=seed), ids)
   real = train_data.cache.gather(ref.test_idx)
-  noise = evaluation.noise_clips(n, fake.shape[1:], seed=seed)
+  noise = scores.noise_clips(n, fake.shape[1:], seed=seed)
   log("scoring generated clips, held-out real clips and noise")
   report = {
       "run": os.path.abspath(workdir), "step": synth.info["step"], "n": n, "seed": seed,
@@ -70,10 +72,10 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
                      "held_out_accuracy": ref.classifier.held_out_accuracy,
                      "train_clips": int(ref.train_idx.size), "held_out_clips": int(ref.test_idx.size),
                      **ref.classifier.info},
-      "generated": evaluation.score_set(ref, fake, ids, seed=seed),
-      "real_held_out": evaluation.score_set(ref, real, ref.test_labels if styles else None,
+      "generated": scores.score_set(ref, fake, ids, seed=seed),
+      "real_held_out": scores.score_set(ref, real, ref.test_labels if styles else None,
                                             probs=ref.test_probs, emb=ref.test_emb, seed=seed),
-      "noise": evaluation.score_set(ref, noise, ids, seed=seed),
+      "noise": scores.score_set(ref, noise, ids, seed=seed),
   }
   responses = attribute_responses(synth, train_data, n, seed, log)
   if responses:
@@ -89,7 +91,7 @@ def _saved_run(workdir: str) -> RunInfo:
   Raises:
     ConfigError: `workdir` is missing or holds no run.
   """
-  from wavegan.trainer import saved_run  # pylint: disable=g-import-not-at-top
+  from wavegan.run import saved_run  # pylint: disable=g-import-not-at-top
 
   if not os.path.isdir(workdir):
     raise ConfigError(f"{workdir}: no such run folder")
@@ -107,7 +109,7 @@ def write_report(out: str, report: dict[str, Any]) -> None:
   Raises:
     DiskFullError: the disk filled up; the file being written was not left behind.
   """
-  on_disk = evaluation.json_safe(report)
+  on_disk = scores.json_safe(report)
   write_text(os.path.join(out, "report.md"), markdown(on_disk))
   write_json(os.path.join(out, "report.json"), on_disk)
 
@@ -117,7 +119,7 @@ QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 def attribute_responses(synth, train_data, n: int, seed: int,
                         log: Callable[[str], None]) -> dict[str, Any]:
-  """`evaluation.attribute_response` for each measurable attribute the run is conditioned on,
+  """`scores.attribute_response` for each measurable attribute the run is conditioned on,
   asking for the corpus' 10/30/50/70/90 % quantiles."""
   from data_pipelines import features  # pylint: disable=g-import-not-at-top
 
@@ -134,7 +136,7 @@ def attribute_responses(synth, train_data, n: int, seed: int,
     asked = np.quantile(raw, QUANTILES)
     per_style = int(np.clip(n // (styles * len(QUANTILES)), 4, 32))
     log(f"measuring the {a.name} response ({per_style} latents x {styles} styles x {len(asked)} values)")
-    out[a.name] = evaluation.attribute_response(synth, a.name, asked, per_style=per_style, seed=seed)
+    out[a.name] = scores.attribute_response(synth, a.name, asked, per_style=per_style, seed=seed)
   return out
 
 
@@ -159,7 +161,7 @@ def markdown(report: dict[str, Any]) -> str:
            f"{_fmt(report['classifier']['held_out_accuracy'])}.", "",
            "| metric | better | generated | real held-out | noise |",
            "| --- | --- | --- | --- | --- |"]
-  for key, (label, better) in evaluation.METRICS.items():
+  for key, (label, better) in scores.METRICS.items():
     if key not in report["generated"]:
       continue
     lines.append(f"| {label} | {better} | " + " | ".join(_fmt(report[s].get(key)) for s in sets) + " |")
@@ -186,7 +188,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _pictures(out: str, fake: np.ndarray, ids: np.ndarray | None, real: np.ndarray,
-              ref: evaluation.Reference, sample_rate: int, report: dict[str, Any]) -> None:
+              ref: scores.Reference, sample_rate: int, report: dict[str, Any]) -> None:
   """spectrograms.png (per style: generated row, real row) and style_accuracy.png."""
   per_row = 4
   rows, clips = [], []

@@ -31,7 +31,7 @@ class TensorBoardLogger:
   """Writes scalars, audio and images for TensorBoard under `workdir/tensorboard`.
 
   Usable as a context manager. tensorboardX is imported here, not at module level, so that
-  importing `wavegan.monitor` (e.g. for `plot_run`) stays cheap.
+  importing `wavegan.training.monitor` (e.g. for `plot_run`) stays cheap.
   """
 
   def __init__(self, workdir: str, start_step: int = 0):
@@ -228,7 +228,7 @@ def plot_run(workdir: str, out: str | None = None) -> str:
   fig.suptitle(f"{name} (last step {max(int(s[-1]) for s, _ in series.values())})", fontsize=11)
   fig.tight_layout()
   out = out or os.path.join(workdir, "curves.png")
-  from wavegan.previews import save_png  # pylint: disable=g-import-not-at-top
+  from wavegan.synthesis.previews import save_png  # pylint: disable=g-import-not-at-top
 
   try:
     return save_png(fig, out, dpi=100)
