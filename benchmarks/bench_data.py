@@ -38,16 +38,16 @@ import common  # noqa: E402
 
 # (format, subtype, extension, rate, channels): a rotation that mixes everything.
 KINDS = (
-    ("WAV", "PCM_16", "wav", 44100, 2),
-    ("WAV", "PCM_24", "WAV", 48000, 1),
-    ("WAV", "FLOAT", "wav", 16000, 1),
-    ("FLAC", "PCM_16", "flac", 44101, 2),
-    ("FLAC", "PCM_24", "flac", 22050, 1),
-    ("OGG", "VORBIS", "ogg", 44100, 2),
-    ("MP3", "MPEG_LAYER_III", "mp3", 44100, 2),
-    ("AIFF", "PCM_16", "aiff", 22050, 1),
-    ("OGG", "OPUS", "opus", 48000, 1),
-    ("WAV", "PCM_16", "wav", 16000, 1),
+  ("WAV", "PCM_16", "wav", 44100, 2),
+  ("WAV", "PCM_24", "WAV", 48000, 1),
+  ("WAV", "FLOAT", "wav", 16000, 1),
+  ("FLAC", "PCM_16", "flac", 44101, 2),
+  ("FLAC", "PCM_24", "flac", 22050, 1),
+  ("OGG", "VORBIS", "ogg", 44100, 2),
+  ("MP3", "MPEG_LAYER_III", "mp3", 44100, 2),
+  ("AIFF", "PCM_16", "aiff", 22050, 1),
+  ("OGG", "OPUS", "opus", 48000, 1),
+  ("WAV", "PCM_16", "wav", 16000, 1),
 )
 
 BROKEN = ("corrupt.wav", "empty.flac", "notes.mp3")  # skipped by prepare, named in its report
@@ -57,8 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--hours", type=float, default=1.0, help="audio in the generated corpus")
   p.add_argument("--seconds-per-file", type=float, default=6.0)
-  p.add_argument("--corpus-dir", default=os.path.join(tempfile.gettempdir(), "wavegan-bench-corpus"),
-                 help="where the corpus is generated (reused when it is already there)")
+  p.add_argument(
+    "--corpus-dir",
+    default=os.path.join(tempfile.gettempdir(), "wavegan-bench-corpus"),
+    help="where the corpus is generated (reused when it is already there)",
+  )
   p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="prepare processes")
   p.add_argument("--loader-batches", type=int, default=200, help="batches read from the cache")
   p.add_argument("--librosa-files", type=int, default=40, help="files loaded with librosa")
@@ -72,8 +75,11 @@ def _signal(rng: np.random.Generator, n: int, rate: int, channels: int) -> np.nd
   x = np.zeros(n)
   for onset in np.sort(rng.uniform(0, t[-1], size=int(t[-1] * 2) + 1)):
     k = t >= onset
-    x[k] += rng.uniform(0.1, 0.5) * np.sin(2 * np.pi * rng.uniform(50, 2000) * (t[k] - onset)) * \
-        np.exp(-(t[k] - onset) / rng.uniform(0.05, 0.5))
+    x[k] += (
+      rng.uniform(0.1, 0.5)
+      * np.sin(2 * np.pi * rng.uniform(50, 2000) * (t[k] - onset))
+      * np.exp(-(t[k] - onset) / rng.uniform(0.05, 0.5))
+    )
   x += 0.01 * np.cumsum(rng.standard_normal(n)) / np.sqrt(n)
   x = np.stack([x * (1 - 0.2 * c) for c in range(channels)], axis=1)
   return (0.9 * x / np.max(np.abs(x))).astype(np.float32)
@@ -97,9 +103,17 @@ def make_corpus(folder: str, hours: float, seconds: float) -> dict[str, float]:
     Path(folder, "hits", BROKEN[1]).write_bytes(b"")
     Path(folder, "hits", BROKEN[2]).write_text("not audio")
     Path(stamp).touch()
-  total = sum(sf.info(os.path.join(d, f)).duration for d, _, fs in os.walk(folder) for f in fs
-              if not f.startswith(".") and f not in BROKEN)
-  return {"files": n_files, "audio_s": round(total, 1), "generate_s": round(time.perf_counter() - t0, 1)}
+  total = sum(
+    sf.info(os.path.join(d, f)).duration
+    for d, _, fs in os.walk(folder)
+    for f in fs
+    if not f.startswith(".") and f not in BROKEN
+  )
+  return {
+    "files": n_files,
+    "audio_s": round(total, 1),
+    "generate_s": round(time.perf_counter() - t0, 1),
+  }
 
 
 def bench_prepare(folder: str, cache: str, workers: int) -> dict[str, float]:
@@ -111,10 +125,17 @@ def bench_prepare(folder: str, cache: str, workers: int) -> dict[str, float]:
   meter.start()
   report = prepare(folder, cache, opts, workers=workers)
   other = meter.stop()
-  return {"files_used": report.files_used, "skipped": len(report.skipped), "clips": report.clips,
-          "audio_s": round(report.seconds_decoded, 1), "wall_s": round(report.wall_seconds, 2),
-          "x_real_time": round(report.seconds_decoded / report.wall_seconds, 1),
-          "workers": workers, "other_cpu": common.r5(other), "summary": report.summary()}
+  return {
+    "files_used": report.files_used,
+    "skipped": len(report.skipped),
+    "clips": report.clips,
+    "audio_s": round(report.seconds_decoded, 1),
+    "wall_s": round(report.wall_seconds, 2),
+    "x_real_time": round(report.seconds_decoded / report.wall_seconds, 1),
+    "workers": workers,
+    "other_cpu": common.r5(other),
+    "summary": report.summary(),
+  }
 
 
 def bench_loader(cache_dir: str, batches: int) -> dict[str, float]:
@@ -130,11 +151,16 @@ def bench_loader(cache_dir: str, batches: int) -> dict[str, float]:
   seconds = time.perf_counter() - t0
   loader.close()
   assert audio.shape == (1, 64, 16384, 1)
-  return {"batches": batches, "seconds": round(seconds, 3),
-          "batches_per_s": round(batches / seconds, 1),
-          "audio_s_per_s": round(batches * 64 * 16384 / 16000 / seconds, 1),
-          "cache_clips": len(cache), "cache_mb": round(sum(
-              f.stat().st_size for f in Path(cache_dir, "shards").iterdir()) / 2**20, 1)}
+  return {
+    "batches": batches,
+    "seconds": round(seconds, 3),
+    "batches_per_s": round(batches / seconds, 1),
+    "audio_s_per_s": round(batches * 64 * 16384 / 16000 / seconds, 1),
+    "cache_clips": len(cache),
+    "cache_mb": round(
+      sum(f.stat().st_size for f in Path(cache_dir, "shards").iterdir()) / 2**20, 1
+    ),
+  }
 
 
 def time_train_step() -> dict[str, float]:
@@ -161,16 +187,22 @@ def time_train_step() -> dict[str, float]:
   t0 = time.perf_counter()
   state, m = step(state, real, labels)
   jax.block_until_ready(m)
-  return {"step_s": round(time.perf_counter() - t0, 2), "compile_s": round(compile_s, 1),
-          "batches_per_step": cfg.optim.n_critic, "measured": True}
+  return {
+    "step_s": round(time.perf_counter() - t0, 2),
+    "compile_s": round(compile_s, 1),
+    "batches_per_step": cfg.optim.n_critic,
+    "measured": True,
+  }
 
 
 def bench_librosa(folder: str, n_files: int) -> dict[str, float]:
   import librosa
 
   # Files are numbered in the order of KINDS, so the first n cover every format and rate evenly.
-  paths = sorted((os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
-                  if f[:1].isdigit()), key=os.path.basename)
+  paths = sorted(
+    (os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f[:1].isdigit()),
+    key=os.path.basename,
+  )
   sample = paths[:n_files]
   librosa.load(sample[0], sr=16000)  # numba compiles on the first call: not part of an epoch
   t0 = time.perf_counter()
@@ -179,15 +211,22 @@ def bench_librosa(folder: str, n_files: int) -> dict[str, float]:
     y, _ = librosa.load(path, sr=16000, mono=True)
     audio_s += y.shape[0] / 16000
   seconds = time.perf_counter() - t0
-  return {"files": len(sample), "audio_s": round(audio_s, 1), "seconds": round(seconds, 2),
-          "x_real_time": round(audio_s / seconds, 1)}
+  return {
+    "files": len(sample),
+    "audio_s": round(audio_s, 1),
+    "seconds": round(seconds, 2),
+    "x_real_time": round(audio_s / seconds, 1),
+  }
 
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   common.emit("env", cpu=common.cpu_model(), cores=os.cpu_count())
-  corpus = common.emit("corpus", folder=args.corpus_dir,
-                       **make_corpus(args.corpus_dir, args.hours, args.seconds_per_file))
+  corpus = common.emit(
+    "corpus",
+    folder=args.corpus_dir,
+    **make_corpus(args.corpus_dir, args.hours, args.seconds_per_file),
+  )
   cache = os.path.join(tempfile.gettempdir(), "wavegan-bench-cache")
   prep = common.emit("prepare", **bench_prepare(args.corpus_dir, cache, args.workers))
   load = common.emit("loader", **bench_loader(cache, args.loader_batches))
@@ -198,14 +237,17 @@ def main(argv: list[str] | None = None) -> None:
   lib = common.emit("librosa", **bench_librosa(args.corpus_dir, args.librosa_files))
   consumed = train["batches_per_step"] / train["step_s"]  # batches/s the trainer eats
   common.emit(
-      "summary",
-      corpus_hours=round(corpus["audio_s"] / 3600, 2),
-      prepare_x_real_time=prep["x_real_time"], prepare_goal_met=prep["x_real_time"] >= 500,
-      loader_batches_per_s=load["batches_per_s"], train_batches_per_s=round(consumed, 3),
-      loader_vs_train=round(load["batches_per_s"] / consumed, 1),
-      loader_goal_met=load["batches_per_s"] / consumed >= 20,
-      prepare_vs_librosa=round(prep["x_real_time"] / lib["x_real_time"], 1),
-      loader_vs_librosa_per_epoch=round(load["audio_s_per_s"] / lib["x_real_time"], 1))
+    "summary",
+    corpus_hours=round(corpus["audio_s"] / 3600, 2),
+    prepare_x_real_time=prep["x_real_time"],
+    prepare_goal_met=prep["x_real_time"] >= 500,
+    loader_batches_per_s=load["batches_per_s"],
+    train_batches_per_s=round(consumed, 3),
+    loader_vs_train=round(load["batches_per_s"] / consumed, 1),
+    loader_goal_met=load["batches_per_s"] / consumed >= 20,
+    prepare_vs_librosa=round(prep["x_real_time"] / lib["x_real_time"], 1),
+    loader_vs_librosa_per_epoch=round(load["audio_s_per_s"] / lib["x_real_time"], 1),
+  )
   shutil.rmtree(cache, ignore_errors=True)
 
 

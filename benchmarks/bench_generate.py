@@ -52,27 +52,41 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   from wavegan.presets import preset
   from wavegan.training import step as ts
 
-  cfg = apply_overrides(preset("paper"), [f"model.dim={args.dim}",
-                                          f"model.slice_len={args.slice_len}"]).validate()
+  cfg = apply_overrides(
+    preset("paper"), [f"model.dim={args.dim}", f"model.slice_len={args.slice_len}"]
+  ).validate()
   m = cfg.model
-  common.emit("env", **common.jax_env(jax, jax.devices()[:1], what="gen", batch=args.batch,
-                                      slice_len=m.slice_len, dim=m.dim, warmup=args.warmup,
-                                      steps=args.steps, wait_quiet=args.wait_quiet))
+  common.emit(
+    "env",
+    **common.jax_env(
+      jax,
+      jax.devices()[:1],
+      what="gen",
+      batch=args.batch,
+      slice_len=m.slice_len,
+      dim=m.dim,
+      warmup=args.warmup,
+      steps=args.steps,
+      wait_quiet=args.wait_quiet,
+    ),
+  )
   models, state = ts.build(cfg, seed=args.seed)
   params = state.ema_params
   del state
-  flops = common.flop_counts(m.dim, m.slice_len, latent_dim=m.latent_dim,
-                             kernel_len=m.kernel_len, channels=m.channels)
+  flops = common.flop_counts(
+    m.dim, m.slice_len, latent_dim=m.latent_dim, kernel_len=m.kernel_len, channels=m.channels
+  )
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  common.emit("params", impl="jax", G=n_params,
-              G_fwd_gflop_per_sample=round(flops["g_fwd"] / 1e9, 4))
+  common.emit(
+    "params", impl="jax", G=n_params, G_fwd_gflop_per_sample=round(flops["g_fwd"] / 1e9, 4)
+  )
 
   generate = jax.jit(lambda p, z: models.generator(p)(z, None))
   sample_z = jax.jit(lambda key: ts.sample_latents(key, args.batch, m.latent_dim))
   keys = jax.random.split(jax.random.key(args.seed), args.warmup + args.steps)
   z0 = sample_z(keys[0])
   t0 = time.perf_counter()
-  compiled = generate.lower(params, z0).compile()   # one executable; a recompile would raise
+  compiled = generate.lower(params, z0).compile()  # one executable; a recompile would raise
   compile_s = time.perf_counter() - t0
 
   def run(key: jax.Array) -> jax.Array:
@@ -93,31 +107,45 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
     assert audio.shape == (args.batch, m.slice_len, m.channels) and audio.dtype == jnp.float32
     seconds.append(dt)
     others.append(other)
-    common.emit("step", impl="jax", what="gen", step=i, seconds=round(dt, 5), other_cpu=other,
-                waited_s=waited)
+    common.emit(
+      "step", impl="jax", what="gen", step=i, seconds=round(dt, 5), other_cpu=other, waited_s=waited
+    )
   t = common.summarize(seconds, others)
   emit_summary(args, t, flops, m.slice_len, compile_s)
   return t
 
 
-def emit_summary(args: argparse.Namespace, t: common.Timing, flops: dict[str, Any],
-                 slice_len: int, compile_s: float) -> None:
+def emit_summary(
+  args: argparse.Namespace,
+  t: common.Timing,
+  flops: dict[str, Any],
+  slice_len: int,
+  compile_s: float,
+) -> None:
   """Prints the `gen` summary record."""
   gflop_batch = flops["g_fwd"] * args.batch / 1e9
   audio_s = args.batch * slice_len / common.SAMPLE_RATE
   common.emit(
-      "gen", impl="jax", batch=args.batch, slice_len=slice_len, steps=args.steps,
-      median_s_per_batch=common.r5(t.median_s), min_s_per_batch=common.r5(t.min_s),
-      quiet_median_s_per_batch=common.r5(t.quiet_median_s), quiet_steps=t.quiet_steps,
-      median_other_cpu=t.median_other_cpu,
-      clips_per_s=common.rate(args.batch, t.median_s),
-      quiet_clips_per_s=common.rate(args.batch, t.quiet_median_s),
-      audio_s_per_s=common.rate(audio_s, t.median_s, 2),
-      quiet_audio_s_per_s=common.rate(audio_s, t.quiet_median_s, 2),
-      gflop_per_sample=round(flops["g_fwd"] / 1e9, 4),
-      achieved_gflop_per_s=common.rate(gflop_batch, t.median_s, 2),
-      quiet_achieved_gflop_per_s=common.rate(gflop_batch, t.quiet_median_s, 2),
-      compile_s=round(compile_s, 2), peak_rss_gb=common.peak_rss_gb())
+    "gen",
+    impl="jax",
+    batch=args.batch,
+    slice_len=slice_len,
+    steps=args.steps,
+    median_s_per_batch=common.r5(t.median_s),
+    min_s_per_batch=common.r5(t.min_s),
+    quiet_median_s_per_batch=common.r5(t.quiet_median_s),
+    quiet_steps=t.quiet_steps,
+    median_other_cpu=t.median_other_cpu,
+    clips_per_s=common.rate(args.batch, t.median_s),
+    quiet_clips_per_s=common.rate(args.batch, t.quiet_median_s),
+    audio_s_per_s=common.rate(audio_s, t.median_s, 2),
+    quiet_audio_s_per_s=common.rate(audio_s, t.quiet_median_s, 2),
+    gflop_per_sample=round(flops["g_fwd"] / 1e9, 4),
+    achieved_gflop_per_s=common.rate(gflop_batch, t.median_s, 2),
+    quiet_achieved_gflop_per_s=common.rate(gflop_batch, t.quiet_median_s, 2),
+    compile_s=round(compile_s, 2),
+    peak_rss_gb=common.peak_rss_gb(),
+  )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,12 +20,12 @@ import subprocess
 import sys
 
 VARIANTS = {
-    "waveform": [],
-    # Width 4: at the default 16 the three extra critics cost ~20x the demo model's step on a CPU.
-    "waveform + MRD/MSD/MPD": ["model.aux_discs=mrstft,msd,mpd", "model.aux_width=4"],
-    "waveform + MPD": ["model.aux_discs=mpd", "model.aux_width=4"],
-    "specgan": ["model.kind=specgan"],
-    "waveform, pitch-conditioned": ["data.attributes=pitch"],
+  "waveform": [],
+  # Width 4: at the default 16 the three extra critics cost ~20x the demo model's step on a CPU.
+  "waveform + MRD/MSD/MPD": ["model.aux_discs=mrstft,msd,mpd", "model.aux_width=4"],
+  "waveform + MPD": ["model.aux_discs=mpd", "model.aux_width=4"],
+  "specgan": ["model.kind=specgan"],
+  "waveform, pitch-conditioned": ["data.attributes=pitch"],
 }
 
 
@@ -40,7 +40,9 @@ def wavegan(*args: str) -> None:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--cpu-minutes", type=float, default=16.0)
   p.add_argument("--n", type=int, default=600, help="generated clips per evaluation")
   p.add_argument("--out", default="runs/zoo")
@@ -53,22 +55,40 @@ def main() -> None:
     run = os.path.join(args.out, slug(name))
     report_path = os.path.join(run, "eval", "report.json")
     if not os.path.exists(report_path):
-      overrides = [f"train.max_cpu_minutes={args.cpu_minutes}", "train.steps=1000000",
-                   "train.checkpoint_every=200", *sets]
-      wavegan("train", "--preset", "demo", "--workdir", run, "--no-progress",
-              *[a for s in overrides for a in ("--set", s)])
+      overrides = [
+        f"train.max_cpu_minutes={args.cpu_minutes}",
+        "train.steps=1000000",
+        "train.checkpoint_every=200",
+        *sets,
+      ]
+      wavegan(
+        "train",
+        "--preset",
+        "demo",
+        "--workdir",
+        run,
+        "--no-progress",
+        *[a for s in overrides for a in ("--set", s)],
+      )
       wavegan("evaluate", "--workdir", run, "--n", str(args.n), "--out", os.path.join(run, "eval"))
     with open(report_path) as f:
       r = json.load(f)
     g = r["generated"]
     pitch = r.get("attributes", {}).get("pitch")
-    rows.append(f"| {name} | {r['step']} | {g.get('style_accuracy', float('nan')):.3f} | "
-                f"{g['fd']:.1f} | {g['kid']:.4f} | "
-                + (f"{pitch['spearman']:.2f}" if pitch else "-") + " |")
-  table = "\n".join([f"Built-in corpus, {args.cpu_minutes:g} CPU minutes of training each, "
-                     f"{args.n} generated clips per evaluation.", "",
-                     "| variant | steps | style accuracy | FD | KID | pitch rank correlation |",
-                     "| --- | --- | --- | --- | --- | --- |", *rows])
+    rows.append(
+      f"| {name} | {r['step']} | {g.get('style_accuracy', float('nan')):.3f} | "
+      f"{g['fd']:.1f} | {g['kid']:.4f} | " + (f"{pitch['spearman']:.2f}" if pitch else "-") + " |"
+    )
+  table = "\n".join(
+    [
+      f"Built-in corpus, {args.cpu_minutes:g} CPU minutes of training each, "
+      f"{args.n} generated clips per evaluation.",
+      "",
+      "| variant | steps | style accuracy | FD | KID | pitch rank correlation |",
+      "| --- | --- | --- | --- | --- | --- |",
+      *rows,
+    ]
+  )
   print(table)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "results.md"), "w") as f:

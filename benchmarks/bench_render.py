@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
 
   common.emit("env", cpu=common.cpu_model(), cores=os.cpu_count(), jax=jax.__version__)
   cfg = preset("paper")
-  cfg = cfg.__class__(**{**cfg.__dict__, "model": cfg.model.__class__(
-      **{**cfg.model.__dict__, "num_styles": 6})})
+  cfg = cfg.__class__(
+    **{**cfg.__dict__, "model": cfg.model.__class__(**{**cfg.model.__dict__, "num_styles": 6})}
+  )
   styles = ("clap", "hat", "kick", "pluck", "snare", "tom")
   _, state = ts.build(cfg)
   tmp = tempfile.mkdtemp(prefix="wavegan-bench-render-")
@@ -65,8 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     synth = Synthesizer.load(model_path, batch_size=args.batch)
     t_load = time.perf_counter() - t0
-    common.emit("export", mb=round(os.path.getsize(model_path) / 2**20, 1),
-                write_s=round(t_export, 2), load_s=round(t_load, 2))
+    common.emit(
+      "export",
+      mb=round(os.path.getsize(model_path) / 2**20, 1),
+      write_s=round(t_export, 2),
+      load_s=round(t_load, 2),
+    )
 
     job = RenderJob(name="bench", count=args.clips, seed=0, format=args.format)
     z = synth.latents(args.clips, seed=0)
@@ -87,16 +92,31 @@ def main(argv: list[str] | None = None) -> None:
       ren.append(time.perf_counter() - t0)
       assert report.written == args.clips
     g, w, rd = min(gen), min(wrt), min(ren)
-    common.emit("generate", seconds=[round(x, 3) for x in gen], clips_per_s=round(args.clips / g, 1))
-    common.emit("write", seconds=[round(x, 3) for x in wrt], clips_per_s=round(args.clips / w, 1),
-                format=args.format)
-    common.emit("render", seconds=[round(x, 3) for x in ren], clips_per_s=round(args.clips / rd, 1),
-                writers=args.writers)
-    common.emit("summary", clips=args.clips, batch=args.batch,
-                generate_clips_per_s=round(args.clips / g, 1),
-                render_clips_per_s=round(args.clips / rd, 1),
-                render_overhead=round(rd / g - 1, 3), goal_met=rd / g - 1 <= 0.20,
-                serial_write_overhead=round(w / g, 3))
+    common.emit(
+      "generate", seconds=[round(x, 3) for x in gen], clips_per_s=round(args.clips / g, 1)
+    )
+    common.emit(
+      "write",
+      seconds=[round(x, 3) for x in wrt],
+      clips_per_s=round(args.clips / w, 1),
+      format=args.format,
+    )
+    common.emit(
+      "render",
+      seconds=[round(x, 3) for x in ren],
+      clips_per_s=round(args.clips / rd, 1),
+      writers=args.writers,
+    )
+    common.emit(
+      "summary",
+      clips=args.clips,
+      batch=args.batch,
+      generate_clips_per_s=round(args.clips / g, 1),
+      render_clips_per_s=round(args.clips / rd, 1),
+      render_overhead=round(rd / g - 1, 3),
+      goal_met=rd / g - 1 <= 0.20,
+      serial_write_overhead=round(w / g, 3),
+    )
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

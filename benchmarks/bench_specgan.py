@@ -30,13 +30,14 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-MATCH_TOL = 1e-3    # max relative difference between the variants' results before flagging
+MATCH_TOL = 1e-3  # max relative difference between the variants' results before flagging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,12 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--reps", type=int, default=5, help="timed rounds; each row is the best of them")
   p.add_argument("--critic-steps", type=int, default=5, help="critic steps in the scanned row")
   p.add_argument("--forward-only", action="store_true", help="skip the gradient rows")
-  p.add_argument("--paper", action="store_true",
-                 help="paper size: --dim 64 --batch 64 --forward-only")
+  p.add_argument(
+    "--paper", action="store_true", help="paper size: --dim 64 --batch 64 --forward-only"
+  )
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                 help="before each timed call wait up to S s for a 0.5 s window in which other "
-                      "processes use < 5%% of the CPUs (for shared machines)")
+  p.add_argument(
+    "--wait-quiet",
+    type=float,
+    default=0.0,
+    metavar="S",
+    help="before each timed call wait up to S s for a 0.5 s window in which other "
+    "processes use < 5%% of the CPUs (for shared machines)",
+  )
   args = p.parse_args(argv)
   if args.paper:
     args.dim, args.batch, args.forward_only = 64, 64, True
@@ -63,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------------
 # the XLA variant
 # ------------------------------------------------------------------------------------------------
+
 
 def xla_layers() -> tuple[type, type]:
   """(XlaUpsample2d, XlaDownsample2d): wrappers computing a layer with XLA's strided convs."""
@@ -77,8 +85,14 @@ def xla_layers() -> tuple[type, type]:
 
     def __call__(self, x: jax.Array) -> jax.Array:
       # kernel [K, K, C_in, C_out] read as the forward conv's HWOI: TF's conv2d_transpose.
-      y = jax.lax.conv_transpose(x, self.kernel[...].astype(x.dtype), (self.stride,) * 2, "SAME",
-                                 dimension_numbers=("NHWC", "HWOI", "NHWC"), transpose_kernel=True)
+      y = jax.lax.conv_transpose(
+        x,
+        self.kernel[...].astype(x.dtype),
+        (self.stride,) * 2,
+        "SAME",
+        dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        transpose_kernel=True,
+      )
       return y + self.bias[...].astype(x.dtype)
 
   class XlaDownsample2d(nnx.Module):
@@ -88,8 +102,13 @@ def xla_layers() -> tuple[type, type]:
       self.stride, self.kernel, self.bias = layer.stride, layer.kernel, layer.bias
 
     def __call__(self, x: jax.Array) -> jax.Array:
-      y = jax.lax.conv_general_dilated(x, self.kernel[...].astype(x.dtype), (self.stride,) * 2,
-                                       "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = jax.lax.conv_general_dilated(
+        x,
+        self.kernel[...].astype(x.dtype),
+        (self.stride,) * 2,
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      )
       return y + self.bias[...].astype(x.dtype)
 
   return XlaUpsample2d, XlaDownsample2d
@@ -101,6 +120,7 @@ def xla_variant(model: Any) -> Any:
   The rest of the model is the project's own code, and the parameters are the same values.
   """
   from flax import nnx
+
   up, down = xla_layers()
   clone = nnx.clone(model)
   for name, wrapper in (("ups", up), ("downs", down)):
@@ -114,6 +134,7 @@ def xla_variant(model: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 # the measured functions
 # ------------------------------------------------------------------------------------------------
+
 
 def measured_fns(g: Any, d: Any, args: argparse.Namespace) -> dict[str, tuple[Callable, tuple]]:
   """{row name: (jitted function, its arguments)} for one variant's generator and critic."""
@@ -130,8 +151,9 @@ def measured_fns(g: Any, d: Any, args: argparse.Namespace) -> dict[str, tuple[Ca
   frames, bins = specgan.image_shape(g.cfg)
   k_z, k_x, k_gp = jax.random.split(jax.random.key(args.seed), 3)
   z = jax.random.uniform(k_z, (args.batch, g.cfg.latent_dim), minval=-1.0, maxval=1.0)
-  real = jax.random.uniform(k_x, (args.batch, frames, bins, g.cfg.channels), minval=-1.0,
-                            maxval=1.0)
+  real = jax.random.uniform(
+    k_x, (args.batch, frames, bins, g.cfg.channels), minval=-1.0, maxval=1.0
+  )
 
   def g_fwd(gs, z):
     return nnx.merge(g_def, gs)(z)
@@ -140,10 +162,11 @@ def measured_fns(g: Any, d: Any, args: argparse.Namespace) -> dict[str, tuple[Ca
     return nnx.merge(d_def, ds)(x, None)
 
   def d_loss(ds, gs, key):
-    critic = lambda x: nnx.merge(d_def, ds)(x, None)                     # noqa: E731
+    critic = lambda x: nnx.merge(d_def, ds)(x, None)  # noqa: E731
     fake = jax.lax.stop_gradient(g_fwd(gs, z))
-    return (losses.wgan_d(critic(real), critic(fake))
-            + gp_weight * losses.gradient_penalty(critic, real, fake, key))
+    return losses.wgan_d(critic(real), critic(fake)) + gp_weight * losses.gradient_penalty(
+      critic, real, fake, key
+    )
 
   def g_loss(gs, ds):
     return losses.wgan_g(d_fwd(ds, g_fwd(gs, z)))
@@ -152,10 +175,10 @@ def measured_fns(g: Any, d: Any, args: argparse.Namespace) -> dict[str, tuple[Ca
     def body(ds, key):
       grads = jax.grad(d_loss)(ds, gs, key)
       return jax.tree.map(lambda p, q: p - 1e-4 * q, ds, grads), None
+
     return jax.lax.scan(body, ds, jax.random.split(k_gp, args.critic_steps))[0]
 
-  fns = {"G forward": (g_fwd, (g_state, z)),
-         "D forward": (d_fwd, (d_state, real))}
+  fns = {"G forward": (g_fwd, (g_state, z)), "D forward": (d_fwd, (d_state, real))}
   if not args.forward_only:
     fns["D WGAN-GP grad"] = (jax.grad(d_loss), (d_state, g_state, k_gp))
     fns["G grad"] = (jax.grad(g_loss), (g_state, d_state))
@@ -167,6 +190,7 @@ def max_rel_diff(a: Any, b: Any) -> float:
   """max |a - b| / max |a| over all leaves of two pytrees of arrays."""
   import jax
   import numpy as np
+
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   num = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(la, lb))
   den = max(float(np.max(np.abs(np.asarray(x)))) for x in la)
@@ -177,16 +201,19 @@ def max_rel_diff(a: Any, b: Any) -> float:
 # timing
 # ------------------------------------------------------------------------------------------------
 
-def time_pair(ours: tuple[Callable, tuple], xla: tuple[Callable, tuple], reps: int,
-              wait_quiet_s: float) -> dict[str, Any]:
+
+def time_pair(
+  ours: tuple[Callable, tuple], xla: tuple[Callable, tuple], reps: int, wait_quiet_s: float
+) -> dict[str, Any]:
   """Compiles both, then times them alternately `reps` times. Best seconds of each, the relative
   difference of their results, and the median CPU share of other processes while timing."""
   import jax
+
   compiled = []
   outs = []
   for f, a in (ours, xla):
-    c = f.lower(*a).compile()                     # one executable; a recompile would raise
-    outs.append(jax.block_until_ready(c(*a)))     # warm-up
+    c = f.lower(*a).compile()  # one executable; a recompile would raise
+    outs.append(jax.block_until_ready(c(*a)))  # warm-up
     compiled.append((c, a))
   best = [float("inf"), float("inf")]
   others: list[float] = []
@@ -201,8 +228,12 @@ def time_pair(ours: tuple[Callable, tuple], xla: tuple[Callable, tuple], reps: i
       other = meter.stop()
       if other is not None:
         others.append(other)
-  return {"ours_s": best[0], "xla_s": best[1], "rel_diff": max_rel_diff(*outs),
-          "other_cpu": statistics.median(others) if others else None}
+  return {
+    "ours_s": best[0],
+    "xla_s": best[1],
+    "rel_diff": max_rel_diff(*outs),
+    "other_cpu": statistics.median(others) if others else None,
+  }
 
 
 def bench(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -220,31 +251,41 @@ def bench(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
   ours = measured_fns(g, d, args)
   xla = measured_fns(xla_variant(g), xla_variant(d), args)
   frames, bins = specgan.image_shape(cfg)
-  print(f"SpecGAN d={args.dim}, batch {args.batch}, {frames} x {bins} images; jax "
-        f"{jax.__version__} ({jax.default_backend()}), {common.cpu_model()}, "
-        f"{os.cpu_count()} cores; best of {args.reps}", flush=True)
+  print(
+    f"SpecGAN d={args.dim}, batch {args.batch}, {frames} x {bins} images; jax "
+    f"{jax.__version__} ({jax.default_backend()}), {common.cpu_model()}, "
+    f"{os.cpu_count()} cores; best of {args.reps}",
+    flush=True,
+  )
 
   results = {}
   for name in ours:
     results[name] = time_pair(ours[name], xla[name], args.reps, args.wait_quiet)
     r = results[name]
-    print(f"  {name}: ours {r['ours_s'] * 1e3:.1f} ms, XLA {r['xla_s'] * 1e3:.1f} ms",
-          file=sys.stderr, flush=True)
+    print(
+      f"  {name}: ours {r['ours_s'] * 1e3:.1f} ms, XLA {r['xla_s'] * 1e3:.1f} ms",
+      file=sys.stderr,
+      flush=True,
+    )
 
   print()
   print("| measurement | ours (ms) | XLA (ms) | XLA/ours |")
   print("|---|---:|---:|---:|")
   for name, r in results.items():
-    print(f"| {name} | {r['ours_s'] * 1e3:.1f} | {r['xla_s'] * 1e3:.1f} | "
-          f"{r['xla_s'] / r['ours_s']:.2f}x |")
+    print(
+      f"| {name} | {r['ours_s'] * 1e3:.1f} | {r['xla_s'] * 1e3:.1f} | "
+      f"{r['xla_s'] / r['ours_s']:.2f}x |"
+    )
   print()
   worst = max(r["rel_diff"] for r in results.values())
   flag = "" if worst < MATCH_TOL else f"  MISMATCH (> {MATCH_TOL:g}): the variants differ"
   print(f"ours vs XLA results: max relative difference {worst:.1e}{flag}")
   others = [r["other_cpu"] for r in results.values() if r["other_cpu"] is not None]
   if others:
-    print(f"other processes' CPU share while timing: median {statistics.median(others):.0%}, "
-          f"worst row {max(others):.0%}")
+    print(
+      f"other processes' CPU share while timing: median {statistics.median(others):.0%}, "
+      f"worst row {max(others):.0%}"
+    )
   return results
 
 

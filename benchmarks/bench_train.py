@@ -49,13 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--slice-len", type=int, default=16384, choices=(16384, 32768, 65536))
   p.add_argument("--devices", type=int, default=1, help="data-parallel devices to use")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                 help="compute dtype (parameters and optimiser stay float32)")
+  p.add_argument(
+    "--dtype",
+    choices=("float32", "bfloat16"),
+    default="float32",
+    help="compute dtype (parameters and optimiser stay float32)",
+  )
   p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per batch")
   p.add_argument("--remat", action="store_true", help="recompute activations in the backward pass")
   p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU")
-  p.add_argument("--scaling", action="store_true",
-                 help="also run on 1 device and report the scaling efficiency")
+  p.add_argument(
+    "--scaling", action="store_true", help="also run on 1 device and report the scaling efficiency"
+  )
   common.add_torch_args(p)
   args = p.parse_args(argv)
   if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.devices < 1:
@@ -88,28 +93,64 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   from wavegan.training import step as ts
 
   if args.devices > jax.device_count():
-    sys.exit(f"error: --devices {args.devices} but only {jax.device_count()} "
-             f"{jax.default_backend()} devices")
-  cfg = apply_overrides(preset("paper"), [
-      f"model.dim={args.dim}", f"model.slice_len={args.slice_len}",
-      f"train.batch_size={args.batch}", f"train.seed={args.seed}", f"compute.dtype={args.dtype}",
-      f"compute.grad_accum={args.grad_accum}", f"compute.remat={args.remat}"]).validate()
+    sys.exit(
+      f"error: --devices {args.devices} but only {jax.device_count()} "
+      f"{jax.default_backend()} devices"
+    )
+  cfg = apply_overrides(
+    preset("paper"),
+    [
+      f"model.dim={args.dim}",
+      f"model.slice_len={args.slice_len}",
+      f"train.batch_size={args.batch}",
+      f"train.seed={args.seed}",
+      f"compute.dtype={args.dtype}",
+      f"compute.grad_accum={args.grad_accum}",
+      f"compute.remat={args.remat}",
+    ],
+  ).validate()
   m, n_critic = cfg.model, cfg.optim.n_critic
-  devices = jax.devices()[:args.devices]
-  common.emit("env", **common.jax_env(
-      jax, devices, what="train", batch=args.batch, slice_len=m.slice_len, dim=m.dim,
-      n_critic=n_critic, loss=cfg.optim.loss, warmup=args.warmup, steps=args.steps,
-      wait_quiet=args.wait_quiet, dtype=args.dtype, grad_accum=args.grad_accum, remat=args.remat))
+  devices = jax.devices()[: args.devices]
+  common.emit(
+    "env",
+    **common.jax_env(
+      jax,
+      devices,
+      what="train",
+      batch=args.batch,
+      slice_len=m.slice_len,
+      dim=m.dim,
+      n_critic=n_critic,
+      loss=cfg.optim.loss,
+      warmup=args.warmup,
+      steps=args.steps,
+      wait_quiet=args.wait_quiet,
+      dtype=args.dtype,
+      grad_accum=args.grad_accum,
+      remat=args.remat,
+    ),
+  )
 
   mesh = ts.data_mesh(devices)
   models, state = ts.build(cfg)
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
-  flops = common.flop_counts(m.dim, m.slice_len, latent_dim=m.latent_dim,
-                             kernel_len=m.kernel_len, channels=m.channels, n_critic=n_critic)
-  common.emit("params", impl="jax", G=count(state.g_params), D=count(state.d_params),
-              G_fwd_gflop_per_sample=round(flops["g_fwd"] / 1e9, 4),
-              D_fwd_gflop_per_sample=round(flops["d_fwd"] / 1e9, 4),
-              iter_gflop_per_sample=round(flops["iter"] / 1e9, 4))
+  flops = common.flop_counts(
+    m.dim,
+    m.slice_len,
+    latent_dim=m.latent_dim,
+    kernel_len=m.kernel_len,
+    channels=m.channels,
+    n_critic=n_critic,
+  )
+  common.emit(
+    "params",
+    impl="jax",
+    G=count(state.g_params),
+    D=count(state.d_params),
+    G_fwd_gflop_per_sample=round(flops["g_fwd"] / 1e9, 4),
+    D_fwd_gflop_per_sample=round(flops["d_fwd"] / 1e9, 4),
+    iter_gflop_per_sample=round(flops["iter"] / 1e9, 4),
+  )
 
   state = jax.device_put(state, NamedSharding(mesh, P()))
   batch_sharding = NamedSharding(mesh, P(None, ts.DATA_AXIS))
@@ -124,7 +165,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
 
   step = ts.make_train_step(models, cfg, mesh)
   t0 = time.perf_counter()
-  compiled = step.lower(state, real, styles).compile()   # one executable; a recompile would raise
+  compiled = step.lower(state, real, styles).compile()  # one executable; a recompile would raise
   compile_s = time.perf_counter() - t0
 
   for _ in range(args.warmup):
@@ -144,37 +185,68 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
     seconds.append(dt)
     others.append(other)
     losses = {k: round(float(metrics[k]), 5) for k in ("d/loss", "d/gp", "g/loss") if k in metrics}
-    common.emit("step", impl="jax", what="train", step=i, seconds=round(dt, 4), other_cpu=other,
-                waited_s=waited, **losses)
+    common.emit(
+      "step",
+      impl="jax",
+      what="train",
+      step=i,
+      seconds=round(dt, 4),
+      other_cpu=other,
+      waited_s=waited,
+      **losses,
+    )
   timing = common.summarize(seconds, others)
   emit_summary(args, timing, flops, m.slice_len, n_critic, compile_s)
   return timing
 
 
-def emit_summary(args: argparse.Namespace, t: common.Timing, flops: dict[str, Any],
-                 slice_len: int, n_critic: int, compile_s: float) -> None:
+def emit_summary(
+  args: argparse.Namespace,
+  t: common.Timing,
+  flops: dict[str, Any],
+  slice_len: int,
+  n_critic: int,
+  compile_s: float,
+) -> None:
   """Prints the `train` summary record."""
   gflop_iter = flops["iter"] * args.batch / 1e9
   samples = common.rate(args.batch, t.median_s)
   quiet_samples = common.rate(args.batch, t.quiet_median_s)
   per_device = lambda x: None if x is None else round(x / args.devices, 3)  # noqa: E731
   common.emit(
-      "train", impl="jax", batch=args.batch, slice_len=slice_len, steps=args.steps,
-      n_critic=n_critic, devices=args.devices,
-      median_s_per_iter=round(t.median_s, 4), min_s_per_iter=round(t.min_s, 4),
-      quiet_median_s_per_iter=common.r5(t.quiet_median_s), quiet_steps=t.quiet_steps,
-      median_other_cpu=t.median_other_cpu,
-      samples_per_s=samples, quiet_samples_per_s=quiet_samples,
-      samples_per_s_per_device=per_device(samples),
-      quiet_samples_per_s_per_device=per_device(quiet_samples),
-      gflop_per_iter=round(gflop_iter, 1),
-      gflop_per_d_step=round(flops["d_step"] * args.batch / 1e9, 1),
-      gflop_per_g_step=round(flops["g_step"] * args.batch / 1e9, 1),
-      achieved_gflop_per_s=common.rate(gflop_iter, t.median_s, 2),
-      quiet_achieved_gflop_per_s=common.rate(gflop_iter, t.quiet_median_s, 2),
-      compile_s=round(compile_s, 2), peak_rss_gb=common.peak_rss_gb(),
-      **({"mfu": round(common.rate(gflop_iter, t.median_s, 2) / (args.peak_tflops * 1e3 * args.devices), 4)}
-         if args.peak_tflops else {}))
+    "train",
+    impl="jax",
+    batch=args.batch,
+    slice_len=slice_len,
+    steps=args.steps,
+    n_critic=n_critic,
+    devices=args.devices,
+    median_s_per_iter=round(t.median_s, 4),
+    min_s_per_iter=round(t.min_s, 4),
+    quiet_median_s_per_iter=common.r5(t.quiet_median_s),
+    quiet_steps=t.quiet_steps,
+    median_other_cpu=t.median_other_cpu,
+    samples_per_s=samples,
+    quiet_samples_per_s=quiet_samples,
+    samples_per_s_per_device=per_device(samples),
+    quiet_samples_per_s_per_device=per_device(quiet_samples),
+    gflop_per_iter=round(gflop_iter, 1),
+    gflop_per_d_step=round(flops["d_step"] * args.batch / 1e9, 1),
+    gflop_per_g_step=round(flops["g_step"] * args.batch / 1e9, 1),
+    achieved_gflop_per_s=common.rate(gflop_iter, t.median_s, 2),
+    quiet_achieved_gflop_per_s=common.rate(gflop_iter, t.quiet_median_s, 2),
+    compile_s=round(compile_s, 2),
+    peak_rss_gb=common.peak_rss_gb(),
+    **(
+      {
+        "mfu": round(
+          common.rate(gflop_iter, t.median_s, 2) / (args.peak_tflops * 1e3 * args.devices), 4
+        )
+      }
+      if args.peak_tflops
+      else {}
+    ),
+  )
 
 
 def scaling(args: argparse.Namespace, timing: common.Timing) -> None:
@@ -185,16 +257,25 @@ def scaling(args: argparse.Namespace, timing: common.Timing) -> None:
   argv = [a for a in sys.argv[1:] if a != "--scaling"]
   if "--devices" in argv:
     i = argv.index("--devices")
-    del argv[i:i + 2]
+    del argv[i : i + 2]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, __file__, *argv, "--devices", "1"], env=env,
-                       capture_output=True, text=True, check=True).stdout
+  out = subprocess.run(
+    [sys.executable, __file__, *argv, "--devices", "1"],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout
   one = [json.loads(l) for l in out.splitlines() if '"record": "train"' in l][-1]
   n_rate = common.rate(args.batch, timing.median_s)
-  common.emit("scaling", devices=args.devices, samples_per_s=n_rate,
-              samples_per_s_1_device=one["samples_per_s"],
-              speedup=round(n_rate / one["samples_per_s"], 3),
-              efficiency=round(n_rate / (args.devices * one["samples_per_s"]), 3))
+  common.emit(
+    "scaling",
+    devices=args.devices,
+    samples_per_s=n_rate,
+    samples_per_s_1_device=one["samples_per_s"],
+    speedup=round(n_rate / one["samples_per_s"], 3),
+    efficiency=round(n_rate / (args.devices * one["samples_per_s"]), 3),
+  )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,20 +21,22 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TORCH_REF = REPO_ROOT.parent / "shared" / "bench" / "torch_ref"
 DEFAULT_TORCH_PYTHON = REPO_ROOT / ".venv-torchref" / "bin" / "python"
-QUIET_LIMIT = 0.05          # a step is "quiet" when other processes used < 5% of the CPUs
-SAMPLE_RATE = 16000         # for audio seconds per second
+QUIET_LIMIT = 0.05  # a step is "quiet" when other processes used < 5% of the CPUs
+SAMPLE_RATE = 16000  # for audio seconds per second
 
 
 # ------------------------------------------------------------------------------------------------
 # output
 # ------------------------------------------------------------------------------------------------
+
 
 def emit(record: str, **fields: Any) -> dict[str, Any]:
   """Prints one JSON line `{"record": record, **fields}` and returns the object."""
@@ -63,6 +65,7 @@ def peak_rss_gb() -> float:
 # ------------------------------------------------------------------------------------------------
 # contention
 # ------------------------------------------------------------------------------------------------
+
 
 def _machine_busy_s() -> float | None:
   """CPU seconds all processes have used since boot (all cores, without idle and iowait)."""
@@ -123,6 +126,7 @@ def wait_quiet(max_wait_s: float, window_s: float = 0.5, limit: float = QUIET_LI
 # summaries
 # ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Timing:
   """Median and quiet median (steps with other_cpu < QUIET_LIMIT) of per-step seconds."""
@@ -138,11 +142,11 @@ def summarize(seconds: list[float], other_cpu: list[float | None]) -> Timing:
   """Medians over all timed steps and over the quiet ones."""
   quiet = [s for s, o in zip(seconds, other_cpu) if o is not None and o < QUIET_LIMIT]
   return Timing(
-      median_s=statistics.median(seconds),
-      min_s=min(seconds),
-      quiet_median_s=statistics.median(quiet) if quiet else None,
-      quiet_steps=len(quiet),
-      median_other_cpu=round(statistics.median([o or 0.0 for o in other_cpu]), 4),
+    median_s=statistics.median(seconds),
+    min_s=min(seconds),
+    quiet_median_s=statistics.median(quiet) if quiet else None,
+    quiet_steps=len(quiet),
+    median_other_cpu=round(statistics.median([o or 0.0 for o in other_cpu]), 4),
   )
 
 
@@ -159,7 +163,7 @@ def r5(x: float | None) -> float | None:
 # analytic FLOPs (the reference's formulas)
 # ------------------------------------------------------------------------------------------------
 
-Layer = tuple[int, int, int, int]       # (c_in, c_out, len_in, len_out)
+Layer = tuple[int, int, int, int]  # (c_in, c_out, len_in, len_out)
 
 
 def _strides(slice_len: int) -> list[int]:
@@ -184,7 +188,7 @@ def g_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
 def d_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
   """D's strided convs: channels -> d -> 2d -> ... down to length 16."""
   strides = _strides(slice_len)
-  chans = [channels] + [dim * 2 ** i for i in range(len(strides))]
+  chans = [channels] + [dim * 2**i for i in range(len(strides))]
   layers, length = [], slice_len
   for i, s in enumerate(strides):
     layers.append((chans[i], chans[i + 1], length, length // s))
@@ -192,8 +196,15 @@ def d_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
   return layers
 
 
-def flop_counts(dim: int = 64, slice_len: int = 16384, *, latent_dim: int = 100,
-                kernel_len: int = 25, channels: int = 1, n_critic: int = 5) -> dict[str, Any]:
+def flop_counts(
+  dim: int = 64,
+  slice_len: int = 16384,
+  *,
+  latent_dim: int = 100,
+  kernel_len: int = 25,
+  channels: int = 1,
+  n_critic: int = 5,
+) -> dict[str, Any]:
   """Analytic FLOPs per sample: G / D forward, one D update, one G update, one iteration, and
   per conv layer (`g_layers`, `d_layers`). At d=64 / 16384: G forward 1.6941 GFLOP, iteration
   101.34 GFLOP (6486 GFLOP at batch 64), as the reference reports.
@@ -209,21 +220,23 @@ def flop_counts(dim: int = 64, slice_len: int = 16384, *, latent_dim: int = 100,
   d_dense = 2 * 16 * d[-1][1]
   f_g = g_dense + sum(g_convs)
   f_d = sum(d_convs) + d_dense
-  f_d0 = d_convs[0]                     # no input gradient at D's first conv for real/fake terms
-  d_step = (f_g                         # G forward for the fake batch (no grad)
-            + 3 * f_d                   # D on real, fake, interpolates
-            + 2 * (2 * f_d - f_d0)      # backward of the real and fake terms
-            + f_d                       # dD/dx_hat for the penalty
-            + 2 * f_d)                  # double backward of the penalty
+  f_d0 = d_convs[0]  # no input gradient at D's first conv for real/fake terms
+  d_step = (
+    f_g  # G forward for the fake batch (no grad)
+    + 3 * f_d  # D on real, fake, interpolates
+    + 2 * (2 * f_d - f_d0)  # backward of the real and fake terms
+    + f_d  # dD/dx_hat for the penalty
+    + 2 * f_d
+  )  # double backward of the penalty
   g_step = 3 * f_g - g_dense + 2 * f_d  # G fwd + bwd (no grad w.r.t. z), D fwd + input grads
   return {
-      "g_fwd": f_g,
-      "d_fwd": f_d,
-      "d_step": d_step,
-      "g_step": g_step,
-      "iter": n_critic * d_step + g_step,
-      "g_layers": g_convs,
-      "d_layers": d_convs,
+    "g_fwd": f_g,
+    "d_fwd": f_d,
+    "d_step": d_step,
+    "g_step": g_step,
+    "iter": n_critic * d_step + g_step,
+    "g_layers": g_convs,
+    "d_layers": d_convs,
   }
 
 
@@ -231,18 +244,33 @@ def flop_counts(dim: int = 64, slice_len: int = 16384, *, latent_dim: int = 100,
 # PyTorch reference
 # ------------------------------------------------------------------------------------------------
 
+
 def add_torch_args(parser: Any) -> None:
   """The --vs-torch / --torch-python / --torch-ref / --wait-quiet options of both benchmarks."""
-  parser.add_argument("--vs-torch", action="store_true",
-                      help="after the JAX run, run the PyTorch reference with the same settings "
-                           "and print a `compare` record")
-  parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON),
-                      help="python of a venv with torch (default: .venv-torchref/bin/python)")
-  parser.add_argument("--torch-ref", default=str(DEFAULT_TORCH_REF),
-                      help="folder holding bench.py (default: ../shared/bench/torch_ref)")
-  parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                      help="before each timed step wait up to S s for a 0.5 s window in which "
-                           "other processes use < 5%% of the CPUs (for shared machines)")
+  parser.add_argument(
+    "--vs-torch",
+    action="store_true",
+    help="after the JAX run, run the PyTorch reference with the same settings "
+    "and print a `compare` record",
+  )
+  parser.add_argument(
+    "--torch-python",
+    default=str(DEFAULT_TORCH_PYTHON),
+    help="python of a venv with torch (default: .venv-torchref/bin/python)",
+  )
+  parser.add_argument(
+    "--torch-ref",
+    default=str(DEFAULT_TORCH_REF),
+    help="folder holding bench.py (default: ../shared/bench/torch_ref)",
+  )
+  parser.add_argument(
+    "--wait-quiet",
+    type=float,
+    default=0.0,
+    metavar="S",
+    help="before each timed step wait up to S s for a 0.5 s window in which "
+    "other processes use < 5%% of the CPUs (for shared machines)",
+  )
 
 
 def check_torch_setup(torch_python: str, torch_ref: str) -> None:
@@ -251,15 +279,17 @@ def check_torch_setup(torch_python: str, torch_ref: str) -> None:
   if not (Path(torch_ref) / "bench.py").is_file():
     sys.exit(f"error: no bench.py in {torch_ref}; pass --torch-ref DIR (the torch_ref folder)")
   if not Path(torch_python).is_file():
-    sys.exit(f"error: {torch_python} not found. Create the reference's venv with\n"
-             f"  python3 -m venv {REPO_ROOT}/.venv-torchref\n"
-             f"  {REPO_ROOT}/.venv-torchref/bin/pip install torch==2.13.0 numpy\n"
-             f"or pass --torch-python PATH")
+    sys.exit(
+      f"error: {torch_python} not found. Create the reference's venv with\n"
+      f"  python3 -m venv {REPO_ROOT}/.venv-torchref\n"
+      f"  {REPO_ROOT}/.venv-torchref/bin/pip install torch==2.13.0 numpy\n"
+      f"or pass --torch-python PATH"
+    )
 
 
-_LAUNCHER = ("import os, sys\n"
-             "if sys.stdin.readline() == 'go\\n':\n"
-             "  os.execv(sys.argv[1], sys.argv[1:])\n")
+_LAUNCHER = (
+  "import os, sys\nif sys.stdin.readline() == 'go\\n':\n  os.execv(sys.argv[1], sys.argv[1:])\n"
+)
 
 
 class TorchReference:
@@ -270,16 +300,47 @@ class TorchReference:
   exec, so a child forked after the JAX run would report the JAX process's peak as its own.
   """
 
-  def __init__(self, what: str, *, batch: int, steps: int, warmup: int, dim: int, slice_len: int,
-               wait_quiet_s: float, torch_python: str, torch_ref: str) -> None:
+  def __init__(
+    self,
+    what: str,
+    *,
+    batch: int,
+    steps: int,
+    warmup: int,
+    dim: int,
+    slice_len: int,
+    wait_quiet_s: float,
+    torch_python: str,
+    torch_ref: str,
+  ) -> None:
     self.what = what
     self.cwd = torch_ref
-    self.args = ["bench.py", "--what", what, "--batch", str(batch), "--steps", str(steps),
-                 "--warmup", str(warmup), "--dim", str(dim), "--slice-len", str(slice_len),
-                 "--threads", "2", "--wait-quiet", str(wait_quiet_s)]
-    self.proc = subprocess.Popen([torch_python, "-c", _LAUNCHER, torch_python, *self.args],
-                                 cwd=torch_ref, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True)
+    self.args = [
+      "bench.py",
+      "--what",
+      what,
+      "--batch",
+      str(batch),
+      "--steps",
+      str(steps),
+      "--warmup",
+      str(warmup),
+      "--dim",
+      str(dim),
+      "--slice-len",
+      str(slice_len),
+      "--threads",
+      "2",
+      "--wait-quiet",
+      str(wait_quiet_s),
+    ]
+    self.proc = subprocess.Popen(
+      [torch_python, "-c", _LAUNCHER, torch_python, *self.args],
+      cwd=torch_ref,
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+    )
 
   def cancel(self) -> None:
     """Stops the waiting process (when the JAX run failed)."""
@@ -310,15 +371,20 @@ class TorchReference:
       if rec["record"] == self.what:
         summary = rec
     if proc.wait() != 0:
-      emit("error", impl="torch", returncode=proc.returncode,
-           message="the PyTorch reference failed (its stderr is above)")
+      emit(
+        "error",
+        impl="torch",
+        returncode=proc.returncode,
+        message="the PyTorch reference failed (its stderr is above)",
+      )
       return None
     emit("torch_done", impl="torch", wall_s=round(time.perf_counter() - t0, 1))
     return summary
 
 
-def compare(what: str, jax_timing: Timing, torch_summary: dict[str, Any] | None,
-            per: str) -> dict[str, Any] | None:
+def compare(
+  what: str, jax_timing: Timing, torch_summary: dict[str, Any] | None, per: str
+) -> dict[str, Any] | None:
   """Prints the `compare` record: speedup = torch seconds / JAX seconds (> 1: JAX is faster).
 
   Uses the quiet medians when both runs have quiet steps, else the plain medians.
@@ -331,23 +397,37 @@ def compare(what: str, jax_timing: Timing, torch_summary: dict[str, Any] | None,
     basis, j_s, t_s = "quiet_median", jax_timing.quiet_median_s, t_quiet
   else:
     basis, j_s, t_s = "median", jax_timing.median_s, t_med
-  return emit("compare", what=what, basis=basis,
-              **{f"jax_s_per_{per}": r5(j_s), f"torch_s_per_{per}": r5(t_s)},
-              jax_speedup_vs_torch=round(t_s / j_s, 3),
-              note="jax_speedup_vs_torch = torch_s / jax_s, the throughput ratio "
-                   "(> 1: JAX is faster)")
+  return emit(
+    "compare",
+    what=what,
+    basis=basis,
+    **{f"jax_s_per_{per}": r5(j_s), f"torch_s_per_{per}": r5(t_s)},
+    jax_speedup_vs_torch=round(t_s / j_s, 3),
+    note="jax_speedup_vs_torch = torch_s / jax_s, the throughput ratio (> 1: JAX is faster)",
+  )
 
 
 def jax_env(jax: Any, devices: Iterable[Any], **extra: Any) -> dict[str, Any]:
   """The `env` record's fields for a JAX run."""
   import flax  # imported here, after the caller has set XLA_FLAGS and imported jax
   import jaxlib
+
   devices = list(devices)
-  return dict(impl="jax", jax=jax.__version__, jaxlib=jaxlib.__version__, flax=flax.__version__,
-              python=platform.python_version(), backend=jax.default_backend(),
-              device_count=jax.device_count(), devices_used=len(devices),
-              device_kind=devices[0].device_kind, cpu=cpu_model(), cores=os.cpu_count(),
-              xla_flags=os.environ.get("XLA_FLAGS", ""), **extra)
+  return dict(
+    impl="jax",
+    jax=jax.__version__,
+    jaxlib=jaxlib.__version__,
+    flax=flax.__version__,
+    python=platform.python_version(),
+    backend=jax.default_backend(),
+    device_count=jax.device_count(),
+    devices_used=len(devices),
+    device_kind=devices[0].device_kind,
+    cpu=cpu_model(),
+    cores=os.cpu_count(),
+    xla_flags=os.environ.get("XLA_FLAGS", ""),
+    **extra,
+  )
 
 
 def run_with_reference(what: str, args: Any, bench_jax: Any, per: str) -> None:
@@ -360,9 +440,16 @@ def run_with_reference(what: str, args: Any, bench_jax: Any, per: str) -> None:
   if args.vs_torch:
     check_torch_setup(args.torch_python, args.torch_ref)
     torch_ref = TorchReference(
-        what, batch=args.batch, steps=args.steps, warmup=args.warmup, dim=args.dim,
-        slice_len=args.slice_len, wait_quiet_s=args.wait_quiet, torch_python=args.torch_python,
-        torch_ref=args.torch_ref)
+      what,
+      batch=args.batch,
+      steps=args.steps,
+      warmup=args.warmup,
+      dim=args.dim,
+      slice_len=args.slice_len,
+      wait_quiet_s=args.wait_quiet,
+      torch_python=args.torch_python,
+      torch_ref=args.torch_ref,
+    )
   try:
     timing = bench_jax(args)
   except BaseException:

@@ -1,5 +1,5 @@
 """Checkpointing for WaveGAN runs: orbax-backed, atomic, asynchronous, self-describing."""
 
-from checkpoints.manager import CheckpointNotFoundError, Checkpointer
+from checkpoints.manager import Checkpointer, CheckpointNotFoundError
 
 __all__ = ["CheckpointNotFoundError", "Checkpointer"]

@@ -96,8 +96,9 @@ class Checkpointer:
       state, meta = ckpt.restore(abstract_state)
   """
 
-  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
-               read_only: bool = False):
+  def __init__(
+    self, directory: str, *, keep: int = 3, async_save: bool = True, read_only: bool = False
+  ):
     """Opens (and, unless `read_only`, creates if missing) a checkpoint directory.
 
     Args:
@@ -120,10 +121,10 @@ class Checkpointer:
     # would reach the console of every read-only command. `create=False` and
     # no retention policy already make opening and restoring write nothing.
     options = ocp.CheckpointManagerOptions(
-        # `max_to_keep` is deprecated in this orbax; LatestN is its replacement.
-        preservation_policy=None if read_only else ocp.checkpoint_managers.LatestN(n=keep),
-        enable_async_checkpointing=async_save and not read_only,
-        create=not read_only,
+      # `max_to_keep` is deprecated in this orbax; LatestN is its replacement.
+      preservation_policy=None if read_only else ocp.checkpoint_managers.LatestN(n=keep),
+      enable_async_checkpointing=async_save and not read_only,
+      create=not read_only,
     )
     self._manager = ocp.CheckpointManager(self._directory, options=options)
 
@@ -176,10 +177,10 @@ class Checkpointer:
       return False
     if latest is not None and step < latest:
       raise ValueError(
-          f"cannot save step {step} in {self._directory}: it is older than the latest step {latest}"
+        f"cannot save step {step} in {self._directory}: it is older than the latest step {latest}"
       )
     args = ocp.args.Composite(
-        **{_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(metadata)}
+      **{_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(metadata)}
     )
     # force=True: this class, not orbax's save-interval policy, decides what to save.
     return bool(self._manager.save(step, args=args, force=True))
@@ -203,12 +204,10 @@ class Checkpointer:
     """
     step = self._resolve_step(step)
     args = ocp.args.Composite(
-        **{
-            _STATE: ocp.args.StandardRestore(
-                abstract_state, fallback_sharding=_replicated_sharding()
-            ),
-            _METADATA: ocp.args.JsonRestore(),
-        }
+      **{
+        _STATE: ocp.args.StandardRestore(abstract_state, fallback_sharding=_replicated_sharding()),
+        _METADATA: ocp.args.JsonRestore(),
+      }
     )
     restored = self._manager.restore(step, args=args)
     return restored[_STATE], restored[_METADATA]
@@ -253,6 +252,6 @@ class Checkpointer:
       return max(steps)
     if int(step) not in steps:
       raise CheckpointNotFoundError(
-          f"no checkpoint for step {step} in {self._directory} (have {sorted(steps)})"
+        f"no checkpoint for step {step} in {self._directory} (have {sorted(steps)})"
       )
     return int(step)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf
@@ -69,9 +69,13 @@ def is_audio_path(path: str) -> bool:
 
 def os_reason(err: OSError) -> str:
   """A short reason for a file that cannot be read, in plain words ("permission denied")."""
-  words = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-           errno.ENOENT: "no such file", errno.EISDIR: "is a folder, not a file",
-           errno.ENOTDIR: "a part of the path is not a folder"}
+  words = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "no such file",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is not a folder",
+  }
   return words.get(err.errno, f"cannot read ({err.strerror or type(err).__name__})")
 
 
@@ -149,6 +153,7 @@ def _unlisted_recorder(root: str, out: list[tuple[str, str]]) -> Callable[[OSErr
     if os.path.normpath(folder) == top:
       raise DataError(f"{root}: {os_reason(err)} (cannot list the folder)")
     out.append((os.path.join(folder, ""), os_reason(err)))
+
   return record
 
 
@@ -192,12 +197,18 @@ def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
   raise ValueError(f"cannot make {channels} channels from a {c_in}-channel file")
 
 
-MIN_SECONDS = 0.01     # shorter files hold no usable sound
-MAX_SECONDS = 3600.0   # longer files are not read: one would fill memory (a 10 h WAV is 2.3 GB)
+MIN_SECONDS = 0.01  # shorter files hold no usable sound
+MAX_SECONDS = 3600.0  # longer files are not read: one would fill memory (a 10 h WAV is 2.3 GB)
 
 
-def decode(path: str, sample_rate: int, channels: int = 1, *, min_seconds: float = MIN_SECONDS,
-           max_seconds: float = MAX_SECONDS) -> np.ndarray:
+def decode(
+  path: str,
+  sample_rate: int,
+  channels: int = 1,
+  *,
+  min_seconds: float = MIN_SECONDS,
+  max_seconds: float = MAX_SECONDS,
+) -> np.ndarray:
   """Reads an audio file as float32 `[time, channels]` at `sample_rate`.
 
   A truncated file, one whose data is cut short of what its header declares, is refused with a
@@ -235,17 +246,19 @@ def decode(path: str, sample_rate: int, channels: int = 1, *, min_seconds: float
     with sf.SoundFile(os.fsencode(path)) as f:
       file_rate, declared, container = f.samplerate, f.frames, f.format
       if declared > max_seconds * file_rate:
-        raise AudioDecodeError(path,
-                               f"longer than {max_seconds:g} s ({declared / file_rate:.0f} s)")
-      x = f.read(dtype="float32", always_2d=True)                     # [T, C_in]
+        raise AudioDecodeError(
+          path, f"longer than {max_seconds:g} s ({declared / file_rate:.0f} s)"
+        )
+      x = f.read(dtype="float32", always_2d=True)  # [T, C_in]
   except (sf.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as err:
     # FLAC's decoder fails at a cut; its frame headers tell a cut from corruption elsewhere.
     raise AudioDecodeError(path, flac_truncation(path) or _decode_failure(path, err)) from err
   # Fewer frames than libsndfile itself announced (an MP3's Xing/Info count, say) is a cut too;
   # an MP3 without such a header only has an estimate from its size, which proves nothing.
   if x.shape[0] < declared and (container != "MP3" or declares_length(path)):
-    raise AudioDecodeError(path,
-                           f"truncated: header says {declared} frames, file holds {x.shape[0]}")
+    raise AudioDecodeError(
+      path, f"truncated: header says {declared} frames, file holds {x.shape[0]}"
+    )
   if x.shape[0] == 0 or x.shape[1] == 0:
     raise AudioDecodeError(path, "empty (0 samples)")
   if x.shape[0] < min_seconds * file_rate:

@@ -32,18 +32,31 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from data_pipelines.audio_io import (AUDIO_EXTENSIONS, AudioDecodeError, AudioFile, DataError,
-                                    scan_folder)
+from data_pipelines.audio_io import (
+  AUDIO_EXTENSIONS,
+  AudioDecodeError,
+  AudioFile,
+  DataError,
+  scan_folder,
+)
 from data_pipelines.dataset import SliceOptions, _progress, process_file, reason_kind, summarize
 from data_pipelines.manifest import Manifest, read_manifest
 from wavegan.errors import DiskFullError, describe_os_error, one_line
-from wavegan.files import (PART_SUFFIX, atomic_path, disk_full, free_bytes, is_no_space,
-                           remove_quietly, write_text)
+from wavegan.files import (
+  PART_SUFFIX,
+  atomic_path,
+  disk_full,
+  free_bytes,
+  is_no_space,
+  remove_quietly,
+  write_text,
+)
 
 CACHE_VERSION = 1
 CACHE_FILE = "cache.json"
@@ -141,11 +154,13 @@ def _quantize(windows: np.ndarray, dtype: str) -> np.ndarray:
   return np.round(np.clip(windows, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
 
 
-def _work(job: tuple[str, SliceOptions, str]) -> tuple[str, np.ndarray | None, np.ndarray | None, float]:
+def _work(
+  job: tuple[str, SliceOptions, str],
+) -> tuple[str, np.ndarray | None, np.ndarray | None, float]:
   """Worker: decodes one file. Returns (reason or "", windows, starts, seconds)."""
   path, opts, dtype = job
   try:
-    windows, starts, length = process_file(path, opts)                 # [W, T, C], [W]
+    windows, starts, length = process_file(path, opts)  # [W, T, C], [W]
   except AudioDecodeError as err:
     return err.reason, None, None, 0.0
   except Exception as err:  # pylint: disable=broad-except  (one odd file never stops a prepare)
@@ -174,8 +189,9 @@ def _workers_deaf_to_ctrl_c() -> Iterator[None]:
     raise KeyboardInterrupt
 
 
-def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
-              ) -> Iterable[tuple[str, np.ndarray | None, np.ndarray | None, float]]:
+def _run_jobs(
+  jobs: list[tuple[str, SliceOptions, str]], workers: int
+) -> Iterable[tuple[str, np.ndarray | None, np.ndarray | None, float]]:
   """Results of `_work` for each job, in job order; in worker processes when `workers` > 1.
 
   If the pool breaks (a worker killed, or a calling script without an `if __name__ ==
@@ -195,9 +211,13 @@ def _run_jobs(jobs: list[tuple[str, SliceOptions, str]], workers: int
         done += 1
         yield result
   except BrokenProcessPool:
-    warnings.warn("decoder worker processes failed (killed, or the calling script lacks an "
-                  "`if __name__ == '__main__':` guard); decoding the remaining "
-                  f"{len(jobs) - done} files in this process", RuntimeWarning, stacklevel=2)
+    warnings.warn(
+      "decoder worker processes failed (killed, or the calling script lacks an "
+      "`if __name__ == '__main__':` guard); decoding the remaining "
+      f"{len(jobs) - done} files in this process",
+      RuntimeWarning,
+      stacklevel=2,
+    )
     yield from map(_work, jobs[done:])
 
 
@@ -259,6 +279,7 @@ def save_shard(path: str, windows: np.ndarray) -> None:
   Raises:
     DiskFullError: the disk filled up (nothing is left under either name).
   """
+
   def verify(tmp: str) -> None:
     size = os.path.getsize(tmp)
     try:
@@ -284,16 +305,19 @@ def _npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
     ValueError: not a readable .npy header (e.g. cut short).
   """
   version = np.lib.format.read_magic(f)
-  readers = {(1, 0): np.lib.format.read_array_header_1_0,
-             (2, 0): np.lib.format.read_array_header_2_0}
+  readers = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+  }
   if version not in readers:
     raise ValueError(f"npy version {version}")
   shape, _, dtype = readers[version](f)
   return tuple(shape), dtype, f.tell()
 
 
-def _entry_labels(folder_label: str, table: Manifest | None, abs_path: str
-                  ) -> tuple[dict[str, str], dict[str, float], str]:
+def _entry_labels(
+  folder_label: str, table: Manifest | None, abs_path: str
+) -> tuple[dict[str, str], dict[str, float], str]:
   """(labels, attributes, skip reason or "") of one file."""
   labels = {FOLDER_FIELD: folder_label}
   if table is None:
@@ -312,12 +336,15 @@ def _read_info(cache: str) -> dict[str, Any]:
   except OSError as err:
     raise DataError(f"{path}: cannot read the cache index ({describe_os_error(err)})") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as err:
-    raise DataError(f"{path}: cannot read the cache index ({err}); prepare it again with "
-                    "--force") from None
+    raise DataError(
+      f"{path}: cannot read the cache index ({err}); prepare it again with --force"
+    ) from None
   if not isinstance(info, dict) or info.get("version") != CACHE_VERSION:
     version = info.get("version") if isinstance(info, dict) else None
-    raise DataError(f"{path}: cache format version {version} (this version reads "
-                    f"{CACHE_VERSION}); prepare it again with --force")
+    raise DataError(
+      f"{path}: cache format version {version} (this version reads "
+      f"{CACHE_VERSION}); prepare it again with --force"
+    )
   return info
 
 
@@ -381,8 +408,9 @@ def _previous(out: str, wanted: dict[str, Any], force: bool) -> dict[str, FileEn
   if info["options"] != wanted:
     had = info["options"]
     diff = ", ".join(f"{k}={had.get(k)!r}" for k in wanted if had.get(k) != wanted[k])
-    raise DataError(f"{out} was prepared with other options ({diff}); "
-                    "use another --out, or --force to rebuild it")
+    raise DataError(
+      f"{out} was prepared with other options ({diff}); use another --out, or --force to rebuild it"
+    )
   shards = list(info["shards"])
   # Entries name shards by position in the index; here they name the shard file's number.
   return {e["path"]: _entry_from_json(e, shards) for e in info["files"]}
@@ -403,16 +431,16 @@ def _no_room(shard_dir: str, added: int, failed: int, done: int, total: int) -> 
 
 
 def prepare(
-    data_dir: str,
-    out: str,
-    opts: SliceOptions,
-    *,
-    dtype: str = "int16",
-    manifest: str | None = None,
-    workers: int | None = None,
-    force: bool = False,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
+  data_dir: str,
+  out: str,
+  opts: SliceOptions,
+  *,
+  dtype: str = "int16",
+  manifest: str | None = None,
+  workers: int | None = None,
+  force: bool = False,
+  progress: bool = False,
+  log: Callable[[str], None] | None = None,
 ) -> PrepareReport:
   """Decodes the audio under `data_dir` into the cache `out`, or brings an existing cache up to date.
 
@@ -452,8 +480,10 @@ def prepare(
   unlisted: list[tuple[str, str]] = []
   files = scan_folder(data_dir, unlisted)
   if not files:
-    raise DataError(f"{data_dir}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
-                    + (f"; {unlisted[0][0]}: {unlisted[0][1]}" if unlisted else ""))
+    raise DataError(
+      f"{data_dir}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
+      + (f"; {unlisted[0][0]}: {unlisted[0][1]}" if unlisted else "")
+    )
   table = read_manifest(manifest, data_dir) if manifest else None
   wanted = _options_dict(opts, dtype)
   shard_dir = _check_out(out)
@@ -467,8 +497,9 @@ def prepare(
   writer = _ShardWriter(shard_dir, first_index=_next_shard_index(keep))
   try:
     seconds_decoded = _decode_into(writer, pending, jobs, entries, workers, progress)
-    report = _finish(out, data_dir, wanted, table, entries, len(files), len(jobs),
-                     seconds_decoded, t0, log)
+    report = _finish(
+      out, data_dir, wanted, table, entries, len(files), len(jobs), seconds_decoded, t0, log
+    )
   except BaseException:
     writer.discard()  # no index names them: they would only take space
     raise
@@ -477,9 +508,15 @@ def prepare(
   return report
 
 
-def _plan(data_dir: str, files: list[AudioFile], unlisted: list[tuple[str, str]],
-          table: Manifest | None, old: dict[str, FileEntry], opts: SliceOptions, dtype: str
-          ) -> tuple[dict[str, FileEntry], list[FileEntry], list[tuple[str, SliceOptions, str]]]:
+def _plan(
+  data_dir: str,
+  files: list[AudioFile],
+  unlisted: list[tuple[str, str]],
+  table: Manifest | None,
+  old: dict[str, FileEntry],
+  opts: SliceOptions,
+  dtype: str,
+) -> tuple[dict[str, FileEntry], list[FileEntry], list[tuple[str, SliceOptions, str]]]:
   """What to do with each file: (entries known now, entries to decode, their decode jobs).
 
   Unchanged files (same size and modification time) keep their entries; sub-folders the scan
@@ -501,7 +538,11 @@ def _plan(data_dir: str, files: list[AudioFile], unlisted: list[tuple[str, str]]
     prev = old.get(rel)
     if reason:
       entries[rel] = FileEntry(rel, *st, labels, skipped=reason)
-    elif prev is not None and (prev.size, prev.mtime_ns) == st and prev.skipped != "not in the manifest":
+    elif (
+      prev is not None
+      and (prev.size, prev.mtime_ns) == st
+      and prev.skipped != "not in the manifest"
+    ):
       entries[rel] = dataclasses.replace(prev, labels=labels, attributes=attributes)
     else:
       pending.append(FileEntry(rel, *st, labels, attributes))
@@ -509,9 +550,14 @@ def _plan(data_dir: str, files: list[AudioFile], unlisted: list[tuple[str, str]]
   return entries, pending, jobs
 
 
-def _decode_into(writer: _ShardWriter, pending: list[FileEntry],
-                 jobs: list[tuple[str, SliceOptions, str]], entries: dict[str, FileEntry],
-                 workers: int | None, progress: bool) -> float:
+def _decode_into(
+  writer: _ShardWriter,
+  pending: list[FileEntry],
+  jobs: list[tuple[str, SliceOptions, str]],
+  entries: dict[str, FileEntry],
+  workers: int | None,
+  progress: bool,
+) -> float:
   """Decodes the pending files into new shards and fills in their entries.
 
   Returns:
@@ -525,7 +571,8 @@ def _decode_into(writer: _ShardWriter, pending: list[FileEntry],
     n_workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     results = _run_jobs(jobs, n_workers)
     for entry, (reason, windows, starts, seconds) in zip(
-        pending, _progress(results, progress and bool(jobs), "preparing", total=len(jobs))):
+      pending, _progress(results, progress and bool(jobs), "preparing", total=len(jobs))
+    ):
       done += 1
       if reason:
         entries[entry.path] = dataclasses.replace(entry, skipped=reason)
@@ -533,7 +580,8 @@ def _decode_into(writer: _ShardWriter, pending: list[FileEntry],
       shard, row = writer.add(windows)
       seconds_decoded += seconds
       entries[entry.path] = dataclasses.replace(
-          entry, seconds=seconds, shard=shard, row=row, offsets=tuple(int(s) for s in starts))
+        entry, seconds=seconds, shard=shard, row=row, offsets=tuple(int(s) for s in starts)
+      )
     writer.flush()
   except DiskFullError:
     failed = writer.pending_bytes
@@ -542,9 +590,18 @@ def _decode_into(writer: _ShardWriter, pending: list[FileEntry],
   return seconds_decoded
 
 
-def _finish(out: str, data_dir: str, wanted: dict[str, Any], table: Manifest | None,
-            entries: dict[str, FileEntry], n_files: int, n_jobs: int, seconds_decoded: float,
-            t0: float, log: Callable[[str], None] | None) -> PrepareReport:
+def _finish(
+  out: str,
+  data_dir: str,
+  wanted: dict[str, Any],
+  table: Manifest | None,
+  entries: dict[str, FileEntry],
+  n_files: int,
+  n_jobs: int,
+  seconds_decoded: float,
+  t0: float,
+  log: Callable[[str], None] | None,
+) -> PrepareReport:
   """Writes `prepare_report.json`, then the new index `cache.json`; returns the report."""
   ordered = [entries[k] for k in sorted(entries)]
   live = sorted({e.shard for e in ordered if not e.skipped})  # shard file numbers in use
@@ -556,27 +613,51 @@ def _finish(out: str, data_dir: str, wanted: dict[str, Any], table: Manifest | N
   if log is not None:
     for path, reason in skipped:
       log(one_line(f"skipped {path}: {reason}"))
-  report = PrepareReport(cache=out, files_used=len(used), clips=sum(e.count for e in used),
-                         decoded=n_jobs, seconds_decoded=seconds_decoded,
-                         wall_seconds=time.perf_counter() - t0, skipped=skipped)
+  report = PrepareReport(
+    cache=out,
+    files_used=len(used),
+    clips=sum(e.count for e in used),
+    decoded=n_jobs,
+    seconds_decoded=seconds_decoded,
+    wall_seconds=time.perf_counter() - t0,
+    skipped=skipped,
+  )
   # The report keeps every file name exactly (JSON escapes what needs escaping).
-  _write_json(os.path.join(out, REPORT_FILE), {
-      "summary": report.summary(), "data": data_dir, "files_used": report.files_used,
-      "clips": report.clips, "decoded": report.decoded,
-      "seconds_decoded": round(seconds_decoded, 3), "wall_seconds": round(report.wall_seconds, 3),
-      "skipped": [{"path": p, "reason": r, "kind": reason_kind(r)} for p, r in skipped]})
+  _write_json(
+    os.path.join(out, REPORT_FILE),
+    {
+      "summary": report.summary(),
+      "data": data_dir,
+      "files_used": report.files_used,
+      "clips": report.clips,
+      "decoded": report.decoded,
+      "seconds_decoded": round(seconds_decoded, 3),
+      "wall_seconds": round(report.wall_seconds, 3),
+      "skipped": [{"path": p, "reason": r, "kind": reason_kind(r)} for p, r in skipped],
+    },
+  )
   if not used:
     path, reason = skipped[0]
-    raise DataError(f"{data_dir}: none of the {n_files} audio files could be used: "
-                    f"e.g. {path}: {reason} (every reason is in {os.path.join(out, REPORT_FILE)})")
+    raise DataError(
+      f"{data_dir}: none of the {n_files} audio files could be used: "
+      f"e.g. {path}: {reason} (every reason is in {os.path.join(out, REPORT_FILE)})"
+    )
   label_fields = [FOLDER_FIELD] + (list(table.label_fields) if table else [])
-  _write_json(os.path.join(out, CACHE_FILE), {
-      "version": CACHE_VERSION, "data": data_dir, "options": wanted,
+  _write_json(
+    os.path.join(out, CACHE_FILE),
+    {
+      "version": CACHE_VERSION,
+      "data": data_dir,
+      "options": wanted,
       "label_fields": label_fields,
       "attribute_names": list(table.attribute_names) if table else [],
-      "vocab": {field: sorted({e.labels.get(field, "") for e in used} - {""})
-                for field in label_fields},
-      "shards": shard_list, "files": [_entry_to_json(e) for e in ordered]})
+      "vocab": {
+        field: sorted({e.labels.get(field, "") for e in used} - {""}) for field in label_fields
+      },
+      "shards": shard_list,
+      "files": [_entry_to_json(e) for e in ordered],
+    },
+  )
   return report
 
 
@@ -635,9 +716,9 @@ class PreparedCache:
     entries = [_entry_from_json(e) for e in info["files"]]
     self.files = tuple(e for e in entries if not e.skipped)
     self.skipped = tuple((os.path.join(self.data, e.path), e.skipped) for e in entries if e.skipped)
-    counts = np.array([e.count for e in self.files], np.int64)                 # [F]
-    self._file_of_clip = np.repeat(np.arange(len(self.files)), counts)         # [N]
-    first_clip = np.cumsum(counts) - counts                                    # [F]
+    counts = np.array([e.count for e in self.files], np.int64)  # [F]
+    self._file_of_clip = np.repeat(np.arange(len(self.files)), counts)  # [N]
+    first_clip = np.cumsum(counts) - counts  # [F]
     within = np.arange(len(self._file_of_clip)) - first_clip[self._file_of_clip]
     self._shard = np.array([e.shard for e in self.files], np.int64)[self._file_of_clip]  # [N]
     self._row = np.array([e.row for e in self.files], np.int64)[self._file_of_clip] + within
@@ -673,20 +754,24 @@ class PreparedCache:
     # mismatch"), so the maps are opened once, under a lock.
     with _OPEN_LOCK:
       if self._maps is None:
-        self._maps = [np.load(os.path.join(self.path, SHARD_DIR, n), mmap_mode="r")
-                      for n in self._shard_names]
+        self._maps = [
+          np.load(os.path.join(self.path, SHARD_DIR, n), mmap_mode="r") for n in self._shard_names
+        ]
     return self._maps
 
   def label_field(self, requested: str = "") -> str:
     """The field naming a clip's style: `requested`, the manifest's only field, or "folder"."""
     if requested:
       if requested not in self.label_fields:
-        raise DataError(f"{self.path}: no label field {requested!r}; "
-                        f"valid: {', '.join(self.label_fields)}")
+        raise DataError(
+          f"{self.path}: no label field {requested!r}; valid: {', '.join(self.label_fields)}"
+        )
       return requested
     own = [f for f in self.label_fields if f != FOLDER_FIELD]
     if len(own) > 1:
-      raise DataError(f"{self.path}: label fields {', '.join(own)}: choose one with data.label_field")
+      raise DataError(
+        f"{self.path}: label fields {', '.join(own)}: choose one with data.label_field"
+      )
     return own[0] if own else FOLDER_FIELD
 
   def labels(self, field: str = "") -> tuple[np.ndarray, tuple[str, ...]]:
@@ -699,13 +784,15 @@ class PreparedCache:
     values = [e.labels.get(field, "") for e in self.files]
     vocab = tuple(sorted(set(values)))
     ids = {v: i for i, v in enumerate(vocab)}
-    per_file = np.array([ids[v] for v in values], np.int32)                  # [F]
+    per_file = np.array([ids[v] for v in values], np.int32)  # [F]
     return per_file[self._file_of_clip], vocab
 
   def attributes(self) -> dict[str, np.ndarray]:
     """Continuous attributes of every clip: name -> float32 [N]."""
-    return {name: np.array([e.attributes[name] for e in self.files], np.float32)[self._file_of_clip]
-            for name in self.attribute_names}
+    return {
+      name: np.array([e.attributes[name] for e in self.files], np.float32)[self._file_of_clip]
+      for name in self.attribute_names
+    }
 
   def gather(self, index: np.ndarray) -> np.ndarray:
     """Clips at `index` (any shape [...]) as float32 [..., T, C] in [-1, 1]."""
@@ -731,8 +818,10 @@ def open_cache(path: str) -> PreparedCache:
     DataError: `path` is not a cache, or its index cannot be read.
   """
   if not is_cache(path):
-    raise DataError(f"{path}: not a prepared cache (no {CACHE_FILE}); make one with "
-                    "`wavegan prepare DATA_DIR --out CACHE`")
+    raise DataError(
+      f"{path}: not a prepared cache (no {CACHE_FILE}); make one with "
+      "`wavegan prepare DATA_DIR --out CACHE`"
+    )
   cache = PreparedCache(path)
   cache._shards()  # open the maps here, before any reader thread starts
   return cache

@@ -37,11 +37,21 @@ _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # placeholders of streaming writers that never
 _WAV_PCM_TAGS = (0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE)  # PCM, float, A-law, mu-law, extensible
 # AIFC compression types whose frames are a fixed number of bytes: bytes per sample, or 0 for
 # "from the sample size" (the integer PCM types).
-_AIFC_PCM = {b"NONE": 0, b"twos": 0, b"sowt": 0, b"raw ": 0, b"in24": 3, b"in32": 4,
-             b"fl32": 4, b"FL32": 4, b"fl64": 8, b"FL64": 8}
+_AIFC_PCM = {
+  b"NONE": 0,
+  b"twos": 0,
+  b"sowt": 0,
+  b"raw ": 0,
+  b"in24": 3,
+  b"in32": 4,
+  b"fl32": 4,
+  b"FL32": 4,
+  b"fl64": 8,
+  b"FL64": 8,
+}
 _OGG_PAGE_HEADER = 27
 _FLAC_TAIL_DEFAULT = 1 << 20  # bytes searched for the last frame when STREAMINFO gives no size
-_MP3_VBR_SEARCH = 4096        # bytes after any ID3v2 tag in which a Xing/Info/VBRI header sits
+_MP3_VBR_SEARCH = 4096  # bytes after any ID3v2 tag in which a Xing/Info/VBRI header sits
 
 
 def _cut(text: str) -> str:
@@ -253,8 +263,11 @@ def _flac_streaminfo(f: BinaryIO) -> tuple[int, int, int, int] | None:
     if len(body) < length:
       return None
     if kind == 0 and length >= 18:
-      info = (int.from_bytes(body[0:2], "big"), int.from_bytes(body[7:10], "big"),
-              int.from_bytes(body[13:18], "big") & ((1 << 36) - 1))
+      info = (
+        int.from_bytes(body[0:2], "big"),
+        int.from_bytes(body[7:10], "big"),
+        int.from_bytes(body[13:18], "big") & ((1 << 36) - 1),
+      )
     pos += 4 + length
     if head[0] & 0x80:  # last metadata block
       return None if info is None else (*info, pos)
@@ -275,7 +288,7 @@ def _flac_frame_header(data: bytes, p: int, fixed_block: int) -> tuple[int, int]
     return None
   q = p + 5 + max(0, extra - 1)
   number = first & (0x7F >> extra) if extra else first
-  for b in data[p + 5:q]:
+  for b in data[p + 5 : q]:
     if b >> 6 != 0b10:
       return None
     number = (number << 6) | (b & 0x3F)
@@ -285,7 +298,7 @@ def _flac_frame_header(data: bytes, p: int, fixed_block: int) -> tuple[int, int]
     block = 576 << (bs_code - 2)
   elif bs_code <= 7:
     n = bs_code - 5
-    block = int.from_bytes(data[q:q + n], "big") + 1
+    block = int.from_bytes(data[q : q + n], "big") + 1
     q += n
   else:
     block = 256 << (bs_code - 8)
@@ -326,13 +339,18 @@ def flac_truncation(path: str) -> str:
     if header is None:
       continue
     first, frames = header
-    whole = any(_crc16(tail[p:end - 2]) == int.from_bytes(tail[end - 2:end], "big")
-                for end in _flac_frame_ends(tail, p))
+    whole = any(
+      _crc16(tail[p : end - 2]) == int.from_bytes(tail[end - 2 : end], "big")
+      for end in _flac_frame_ends(tail, p)
+    )
     held = first + frames if whole else first
     if whole and (not total or held >= total):
       return ""
-    return (_frames_reason(total, held) if total else
-            _cut(f"the last FLAC frame is cut off, file holds {held} frames"))
+    return (
+      _frames_reason(total, held)
+      if total
+      else _cut(f"the last FLAC frame is cut off, file holds {held} frames")
+    )
   return ""
 
 

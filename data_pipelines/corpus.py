@@ -26,15 +26,15 @@ from wavegan.errors import UserError
 from wavegan.files import atomic_path, check_free_space, disk_full
 
 STYLES = ("kick", "snare", "hat", "clap", "tom", "pluck")
-CORPUS_VERSION = 1             # bump whenever synthesis changes: it names the cache folder
+CORPUS_VERSION = 1  # bump whenever synthesis changes: it names the cache folder
 MIN_SAMPLE_RATE = 8000
 
-_NYQUIST_FRACTION = 0.45       # every partial and filter edge stays below 0.45 * sample_rate
+_NYQUIST_FRACTION = 0.45  # every partial and filter edge stays below 0.45 * sample_rate
 _LN_1000 = float(np.log(1000.0))  # T60 (time to -60 dB) = tau * ln(1000) for exp(-t / tau)
-_MAX_ONSET_S = 0.005           # random onset offset in [0, 5 ms]
-_FADE_S = 0.01                 # fade-out at the clip end so truncated tails never click
+_MAX_ONSET_S = 0.005  # random onset offset in [0, 5 ms]
+_FADE_S = 0.01  # fade-out at the clip end so truncated tails never click
 _808_HAT_HZ = np.array([205.3, 304.4, 369.6, 522.7, 540.0, 800.0])  # TR-808 hat oscillators
-_WAV_HEADER_BYTES = 44         # canonical PCM WAV header: the size estimate of a corpus
+_WAV_HEADER_BYTES = 44  # canonical PCM WAV header: the size estimate of a corpus
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def _max_freq(sample_rate: int) -> float:
 
 
 def _butterworth_gain(
-    freqs: np.ndarray, low_cut: float | None, high_cut: float | None, order: int
+  freqs: np.ndarray, low_cut: float | None, high_cut: float | None, order: int
 ) -> np.ndarray:
   """Magnitude response of a Butterworth high-pass and/or low-pass pair.
 
@@ -88,13 +88,13 @@ def _butterworth_gain(
 
 
 def _fft_filter(
-    x: np.ndarray,
-    sample_rate: int,
-    *,
-    low_cut: float | None = None,
-    high_cut: float | None = None,
-    order: int = 2,
-    tilt: float = 0.0,
+  x: np.ndarray,
+  sample_rate: int,
+  *,
+  low_cut: float | None = None,
+  high_cut: float | None = None,
+  order: int = 2,
+  tilt: float = 0.0,
 ) -> np.ndarray:
   """Zero-phase filters a stationary signal in the FFT domain.
 
@@ -131,13 +131,13 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
 
 
 def _noise(
-    rng: np.random.Generator,
-    n: int,
-    sample_rate: int,
-    *,
-    low_cut: float | None = None,
-    high_cut: float | None = None,
-    order: int = 2,
+  rng: np.random.Generator,
+  n: int,
+  sample_rate: int,
+  *,
+  low_cut: float | None = None,
+  high_cut: float | None = None,
+  order: int = 2,
 ) -> np.ndarray:
   """Band-limited noise of a random colour between white (0), pink (1) and brown (2).
 
@@ -155,12 +155,13 @@ def _noise(
   tilt = rng.uniform(0.0, 2.0)
   white = rng.standard_normal(n)
   shaped = _fft_filter(
-      white, sample_rate, low_cut=low_cut, high_cut=high_cut, order=order, tilt=tilt)
+    white, sample_rate, low_cut=low_cut, high_cut=high_cut, order=order, tilt=tilt
+  )
   return _unit_rms(shaped)
 
 
 def _swept_sine(
-    t: np.ndarray, sample_rate: int, f_start: float, f_end: float, sweep_t60: float
+  t: np.ndarray, sample_rate: int, f_start: float, f_end: float, sweep_t60: float
 ) -> np.ndarray:
   """Sine whose pitch glides exponentially from `f_start` to `f_end` (the 808 kick/tom trick).
 
@@ -181,12 +182,12 @@ def _swept_sine(
 
 
 def _partials(
-    t: np.ndarray,
-    sample_rate: int,
-    freqs: np.ndarray,
-    amps: np.ndarray,
-    t60s: np.ndarray,
-    phases: np.ndarray,
+  t: np.ndarray,
+  sample_rate: int,
+  freqs: np.ndarray,
+  amps: np.ndarray,
+  t60s: np.ndarray,
+  phases: np.ndarray,
 ) -> np.ndarray:
   """Sum of exponentially decaying sines; partials above the Nyquist margin are dropped.
 
@@ -234,8 +235,12 @@ def _snare(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndar
   head += 0.5 * _swept_sine(t, sample_rate, 1.3 * 1.59 * f0, 1.59 * f0, 0.02)  # 2nd membrane mode
   head *= _decay(t, rng.uniform(0.1, 0.3))
   wires = _noise(
-      rng, t.shape[0], sample_rate,
-      low_cut=rng.uniform(800.0, 1500.0), high_cut=rng.uniform(6000.0, 10000.0))
+    rng,
+    t.shape[0],
+    sample_rate,
+    low_cut=rng.uniform(800.0, 1500.0),
+    high_cut=rng.uniform(6000.0, 10000.0),
+  )
   wires *= _decay(t, rng.uniform(0.15, 0.5))
   mix = rng.uniform(0.3, 0.6)
   return mix * head + (1.0 - mix) * 0.4 * wires
@@ -304,12 +309,12 @@ def _pluck(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndar
 
 
 _RECIPES: dict[str, Callable[[np.random.Generator, np.ndarray, int], np.ndarray]] = {
-    "kick": _kick,
-    "snare": _snare,
-    "hat": _hat,
-    "clap": _clap,
-    "tom": _tom,
-    "pluck": _pluck,
+  "kick": _kick,
+  "snare": _snare,
+  "hat": _hat,
+  "clap": _clap,
+  "tom": _tom,
+  "pluck": _pluck,
 }
 
 
@@ -340,7 +345,7 @@ def _check_rate_and_duration(sample_rate: int, duration: float) -> int:
 
 
 def synthesize(
-    style: str, rng: np.random.Generator, sample_rate: int, duration: float = 1.0
+  style: str, rng: np.random.Generator, sample_rate: int, duration: float = 1.0
 ) -> np.ndarray:
   """Synthesises one random one-shot of `style`.
 
@@ -414,28 +419,30 @@ def write_wav(path: str, clip: np.ndarray, sample_rate: int) -> None:
       raise disk_full(path, len(data) - size)
     frames = sf.info(tmp).frames
     if size != len(data) or frames != clip.shape[0]:
-      raise UserError(f"{path}: wrote {frames} frames in {size} bytes, expected {clip.shape[0]} "
-                      f"in {len(data)}")
+      raise UserError(
+        f"{path}: wrote {frames} frames in {size} bytes, expected {clip.shape[0]} in {len(data)}"
+      )
 
   with atomic_path(path, verify) as tmp:
     with open(tmp, "wb") as f:
       f.write(data)
 
 
-def corpus_bytes(per_class: int, sample_rate: int, duration: float = 1.0,
-                 styles: Sequence[str] = STYLES) -> int:
+def corpus_bytes(
+  per_class: int, sample_rate: int, duration: float = 1.0, styles: Sequence[str] = STYLES
+) -> int:
   """The size on disk of a corpus: what `make_corpus` checks is free before it starts."""
   clip = _WAV_HEADER_BYTES + 2 * int(round(sample_rate * duration))
   return len(styles) * per_class * clip
 
 
 def make_corpus(
-    out_dir: str,
-    per_class: int = 64,
-    sample_rate: int = 16000,
-    seed: int = 0,
-    styles: Sequence[str] = STYLES,
-    duration: float = 1.0,
+  out_dir: str,
+  per_class: int = 64,
+  sample_rate: int = 16000,
+  seed: int = 0,
+  styles: Sequence[str] = STYLES,
+  duration: float = 1.0,
 ) -> dict:
   """Writes a labelled one-shot corpus: `out_dir/<style>/<style>_<i:04d>.wav`, 16-bit PCM mono.
 
@@ -466,8 +473,11 @@ def make_corpus(
     raise ValueError(f"per_class={per_class}: must be >= 1")
   if seed < 0:
     raise ValueError(f"seed={seed}: must be >= 0")
-  check_free_space(out_dir, corpus_bytes(per_class, sample_rate, duration, styles),
-                   f"a corpus of {len(styles) * per_class} clips")
+  check_free_space(
+    out_dir,
+    corpus_bytes(per_class, sample_rate, duration, styles),
+    f"a corpus of {len(styles) * per_class} clips",
+  )
   files: list[str] = []
   counts: dict[str, int] = {}
   for style in styles:
@@ -479,13 +489,13 @@ def make_corpus(
       files.append(path)
     counts[style] = per_class
   return {
-      "out_dir": os.fspath(out_dir),
-      "sample_rate": sample_rate,
-      "duration": duration,
-      "seed": seed,
-      "per_class": per_class,
-      "counts": counts,
-      "files": files,
+    "out_dir": os.fspath(out_dir),
+    "sample_rate": sample_rate,
+    "duration": duration,
+    "seed": seed,
+    "per_class": per_class,
+    "counts": counts,
+    "files": files,
   }
 
 
@@ -496,7 +506,7 @@ def default_cache_root() -> str:
 
 
 def builtin_corpus(
-    cache_root: str | None = None, per_class: int = 64, sample_rate: int = 16000, seed: int = 0
+  cache_root: str | None = None, per_class: int = 64, sample_rate: int = 16000, seed: int = 0
 ) -> str:
   """Returns the folder of the built-in corpus, generating it on first use.
 

@@ -17,12 +17,12 @@ import os
 import numpy as np
 
 from data_pipelines.audio_io import (
-    AUDIO_EXTENSIONS,
-    MAX_SECONDS,
-    AudioDecodeError,
-    DataError,
-    decode,
-    scan_folder,
+  AUDIO_EXTENSIONS,
+  MAX_SECONDS,
+  AudioDecodeError,
+  DataError,
+  decode,
+  scan_folder,
 )
 from data_pipelines.manifest import read_manifest
 from data_pipelines.slicing import loud_enough, slice_windows, trim_leading_silence, window_offsets
@@ -58,8 +58,9 @@ class ClipSet:
   def __post_init__(self):
     if self.audio.ndim != 3 or self.labels.shape != self.audio.shape[:1]:
       raise ValueError(
-          "ClipSet wants audio [N, T, C] and labels [N];"
-          f" got {self.audio.shape} and {self.labels.shape}")
+        "ClipSet wants audio [N, T, C] and labels [N];"
+        f" got {self.audio.shape} and {self.labels.shape}"
+      )
 
   def __len__(self) -> int:
     return self.audio.shape[0]
@@ -75,15 +76,23 @@ def reason_kind(reason: str) -> str:
   Truncated files and permission problems are kinds of their own: each has its own remedy (copy
   the file again; fix its permissions), which a plain "unreadable" would hide.
   """
-  for prefix, kind in (("truncated", "truncated"), ("permission denied", "permission denied"),
-                       ("cannot decode", "unreadable"), ("cannot read", "unreadable"),
-                       ("no such file", "unreadable"), ("is a folder", "unreadable"),
-                       ("a part of the path", "unreadable"),
-                       ("empty", "empty"), ("shorter than", "too short"),
-                       ("longer than", "too long"), ("contains NaN", "NaN/Inf"),
-                       ("silent", "silent"), ("cannot make", "too few channels"),
-                       ("not in the manifest", "not in the manifest"),
-                       ("no '", "unlabelled in the manifest")):
+  for prefix, kind in (
+    ("truncated", "truncated"),
+    ("permission denied", "permission denied"),
+    ("cannot decode", "unreadable"),
+    ("cannot read", "unreadable"),
+    ("no such file", "unreadable"),
+    ("is a folder", "unreadable"),
+    ("a part of the path", "unreadable"),
+    ("empty", "empty"),
+    ("shorter than", "too short"),
+    ("longer than", "too long"),
+    ("contains NaN", "NaN/Inf"),
+    ("silent", "silent"),
+    ("cannot make", "too few channels"),
+    ("not in the manifest", "not in the manifest"),
+    ("no '", "unlabelled in the manifest"),
+  ):
     if reason.startswith(prefix):
       return kind
   return "other"
@@ -98,7 +107,11 @@ def summarize(files_used: int, clips: int, skipped: tuple[tuple[str, str], ...])
   for _, reason in skipped:
     kind = reason_kind(reason)
     counts[kind] = counts.get(kind, 0) + 1
-  return line + ": " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+  return (
+    line
+    + ": "
+    + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+  )
 
 
 def skip_summary(clips: ClipSet) -> str:
@@ -210,10 +223,11 @@ def process_file(path: str, opts: SliceOptions) -> tuple[np.ndarray, np.ndarray,
     x = trim_leading_silence(x, opts.trim_db)
   starts = window_offsets(x.shape[0], opts.slice_len, opts.hop_samples, opts.pad_mode, opts.mode)
   if starts.size == 0:
-    reason = ("silent" if x.shape[0] == 0 else
-              f"shorter than {opts.slice_len} samples (pad_mode=drop)")
+    reason = (
+      "silent" if x.shape[0] == 0 else f"shorter than {opts.slice_len} samples (pad_mode=drop)"
+    )
     raise AudioDecodeError(path, reason)
-  windows = slice_windows(x, starts, opts.slice_len, opts.pad_mode)    # [W, T, C]
+  windows = slice_windows(x, starts, opts.slice_len, opts.pad_mode)  # [W, T, C]
   if opts.silence_db is None:
     keep = np.max(np.abs(windows), axis=(1, 2)) >= SILENCE_PEAK
   else:
@@ -233,20 +247,20 @@ def process_file(path: str, opts: SliceOptions) -> tuple[np.ndarray, np.ndarray,
 
 
 def load_clips(
-    root: str,
-    *,
-    sample_rate: int,
-    slice_len: int,
-    channels: int = 1,
-    normalize: bool | str = True,
-    progress: bool = False,
-    mode: str = "first",
-    hop: int | None = None,
-    pad_mode: str = "zero",
-    silence_db: float | None = None,
-    trim_db: float | None = None,
-    manifest: str | None = None,
-    label_field: str = "",
+  root: str,
+  *,
+  sample_rate: int,
+  slice_len: int,
+  channels: int = 1,
+  normalize: bool | str = True,
+  progress: bool = False,
+  mode: str = "first",
+  hop: int | None = None,
+  pad_mode: str = "zero",
+  silence_db: float | None = None,
+  trim_db: float | None = None,
+  manifest: str | None = None,
+  label_field: str = "",
 ) -> ClipSet:
   """Loads every audio file under `root` into memory as training clips labelled by its sub-folder.
 
@@ -282,17 +296,29 @@ def load_clips(
   """
   if isinstance(normalize, bool):
     normalize = "peak" if normalize else "none"
-  opts = SliceOptions(sample_rate=sample_rate, slice_len=slice_len, channels=channels, mode=mode,
-                      hop=hop or 0, pad_mode=pad_mode, silence_db=silence_db, trim_db=trim_db,
-                      normalize=normalize).validate()
+  opts = SliceOptions(
+    sample_rate=sample_rate,
+    slice_len=slice_len,
+    channels=channels,
+    mode=mode,
+    hop=hop or 0,
+    pad_mode=pad_mode,
+    silence_db=silence_db,
+    trim_db=trim_db,
+    normalize=normalize,
+  ).validate()
   skipped: list[tuple[str, str]] = []  # starts with the sub-folders the scan could not list
   files = scan_folder(root, skipped)
   if not files:
-    raise DataError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
-                    + (f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else ""))
+    raise DataError(
+      f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
+      + (f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else "")
+    )
   table = read_manifest(manifest, root) if manifest else None
   field = table.label_field(label_field) if table else ""
-  attrs: dict[str, list[np.ndarray]] = {name: [] for name in (table.attribute_names if table else ())}
+  attrs: dict[str, list[np.ndarray]] = {
+    name: [] for name in (table.attribute_names if table else ())
+  }
   chunks: list[np.ndarray] = []
   used_labels: list[str] = []
   sources: list[str] = []
@@ -309,7 +335,7 @@ def load_clips(
         skipped.append((f.path, f"no {field!r} label in the manifest"))
         continue
     try:
-      windows, starts, _ = process_file(f.path, opts)                  # [W, T, C], [W]
+      windows, starts, _ = process_file(f.path, opts)  # [W, T, C], [W]
     except AudioDecodeError as err:
       skipped.append((f.path, err.reason))
       continue
@@ -322,15 +348,21 @@ def load_clips(
   if not used_labels:
     path, reason = skipped[0]
     raise DataError(
-        f"{root}: none of the {len(files)} audio files could be used: e.g. {path}: {reason}")
+      f"{root}: none of the {len(files)} audio files could be used: e.g. {path}: {reason}"
+    )
   skipped.sort()
   styles = tuple(sorted(set(used_labels)))
   ids = {name: i for i, name in enumerate(styles)}
   labels = np.array([ids[name] for name in used_labels], dtype=np.int32)  # [N]
-  return ClipSet(audio=np.concatenate(chunks), labels=labels, styles=styles,
-                 skipped=tuple(skipped), sources=tuple(sources),
-                 offsets=np.concatenate(offsets).astype(np.int64),
-                 attributes={name: np.concatenate(v) for name, v in attrs.items()})
+  return ClipSet(
+    audio=np.concatenate(chunks),
+    labels=labels,
+    styles=styles,
+    skipped=tuple(skipped),
+    sources=tuple(sources),
+    offsets=np.concatenate(offsets).astype(np.int64),
+    attributes={name: np.concatenate(v) for name, v in attrs.items()},
+  )
 
 
 class BatchSource:
@@ -359,18 +391,18 @@ class BatchSource:
   """
 
   def __init__(
-      self,
-      data,
-      labels: np.ndarray | None = None,
-      *,
-      batch_size: int,
-      seed: int = 0,
-      group: int = 1,
-      num_shards: int = 1,
-      shard_index: int = 0,
-      balance: bool = False,
-      subset: np.ndarray | None = None,
-      conditions: np.ndarray | None = None,
+    self,
+    data,
+    labels: np.ndarray | None = None,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    group: int = 1,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    balance: bool = False,
+    subset: np.ndarray | None = None,
+    conditions: np.ndarray | None = None,
   ):
     """Builds the source.
 
@@ -411,16 +443,18 @@ class BatchSource:
       raise ValueError("no clips to draw from")
     if batch_size < 1 or group < 1 or seed < 0:
       raise ValueError(
-          f"need batch_size >= 1, group >= 1, seed >= 0; got {batch_size}, {group}, {seed}")
+        f"need batch_size >= 1, group >= 1, seed >= 0; got {batch_size}, {group}, {seed}"
+      )
     if num_shards < 1 or not 0 <= shard_index < num_shards or batch_size % num_shards:
       raise ValueError(
-          f"shard_index={shard_index}, num_shards={num_shards}: need 0 <= shard_index < num_shards"
-          f" and num_shards dividing batch_size={batch_size}")
+        f"shard_index={shard_index}, num_shards={num_shards}: need 0 <= shard_index < num_shards"
+        f" and num_shards dividing batch_size={batch_size}"
+      )
     self._labels = np.ascontiguousarray(labels, dtype=np.int32)  # [N]
     if conditions is not None and len(conditions) != n:
       raise ValueError(f"conditions for {len(conditions)} clips; there are {n}")
     self._carried = self._labels if conditions is None else np.ascontiguousarray(conditions)
-    self._pool = pool                                            # [M] clip ids drawn from
+    self._pool = pool  # [M] clip ids drawn from
     self.batch_size = batch_size
     self.group = group
     self.seed = seed
@@ -429,8 +463,9 @@ class BatchSource:
     self.balance = balance
     # Balanced epochs: the pool split by style, each style drawn max-count times per epoch.
     self._by_style = [pool[self._labels[pool] == k] for k in np.unique(self._labels[pool])]
-    self._epoch_len = (len(self._by_style) * max(len(c) for c in self._by_style) if balance
-                       else len(pool))
+    self._epoch_len = (
+      len(self._by_style) * max(len(c) for c in self._by_style) if balance else len(pool)
+    )
     # Orders of the epochs the last request touched; batches are then plain numpy gathers.
     # (grain's random-access index_shuffle was measured at ~50 us per element for a few hundred
     # clips, ~17 ms of CPU per training step on the built-in corpus; numpy's is microseconds.)

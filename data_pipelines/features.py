@@ -97,8 +97,9 @@ def _pad_to(x: np.ndarray, length: int, before: int = 0) -> np.ndarray:
   return np.pad(x, ((0, 0), (before, length - before - x.shape[1])))
 
 
-def _yin(frames: np.ndarray, energy: np.ndarray, window: int, tau_min: int, tau_max: int,
-         sample_rate: int) -> np.ndarray:
+def _yin(
+  frames: np.ndarray, energy: np.ndarray, window: int, tau_min: int, tau_max: int, sample_rate: int
+) -> np.ndarray:
   """YIN f0 in Hz of each frame, NaN where aperiodic; [M].
 
   de Cheveigné & Kawahara (2002), steps 2-5: difference function, cumulative mean normalised
@@ -130,8 +131,8 @@ def _yin(frames: np.ndarray, energy: np.ndarray, window: int, tau_min: int, tau_
   cmnd = np.ones_like(d)  # [M, lags]
   np.divide(d[:, 1:], mean, out=cmnd[:, 1:], where=mean > 0)
 
-  mid = cmnd[:, tau_min:tau_max + 1]  # candidate lags tau_min .. tau_max, [M, S]
-  trough = (mid < cmnd[:, tau_min - 1:tau_max]) & (mid <= cmnd[:, tau_min + 1:tau_max + 2])
+  mid = cmnd[:, tau_min : tau_max + 1]  # candidate lags tau_min .. tau_max, [M, S]
+  trough = (mid < cmnd[:, tau_min - 1 : tau_max]) & (mid <= cmnd[:, tau_min + 1 : tau_max + 2])
   dip = trough & (mid < YIN_THRESHOLD)
   # The first dip under the threshold (not the deepest: that can be a multiple of the period),
   # else the global minimum (searched only in the frames that need it).
@@ -160,8 +161,9 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
   return np.where(total > 0, v[np.arange(len(v)), k], np.nan)
 
 
-def pitch(clips: np.ndarray, sample_rate: int, fmin: float = 30.0, fmax: float = 2000.0,
-          chunk: int = 256) -> np.ndarray:
+def pitch(
+  clips: np.ndarray, sample_rate: int, fmin: float = 30.0, fmax: float = 2000.0, chunk: int = 256
+) -> np.ndarray:
   """Fundamental frequency in Hz of each clip's loudest part, float32 [N].
 
   The mono mix is cut into frames (a 64 ms YIN window every 32 ms); the frames within LOUD_DB of
@@ -190,7 +192,7 @@ def pitch(clips: np.ndarray, sample_rate: int, fmin: float = 30.0, fmax: float =
   starts, padded = _frame_starts(clips.shape[1], frame, hop)
   out = np.full(clips.shape[0], np.nan, np.float32)
   for i in range(0, clips.shape[0], chunk):
-    x, finite = _mono(clips[i:i + chunk])  # [n, T], [n]
+    x, finite = _mono(clips[i : i + chunk])  # [n, T], [n]
     x = _pad_to(x, padded)  # [n, padded]
     # Energy of the YIN window at every offset, from one running sum of squares per clip: it
     # gives both the frames' loudness and YIN's energy terms at every lag.
@@ -199,14 +201,15 @@ def pitch(clips: np.ndarray, sample_rate: int, fmin: float = 30.0, fmax: float =
     window_energy = cs[:, window:] - cs[:, :-window]  # [n, padded - window + 1]
     power = window_energy[:, starts] / window  # window mean square [n, F]
     loud = (power >= power.max(axis=1, keepdims=True) * 10.0 ** (-LOUD_DB / 10.0)) & (
-        power > SILENCE_POWER)  # [n, F]
+      power > SILENCE_POWER
+    )  # [n, F]
     # Only the loud frames are gathered (copied) and analysed: [M, L] and [M, lags].
     frames = np.lib.stride_tricks.sliding_window_view(x, frame, axis=1)[:, starts][loud]
     lagged = np.lib.stride_tricks.sliding_window_view(window_energy, tau_max + 2, axis=1)
     f0 = np.full(loud.shape, np.nan)  # [n, F]
     f0[loud] = _yin(frames, lagged[:, starts][loud], window, tau_min, tau_max, sample_rate)
     weights = np.where(np.isnan(f0), 0.0, power)
-    out[i:i + chunk] = np.where(finite, _weighted_median(f0, weights), np.nan)
+    out[i : i + chunk] = np.where(finite, _weighted_median(f0, weights), np.nan)
   return out
 
 
@@ -236,7 +239,7 @@ def brightness(clips: np.ndarray, sample_rate: int, chunk: int = 256) -> np.ndar
   freqs = (np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)).astype(np.float32)  # [K]
   out = np.full(clips.shape[0], np.nan, np.float32)
   for i in range(0, clips.shape[0], chunk):
-    x, finite = _mono(clips[i:i + chunk])  # [n, T], [n]
+    x, finite = _mono(clips[i : i + chunk])  # [n, T], [n]
     silent = np.square(x, dtype=np.float64).sum(axis=1) <= SILENCE_POWER * x.shape[1]  # [n]
     x = _pad_to(x, padded, before=n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, starts]  # [n, F, L]
@@ -247,7 +250,8 @@ def brightness(clips: np.ndarray, sample_rate: int, chunk: int = 256) -> np.ndar
     centroid = np.divide(weighted, total, out=np.zeros_like(total), where=total > 0)  # [n, F]
     energy = np.square(mag).sum(axis=2, dtype=np.float64)  # [n, F]
     weight = energy.sum(axis=1)  # [n]
-    mean = np.divide((energy * centroid).sum(axis=1), weight, out=np.zeros_like(weight),
-                     where=weight > 0)
-    out[i:i + chunk] = np.where(finite & ~silent & (weight > 0), mean, np.nan)
+    mean = np.divide(
+      (energy * centroid).sum(axis=1), weight, out=np.zeros_like(weight), where=weight > 0
+    )
+    out[i : i + chunk] = np.where(finite & ~silent & (weight > 0), mean, np.nan)
   return out

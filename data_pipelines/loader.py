@@ -13,11 +13,14 @@ imported only when a pipeline is built: decoding and preparing stay free of it.)
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from data_pipelines.dataset import BatchSource
+
+if TYPE_CHECKING:
+  import grain
 
 
 class _StepRecords:
@@ -42,8 +45,9 @@ def _parse_absl_flags() -> None:
     flags.FLAGS(sys.argv[:1], known_only=True)
 
 
-def step_dataset(source: BatchSource, start_step: int = 0, *, workers: int = 0,
-                 prefetch: int = 2) -> "grain.IterDataset":
+def step_dataset(
+  source: BatchSource, start_step: int = 0, *, workers: int = 0, prefetch: int = 2
+) -> grain.IterDataset:
   """The grain pipeline over the steps of `source`, from step `start_step` on.
 
   Args:
@@ -57,18 +61,22 @@ def step_dataset(source: BatchSource, start_step: int = 0, *, workers: int = 0,
     An iterable dataset of {"audio": float32 [G, b, T, C], "labels": int32 [G, b]}.
   """
   if workers < 0 or prefetch < 0 or start_step < 0:
-    raise ValueError(f"start_step={start_step}, workers={workers}, prefetch={prefetch}: "
-                     "must be >= 0")
+    raise ValueError(
+      f"start_step={start_step}, workers={workers}, prefetch={prefetch}: must be >= 0"
+    )
   import grain  # pylint: disable=g-import-not-at-top
 
   records = grain.MapDataset.source(_StepRecords(source))[start_step:]
   if workers == 0:
     return records.to_iter_dataset(
-        grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=prefetch))
+      grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=prefetch)
+    )
   _parse_absl_flags()
-  return records.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)
-                                 ).mp_prefetch(grain.MultiprocessingOptions(
-                                     num_workers=workers, per_worker_buffer_size=max(1, prefetch)))
+  return records.to_iter_dataset(
+    grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)
+  ).mp_prefetch(
+    grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(1, prefetch))
+  )
 
 
 class Loader:
@@ -79,8 +87,15 @@ class Loader:
     restored: whether the grain iterator state given to the constructor was used.
   """
 
-  def __init__(self, source: BatchSource, *, start_step: int = 0,
-               state: dict[str, Any] | None = None, workers: int = 0, prefetch: int = 2):
+  def __init__(
+    self,
+    source: BatchSource,
+    *,
+    start_step: int = 0,
+    state: dict[str, Any] | None = None,
+    workers: int = 0,
+    prefetch: int = 2,
+  ):
     """Builds the loader.
 
     Args:
@@ -92,8 +107,9 @@ class Loader:
       workers: see `step_dataset`.
       prefetch: see `step_dataset`.
     """
-    self.restored = (state is not None and state.get("step") == start_step
-                     and state.get("workers") == workers)
+    self.restored = (
+      state is not None and state.get("step") == start_step and state.get("workers") == workers
+    )
     # The pipeline starts where the run it continues started it; the grain state moves it on.
     self._first = int(state["first_step"]) if self.restored else start_step
     self._workers = workers
@@ -117,8 +133,12 @@ class Loader:
 
   def state(self) -> dict[str, Any]:
     """JSON-serialisable position, to store in a checkpoint taken at step `self.step`."""
-    return {"step": self.step, "first_step": self._first, "workers": self._workers,
-            "grain": self._iter.get_state()}
+    return {
+      "step": self.step,
+      "first_step": self._first,
+      "workers": self._workers,
+      "grain": self._iter.get_state(),
+    }
 
   def close(self) -> None:
     """Stops worker processes and threads."""

@@ -26,7 +26,7 @@ PATH_COLUMNS = ("path", "file", "filename")
 class Manifest:
   """Per-file labels and attributes, keyed by absolute, normalised path."""
 
-  labels: dict[str, dict[str, str]]       # path -> {field: value}
+  labels: dict[str, dict[str, str]]  # path -> {field: value}
   attributes: dict[str, dict[str, float]]  # path -> {name: value}
   label_fields: tuple[str, ...]
   attribute_names: tuple[str, ...]
@@ -35,12 +35,16 @@ class Manifest:
     """The field that names a clip's style: `requested`, or the manifest's only label field."""
     if requested:
       if requested not in self.label_fields:
-        raise DataError(f"manifest has no label field {requested!r}; "
-                        f"valid: {', '.join(self.label_fields) or '(none)'}")
+        raise DataError(
+          f"manifest has no label field {requested!r}; "
+          f"valid: {', '.join(self.label_fields) or '(none)'}"
+        )
       return requested
     if len(self.label_fields) != 1:
-      raise DataError(f"manifest has label fields {', '.join(self.label_fields) or '(none)'}: "
-                      "choose one with data.label_field")
+      raise DataError(
+        f"manifest has label fields {', '.join(self.label_fields) or '(none)'}: "
+        "choose one with data.label_field"
+      )
     return self.label_fields[0]
 
 
@@ -80,8 +84,9 @@ def read_manifest(path: str, data_root: str) -> Manifest:
   columns = list(rows[0].keys())
   key = next((c for c in PATH_COLUMNS if c in columns), None)
   if key is None:
-    raise DataError(f"{path}: no file column (one of {', '.join(PATH_COLUMNS)}); "
-                    f"columns: {', '.join(columns)}")
+    raise DataError(
+      f"{path}: no file column (one of {', '.join(PATH_COLUMNS)}); columns: {', '.join(columns)}"
+    )
   fields = [c for c in columns if c != key]
   numeric = [c for c in fields if all(_is_number(r.get(c, "")) for r in rows)]
   text = [c for c in fields if c not in numeric]

@@ -32,11 +32,12 @@ def trim_leading_silence(x: np.ndarray, threshold_db: float) -> np.ndarray:
     A view of x from its first loud sample, [T', C]; empty [0, C] when nothing is that loud.
   """
   loud = np.flatnonzero(np.max(np.abs(x), axis=1) > db_to_amplitude(threshold_db))
-  return x[loud[0]:] if loud.size else x[:0]
+  return x[loud[0] :] if loud.size else x[:0]
 
 
-def window_offsets(length: int, slice_len: int, hop: int, pad_mode: str = "zero",
-                   mode: str = "hop") -> np.ndarray:
+def window_offsets(
+  length: int, slice_len: int, hop: int, pad_mode: str = "zero", mode: str = "hop"
+) -> np.ndarray:
   """Start samples of the windows of a clip of `length` samples.
 
   Args:
@@ -63,12 +64,13 @@ def window_offsets(length: int, slice_len: int, hop: int, pad_mode: str = "zero"
   return starts
 
 
-def slice_windows(x: np.ndarray, offsets: np.ndarray, slice_len: int,
-                  pad_mode: str = "zero") -> np.ndarray:
+def slice_windows(
+  x: np.ndarray, offsets: np.ndarray, slice_len: int, pad_mode: str = "zero"
+) -> np.ndarray:
   """Gathers windows [W, S, C] of x [T, C] at `offsets`, padding past the end per `pad_mode`."""
   if offsets.size == 0:
     return np.zeros((0, slice_len, x.shape[1]), np.float32)
-  need = int(offsets.max()) + slice_len - x.shape[0]          # samples missing at the end
+  need = int(offsets.max()) + slice_len - x.shape[0]  # samples missing at the end
   if need > 0:
     if pad_mode == "loop":
       x = np.pad(x, ((0, need), (0, 0)), mode="wrap")
@@ -76,8 +78,8 @@ def slice_windows(x: np.ndarray, offsets: np.ndarray, slice_len: int,
       x = np.pad(x, ((0, need), (0, 0)), mode="reflect")
     else:  # zero (a one-sample clip cannot be reflected either)
       x = np.pad(x, ((0, need), (0, 0)))
-  index = offsets[:, None] + np.arange(slice_len)[None, :]      # [W, S]
-  return np.ascontiguousarray(x[index], dtype=np.float32)       # [W, S, C]
+  index = offsets[:, None] + np.arange(slice_len)[None, :]  # [W, S]
+  return np.ascontiguousarray(x[index], dtype=np.float32)  # [W, S, C]
 
 
 def loud_enough(windows: np.ndarray, threshold_db: float) -> np.ndarray:

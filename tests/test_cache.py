@@ -79,8 +79,9 @@ def test_manifest_label_fields_attributes_and_vocab(pack, tmp_path):
     technique = "rim" if "1" in rel else "open"
     rows.append(f"{rel},{'drum' if 'kick' in rel else 'snare'},{technique},{len(rel) / 10}")
   manifest.write_text("\n".join(rows) + "\n")
-  report = prepare(str(pack), str(tmp_path / "c"), SliceOptions(slice_len=16384),
-                   manifest=str(manifest), workers=1)
+  report = prepare(
+    str(pack), str(tmp_path / "c"), SliceOptions(slice_len=16384), manifest=str(manifest), workers=1
+  )
   assert [(os.path.basename(p), r) for p, r in report.skipped] == [("2.wav", "not in the manifest")]
   cache = open_cache(str(tmp_path / "c"))
   assert cache.label_fields == ("folder", "instrument", "technique")
@@ -93,12 +94,16 @@ def test_manifest_label_fields_attributes_and_vocab(pack, tmp_path):
   pitch = cache.attributes()["pitch"]
   np.testing.assert_allclose(pitch, [len(s) / 10 for s in cache.sources], rtol=1e-6)
   info = json.loads((tmp_path / "c" / "cache.json").read_text())
-  assert info["vocab"] == {"folder": ["kick", "snare"], "instrument": ["drum", "snare"],
-                           "technique": ["open", "rim"]}
+  assert info["vocab"] == {
+    "folder": ["kick", "snare"],
+    "instrument": ["drum", "snare"],
+    "technique": ["open", "rim"],
+  }
   # Relabelling through the manifest needs no decoding; listing the skipped file decodes just it.
   manifest.write_text(manifest.read_text() + "kick/2.wav,drum,open,0.5\n")
-  again = prepare(str(pack), str(tmp_path / "c"), SliceOptions(slice_len=16384),
-                  manifest=str(manifest), workers=1)
+  again = prepare(
+    str(pack), str(tmp_path / "c"), SliceOptions(slice_len=16384), manifest=str(manifest), workers=1
+  )
   assert again.decoded == 1 and not again.skipped
 
 
@@ -121,8 +126,9 @@ def test_incremental_prepare_matches_a_fresh_one(pack, tmp_path):
   np.testing.assert_array_equal(a.gather(np.arange(len(a))), b.gather(np.arange(len(b))))
   np.testing.assert_array_equal(a.labels()[0], b.labels()[0])
   # Superseded shards are deleted once nothing refers to them.
-  assert sorted(os.listdir(os.path.join(out, "shards"))) == sorted(json.loads(
-      open(os.path.join(out, "cache.json")).read())["shards"])
+  assert sorted(os.listdir(os.path.join(out, "shards"))) == sorted(
+    json.loads(open(os.path.join(out, "cache.json")).read())["shards"]
+  )
 
 
 def test_other_options_are_refused_unless_forced(pack, tmp_path):
@@ -144,7 +150,7 @@ def test_skip_report_names_every_bad_file(tmp_path, monkeypatch):
   good = (root / "hit" / "ok0.wav").read_bytes()
   (root / "hit" / "truncated.wav").write_bytes(good[:30])
   # libsndfile decodes half of this one without a word.
-  (root / "hit" / "halved.wav").write_bytes(good[:len(good) // 2])
+  (root / "hit" / "halved.wav").write_bytes(good[: len(good) // 2])
   nan = _tone(300.0, 0.3)
   nan[100] = np.nan
   sf.write(root / "hit" / "nan.wav", nan, SR, subtype="FLOAT")
@@ -157,8 +163,17 @@ def test_skip_report_names_every_bad_file(tmp_path, monkeypatch):
   out = tmp_path / "c"
   report = prepare(str(root), str(out), SliceOptions(slice_len=16384, max_seconds=2.0), workers=1)
   reasons = {os.path.basename(p): r for p, r in report.skipped}
-  assert set(reasons) == {"empty.wav", "text.wav", "truncated.wav", "halved.wav", "nan.wav",
-                          "tiny.wav", "long.wav", "silent.wav", "zz_gone.wav"}
+  assert set(reasons) == {
+    "empty.wav",
+    "text.wav",
+    "truncated.wav",
+    "halved.wav",
+    "nan.wav",
+    "tiny.wav",
+    "long.wav",
+    "silent.wav",
+    "zz_gone.wav",
+  }
   assert reasons["nan.wav"] == "contains NaN or Inf samples"
   assert reasons["tiny.wav"].startswith("shorter than 10 ms")
   assert reasons["long.wav"].startswith("longer than 2 s")
@@ -182,8 +197,9 @@ def _with_ghost(files, root):
   """The scan's files plus one that does not exist (deleted between the scan and the read)."""
   from data_pipelines import AudioFile
 
-  return sorted(files + [AudioFile(os.path.join(root, "hit", "zz_gone.wav"), "hit")],
-                key=lambda f: f.path)
+  return sorted(
+    files + [AudioFile(os.path.join(root, "hit", "zz_gone.wav"), "hit")], key=lambda f: f.path
+  )
 
 
 def test_nothing_usable_is_a_clear_error(tmp_path):
@@ -219,7 +235,9 @@ def test_worker_processes_give_the_same_cache(tmp_path):
   np.testing.assert_array_equal(a.gather(np.arange(len(a))), b.gather(np.arange(len(b))))
   # Byte-identical shards: the pool returns results in file order.
   for name in os.listdir(tmp_path / "s" / "shards"):
-    assert (tmp_path / "s" / "shards" / name).read_bytes() == (tmp_path / "p" / "shards" / name).read_bytes()
+    assert (tmp_path / "s" / "shards" / name).read_bytes() == (
+      tmp_path / "p" / "shards" / name
+    ).read_bytes()
 
 
 def test_first_reads_from_many_threads_at_once(pack, tmp_path):
@@ -228,15 +246,17 @@ def test_first_reads_from_many_threads_at_once(pack, tmp_path):
   import concurrent.futures
   import pickle
   import threading
-  prepare(str(pack), str(tmp_path / "c"), SliceOptions(slice_len=4096, mode="hop", hop=1024),
-          workers=1)
+
+  prepare(
+    str(pack), str(tmp_path / "c"), SliceOptions(slice_len=4096, mode="hop", hop=1024), workers=1
+  )
   want = open_cache(str(tmp_path / "c")).gather(np.arange(8))
   for _ in range(30):
     # A pickled copy (as a loader worker process gets) opens its maps on first read.
     cache = pickle.loads(pickle.dumps(open_cache(str(tmp_path / "c"))))
     barrier = threading.Barrier(8)
 
-    def read(_):
+    def read(_, barrier=barrier, cache=cache):
       barrier.wait()
       return cache.gather(np.arange(8))
 

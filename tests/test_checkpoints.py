@@ -29,24 +29,26 @@ def _state(seed: int) -> dict[str, Any]:
   """A small training-state-like tree: float32 weights, int32 scalars, key data, numpy."""
   rng = np.random.default_rng(seed)
   return {
-      "params": {
-          "conv": {"kernel": jnp.asarray(rng.standard_normal((25, 4, 8), dtype=np.float32))},
-          "dense": {
-              "kernel": jnp.asarray(rng.standard_normal((16, 8), dtype=np.float32)),
-              "bias": jnp.asarray(rng.standard_normal((8,), dtype=np.float32)),
-          },
+    "params": {
+      "conv": {"kernel": jnp.asarray(rng.standard_normal((25, 4, 8), dtype=np.float32))},
+      "dense": {
+        "kernel": jnp.asarray(rng.standard_normal((16, 8), dtype=np.float32)),
+        "bias": jnp.asarray(rng.standard_normal((8,), dtype=np.float32)),
       },
-      "step": jnp.asarray(seed, dtype=jnp.int32),
-      "rng": jax.random.key_data(jax.random.key(seed)),
-      "ema": rng.standard_normal((3,), dtype=np.float32),
+    },
+    "step": jnp.asarray(seed, dtype=jnp.int32),
+    "rng": jax.random.key_data(jax.random.key(seed)),
+    "ema": rng.standard_normal((3,), dtype=np.float32),
   }
 
 
 def _abstract(tree: Any) -> Any:
   """ShapeDtypeStructs with shardings, as the trainer would build from `nnx.eval_shape`."""
+
   def leaf(x: Any) -> jax.ShapeDtypeStruct:
     sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
   return jax.tree.map(leaf, tree)
 
 
@@ -59,14 +61,14 @@ def _assert_bitwise_equal(got: Any, want: Any) -> None:
 
 
 METADATA = {
-    "config": {
-        "model": {"slice_len": 16384, "dim": 64},
-        "train": {"lr": 1e-4, "betas": [0.5, 0.9]},
-    },
-    "styles": ["drums", "piano", "speech"],
-    "seed": 1234567890123,
-    "ok": True,
-    "note": None,
+  "config": {
+    "model": {"slice_len": 16384, "dim": 64},
+    "train": {"lr": 1e-4, "betas": [0.5, 0.9]},
+  },
+  "styles": ["drums", "piano", "speech"],
+  "seed": 1234567890123,
+  "ok": True,
+  "note": None,
 }
 
 
@@ -170,7 +172,9 @@ def test_read_only_creates_nothing_and_refuses_to_save(tmp_path: pathlib.Path) -
     restored, meta = ckpt.restore(_abstract(_state(3)))
   _assert_bitwise_equal(restored, _state(3))
   assert meta == METADATA
-  assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+  assert (
+    sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+  )
 
 
 def test_read_metadata_without_template(tmp_path: pathlib.Path) -> None:
@@ -195,7 +199,7 @@ def test_no_checkpoint_raises_with_directory(tmp_path: pathlib.Path) -> None:
 
 
 def test_relative_directory_is_made_absolute(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+  tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
   monkeypatch.chdir(tmp_path)
   with Checkpointer("rel/ckpt") as ckpt:
@@ -222,12 +226,12 @@ def test_unfinalised_tmp_dir_is_ignored_and_overwritten(tmp_path: pathlib.Path) 
 
 
 def _run_child(
-    code: str, *args: str, env: dict[str, str] | None = None, **kwargs: Any
+  code: str, *args: str, env: dict[str, str] | None = None, **kwargs: Any
 ) -> subprocess.Popen:
   """Starts `python -c code args...` from the repo root with this interpreter."""
   full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu", **(env or {})}
   return subprocess.Popen(
-      [sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO_ROOT, env=full_env, **kwargs
+    [sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO_ROOT, env=full_env, **kwargs
   )
 
 
@@ -248,9 +252,11 @@ _MULTI_DEVICE_SAVER = """
 
 def test_restore_saved_on_four_devices_into_one(tmp_path: pathlib.Path) -> None:
   child = _run_child(
-      _MULTI_DEVICE_SAVER, str(tmp_path),
-      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    _MULTI_DEVICE_SAVER,
+    str(tmp_path),
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
   )
   out, _ = child.communicate(timeout=60)
   assert child.returncode == 0, out.decode()
@@ -259,14 +265,18 @@ def test_restore_saved_on_four_devices_into_one(tmp_path: pathlib.Path) -> None:
   with Checkpointer(str(tmp_path)) as ckpt:
     # Template with a sharding: lands exactly there.
     single = jax.sharding.SingleDeviceSharding(device)
-    template = {"w": jax.ShapeDtypeStruct((8, 4), jnp.float32, sharding=single),
-                "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=single)}
+    template = {
+      "w": jax.ShapeDtypeStruct((8, 4), jnp.float32, sharding=single),
+      "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=single),
+    }
     state, meta = ckpt.restore(template)
     assert state["w"].sharding == single and np.array_equal(state["w"], want)
     assert int(state["step"]) == 9 and meta == {"devices": 4}
     # Template without shardings: the 4-device layout does not exist here, so replicate.
-    bare = {"w": jax.ShapeDtypeStruct((8, 4), jnp.float32),
-            "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    bare = {
+      "w": jax.ShapeDtypeStruct((8, 4), jnp.float32),
+      "step": jax.ShapeDtypeStruct((), jnp.int32),
+    }
     state, _ = ckpt.restore(bare)
     assert np.array_equal(state["w"], want)
     assert state["w"].sharding.is_fully_replicated
@@ -310,8 +320,10 @@ def test_sigkill_during_async_saves_leaves_restorable_latest(tmp_path: pathlib.P
     latest = ckpt.latest_step()
     assert latest is not None and latest >= 1
     single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    template = {"w": jax.ShapeDtypeStruct((1 << 21,), jnp.float32, sharding=single),
-                "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    template = {
+      "w": jax.ShapeDtypeStruct((1 << 21,), jnp.float32, sharding=single),
+      "step": jax.ShapeDtypeStruct((), jnp.int32),
+    }
     state, meta = ckpt.restore(template)
   want = np.random.default_rng(latest).standard_normal(1 << 21, dtype=np.float32)
   assert meta == {"step": latest}

@@ -12,21 +12,28 @@ from wavegan.config import ConfigError, apply_overrides
 from wavegan.presets import preset
 
 SR = 16000
-COND = Conditioning(fields=(("instrument", ("kick", "snare", "tom")), ("technique", ("hard", "soft"))),
-                    attributes=(Attribute("pitch", mean=7.0, std=1.0, log=True),))
+COND = Conditioning(
+  fields=(("instrument", ("kick", "snare", "tom")), ("technique", ("hard", "soft"))),
+  attributes=(Attribute("pitch", mean=7.0, std=1.0, log=True),),
+)
 
 
 def test_encode_by_field_attribute_and_mix():
-  v = COND.encode({"instrument": "snare", "technique": {"hard": 0.25, "soft": 0.75}, "pitch": 256.0})
+  v = COND.encode(
+    {"instrument": "snare", "technique": {"hard": 0.25, "soft": 0.75}, "pitch": 256.0}
+  )
   np.testing.assert_allclose(v, [0, 1, 0, 0.25, 0.75, 1.0])  # log2(256) = 8: one std above 7
   # Values of the first field may be given directly; left-out fields are an equal mix, left-out
   # attributes the corpus mean.
   np.testing.assert_allclose(COND.encode({"kick": 0.5, "tom": 0.5}), [0.5, 0, 0.5, 0.5, 0.5, 0])
   np.testing.assert_allclose(COND.encode("tom"), [0, 0, 1, 0.5, 0.5, 0])
   np.testing.assert_array_equal(COND.encode({}), np.zeros(6))  # no style at all
-  for bad, match in (({"colour": "red"}, "unknown style key 'colour'"),
-                     ({"instrument": "gong"}, "unknown instrument 'gong'"),
-                     ({"pitch": -3.0}, "must be > 0"), ({"pitch": float("nan")}, "finite")):
+  for bad, match in (
+    ({"colour": "red"}, "unknown style key 'colour'"),
+    ({"instrument": "gong"}, "unknown instrument 'gong'"),
+    ({"pitch": -3.0}, "must be > 0"),
+    ({"pitch": float("nan")}, "finite"),
+  ):
     with pytest.raises(ConfigError, match=match):
       COND.encode(bad)
 
@@ -39,7 +46,9 @@ def test_vectors_round_trip_and_attribute_scale():
   assert COND.groups == (3, 2) and COND.dim == 6 and not COND.simple
   a = Attribute.fit("pitch", np.array([100.0, 200.0, 400.0, np.nan]), log=True)
   assert a.mean == pytest.approx(np.log2(200.0))
-  np.testing.assert_allclose(a.raw(a.standardize(np.array([150.0, 300.0]))), [150.0, 300.0], rtol=1e-5)
+  np.testing.assert_allclose(
+    a.raw(a.standardize(np.array([150.0, 300.0]))), [150.0, 300.0], rtol=1e-5
+  )
   assert np.isnan(a.standardize(np.array([np.nan]))[0])
   np.testing.assert_allclose(COND.for_first_field(np.array([1])), [[0, 1, 0, 0.5, 0.5, 0]])
 
@@ -64,10 +73,19 @@ def test_several_fields_and_pitch_train_resume_render_and_export(tmp_path):
   from wavegan.training import loop as trainer
 
   _corpus(tmp_path / "pack")
-  cfg = apply_overrides(preset("tiny"), [
-      f"data.path={tmp_path / 'pack'}", f"data.manifest={tmp_path / 'pack' / 'labels.csv'}",
-      "data.label_field=folder,technique", "data.attributes=pitch", "model.g_cond=film",
-      "train.steps=2", "train.tensorboard=false", "data.prepare_workers=1"])
+  cfg = apply_overrides(
+    preset("tiny"),
+    [
+      f"data.path={tmp_path / 'pack'}",
+      f"data.manifest={tmp_path / 'pack' / 'labels.csv'}",
+      "data.label_field=folder,technique",
+      "data.attributes=pitch",
+      "model.g_cond=film",
+      "train.steps=2",
+      "train.tensorboard=false",
+      "data.prepare_workers=1",
+    ],
+  )
   logs = []
   run, _ = trainer.train(cfg, str(tmp_path / "run"), progress=False, log=logs.append)
   c = run.conditioning
@@ -93,17 +111,23 @@ def test_several_fields_and_pitch_train_resume_render_and_export(tmp_path):
   assert exported.conditioning == c
   np.testing.assert_array_equal(exported.generate(3, asked, seed=1), a)
   # Rendering accepts the same request as a table.
-  report = render(synth, [RenderJob(name="j", count=2, seed=1, style=asked,
-                                        filename="{style}_s{seed}_{index:04d}")], str(tmp_path / "out"))
+  report = render(
+    synth,
+    [RenderJob(name="j", count=2, seed=1, style=asked, filename="{style}_s{seed}_{index:04d}")],
+    str(tmp_path / "out"),
+  )
   assert report.written == 2
   files = sorted(f for f in os.listdir(tmp_path / "out") if f.endswith(".wav"))
-  assert files == ["folder-snare-pitch300-technique-hard_s1_0000.wav",
-                   "folder-snare-pitch300-technique-hard_s1_0001.wav"], files
+  assert files == [
+    "folder-snare-pitch300-technique-hard_s1_0000.wav",
+    "folder-snare-pitch300-technique-hard_s1_0001.wav",
+  ], files
   rendered, _ = sf.read(tmp_path / "out" / files[1], dtype="float32")
   np.testing.assert_allclose(rendered, a[1, :, 0], atol=1 / 32767 + 1e-6)
 
   # The evaluation measures how the generated pitch follows the asked one.
   from wavegan.evaluation.report import evaluate_run
+
   report = evaluate_run(str(tmp_path / "run"), n=8, out=str(tmp_path / "eval"), log=logs.append)
   r = report["attributes"]["pitch"]
   assert r["styles"] == ["kick", "snare"] and len(r["asked"]) == 5

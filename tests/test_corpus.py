@@ -21,7 +21,8 @@ def _band_features(x: np.ndarray, sample_rate: int, num_bands: int = 24) -> np.n
   edges = np.geomspace(40.0, sample_rate / 2, num_bands + 1)
   band = np.clip(np.searchsorted(edges, freqs) - 1, 0, num_bands - 1)  # [F]
   mean_power = np.bincount(band, weights=power, minlength=num_bands) / np.maximum(
-      np.bincount(band, minlength=num_bands), 1)
+    np.bincount(band, minlength=num_bands), 1
+  )
   return np.log10(mean_power / mean_power.max() + 1e-5)
 
 
@@ -43,7 +44,7 @@ def test_every_style_is_valid_audio_at_any_rate(sample_rate: int, duration: floa
       onset = int(np.argmax(np.abs(x) > 0))
       assert onset <= 0.005 * sample_rate + 1, (style, onset)
       # Decays mostly finish inside the clip: the last 10% is far quieter than the peak.
-      assert np.max(np.abs(x[-len(x) // 10:])) < 0.1 * peak, style
+      assert np.max(np.abs(x[-len(x) // 10 :])) < 0.1 * peak, style
 
 
 def test_synthesize_is_deterministic_and_seed_dependent():

@@ -9,14 +9,14 @@ import pytest
 import soundfile as sf
 
 from data_pipelines import (
-    AudioDecodeError,
-    AudioFile,
-    BatchSource,
-    ClipSet,
-    DataError,
-    decode,
-    load_clips,
-    scan_folder,
+  AudioDecodeError,
+  AudioFile,
+  BatchSource,
+  ClipSet,
+  DataError,
+  decode,
+  load_clips,
+  scan_folder,
 )
 
 
@@ -54,12 +54,12 @@ def test_scan_labels_from_folders(tree):
   files = scan_folder(str(tree))
   rel = [(os.path.relpath(f.path, tree), f.label) for f in files]
   assert rel == [
-      ("hat/e.wav", "hat"),
-      ("kick/a.wav", "kick"),
-      ("kick/b.WAV", "kick"),  # upper-case extension
-      ("loose.wav", "pack"),  # directly in root: the root's own name
-      ("snare/c.flac", "snare"),
-      ("snare/sub/d.wav", "snare"),  # nested: first-level folder
+    ("hat/e.wav", "hat"),
+    ("kick/a.wav", "kick"),
+    ("kick/b.WAV", "kick"),  # upper-case extension
+    ("loose.wav", "pack"),  # directly in root: the root's own name
+    ("snare/c.flac", "snare"),
+    ("snare/sub/d.wav", "snare"),  # nested: first-level folder
   ]
   assert all(isinstance(f, AudioFile) for f in files)
 
@@ -105,8 +105,12 @@ def test_decode_errors(tmp_path):
   bad = _tone(440, 16000, 0.1)
   bad[10] = np.nan
   sf.write(tmp_path / "nan.wav", bad, 16000, subtype="FLOAT")
-  for name, reason in [("zero_bytes.wav", "cannot decode"), ("garbage.wav", "cannot decode"),
-                       ("no_frames.wav", "empty"), ("nan.wav", "NaN")]:
+  for name, reason in [
+    ("zero_bytes.wav", "cannot decode"),
+    ("garbage.wav", "cannot decode"),
+    ("no_frames.wav", "empty"),
+    ("nan.wav", "NaN"),
+  ]:
     with pytest.raises(AudioDecodeError, match=reason) as info:
       decode(str(tmp_path / name), 16000)
     assert info.value.path == str(tmp_path / name)
@@ -261,7 +265,7 @@ def test_resume_matches_uninterrupted_run():
   # when asked out of order.
   stream = np.concatenate([run.epoch_permutation(e) for e in range(10)])
   for s in (5, 0, 3):
-    block = stream[s * 20:(s + 1) * 20].reshape(5, 4)
+    block = stream[s * 20 : (s + 1) * 20].reshape(5, 4)
     np.testing.assert_array_equal(_ids(run.get(s)[0]), block)
   np.testing.assert_array_equal(run.stream_indices(7, 70), stream[7:70])
 
@@ -269,8 +273,10 @@ def test_resume_matches_uninterrupted_run():
 def test_shards_partition_each_batch():
   audio, labels = _indexed(9)
   full = BatchSource(audio, labels, batch_size=6, seed=2, group=2)
-  parts = [BatchSource(audio, labels, batch_size=6, seed=2, group=2, num_shards=3, shard_index=i)
-           for i in range(3)]
+  parts = [
+    BatchSource(audio, labels, batch_size=6, seed=2, group=2, num_shards=3, shard_index=i)
+    for i in range(3)
+  ]
   for s in range(4):
     a, l = full.get(s)
     pieces = [p.get(s) for p in parts]

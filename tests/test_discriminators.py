@@ -25,7 +25,9 @@ def expected_logit_lens(name, t):
     return [math.ceil(math.ceil(t / 2**k) / 256) for k in range(3)]
   if name == "mpd":
     return [p * math.ceil(math.ceil(t / p) / 81) for p in aux.DEFAULT_PERIODS]
-  return [(1 + t // hop) * math.ceil((n_fft // 2 + 1) / 8) for n_fft, hop in aux.DEFAULT_RESOLUTIONS]
+  return [
+    (1 + t // hop) * math.ceil((n_fft // 2 + 1) / 8) for n_fft, hop in aux.DEFAULT_RESOLUTIONS
+  ]
 
 
 def audio(seed, t=16384, channels=1, scale=0.5):
@@ -36,7 +38,7 @@ def audio(seed, t=16384, channels=1, scale=0.5):
 @pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_output_shapes(name, slice_len, channels):
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: build(name, channels)))   # abstract params
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: build(name, channels)))  # abstract params
   x = jax.ShapeDtypeStruct((B, slice_len, channels), jnp.float32)
   logits, feats = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
   assert [l.shape for l in logits] == [(B, n) for n in expected_logit_lens(name, slice_len)]
@@ -76,7 +78,7 @@ def test_feature_matching_loss():
 
 def test_multi_resolution_stft_loss():
   t = jnp.arange(8192) / 16000.0
-  tone = (0.5 * jnp.sin(2 * jnp.pi * 440.0 * t))[None, :, None].repeat(B, 0)   # [B, T, 1]
+  tone = (0.5 * jnp.sin(2 * jnp.pi * 440.0 * t))[None, :, None].repeat(B, 0)  # [B, T, 1]
   noise = audio(3, t=8192, scale=0.1)
   loss = jax.jit(aux.multi_resolution_stft_loss)
   assert float(loss(tone, tone)) < 1e-6
@@ -89,7 +91,9 @@ def test_unpaired_losses_compare_batch_means():
   # Mean feature matching: batches with the same per-position mean match, whatever their rows.
   feats = [jax.random.normal(jax.random.key(i), (B, 8, 3)) for i in range(2)]
   assert float(aux.mean_feature_matching_loss(feats, [f[::-1] for f in feats])) < 1e-6
-  assert float(aux.mean_feature_matching_loss(feats, [f + 0.1 for f in feats])) == pytest.approx(0.1)
+  assert float(aux.mean_feature_matching_loss(feats, [f + 0.1 for f in feats])) == pytest.approx(
+    0.1
+  )
   # Mean spectrum: the same clips in another order match; a different spectrum does not, and its
   # gradient reaches the generated audio only.
   t = jnp.arange(8192) / 16000.0
@@ -115,7 +119,7 @@ def test_adversarial_losses_sum_over_sub_discriminators():
 def test_stft_magnitude_peaks_at_the_tone_bin():
   n_fft, hop = 512, 128
   t = jnp.arange(8192)
-  tone = jnp.sin(2 * jnp.pi * 32 * t / n_fft)[None]                      # exactly bin 32
+  tone = jnp.sin(2 * jnp.pi * 32 * t / n_fft)[None]  # exactly bin 32
   mag = aux.stft_magnitude(tone, n_fft, hop)
   assert mag.shape == (1, 1 + 8192 // hop, n_fft // 2 + 1)
   assert bool(jnp.all(jnp.argmax(mag[0, 4:-4], axis=-1) == 32))
@@ -124,10 +128,11 @@ def test_stft_magnitude_peaks_at_the_tone_bin():
 def test_spectral_conv_matches_2d_conv():
   conv = aux.SpectralConv(3, 5, (3, 9), 2, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (2, 7, 20, 3))
-  k1 = conv.conv.conv.kernel[...]                                          # [kw, kh * C_in, C_out]
-  k2 = k1.reshape(9, 3, 3, 5).transpose(1, 0, 2, 3)                        # [kh, kw, C_in, C_out]
-  want = jax.lax.conv_general_dilated(x, k2, (1, 2), "SAME",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  k1 = conv.conv.conv.kernel[...]  # [kw, kh * C_in, C_out]
+  k2 = k1.reshape(9, 3, 3, 5).transpose(1, 0, 2, 3)  # [kh, kw, C_in, C_out]
+  want = jax.lax.conv_general_dilated(
+    x, k2, (1, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   np.testing.assert_allclose(conv(x), want, atol=1e-5)
 
 

@@ -28,9 +28,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the 1 x 8 run's by at most 4.3e-7 relative (230x inside rel=1e-4), its parameters by at most 2% of
 # the rtol/atol allowance. A larger gap means the runs computed something different (other
 # batches, a bad resume), not rounding: find it rather than loosen the tolerances.
-TINY = ["--preset", "tiny", "--no-progress", "--set", "train.tensorboard=false",
-        "--set", "train.checkpoint_every=2", "--set", "data.prepare_workers=1",
-        "--set", "train.batch_size=8", "--set", "optim.eps=1e-3"]
+TINY = [
+  "--preset",
+  "tiny",
+  "--no-progress",
+  "--set",
+  "train.tensorboard=false",
+  "--set",
+  "train.checkpoint_every=2",
+  "--set",
+  "data.prepare_workers=1",
+  "--set",
+  "train.batch_size=8",
+  "--set",
+  "optim.eps=1e-3",
+]
 
 
 def _free_port() -> int:
@@ -41,24 +53,59 @@ def _free_port() -> int:
 
 def _env(devices: int) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+  env.update(
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
+  )
   return env
 
 
 def _train(workdir, steps: int, *, processes: int, devices_each: int) -> list[str]:
   """Runs `wavegan train` as `processes` processes of `devices_each` CPU devices; their stderr."""
-  cmd = [sys.executable, "-m", "wavegan.cli", "train", "--workdir", str(workdir),
-         "--steps", str(steps), *TINY]
+  cmd = [
+    sys.executable,
+    "-m",
+    "wavegan.cli",
+    "train",
+    "--workdir",
+    str(workdir),
+    "--steps",
+    str(steps),
+    *TINY,
+  ]
   if processes == 1:
-    procs = [subprocess.Popen(cmd, env=_env(devices_each), cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)]
+    procs = [
+      subprocess.Popen(
+        cmd,
+        env=_env(devices_each),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    ]
   else:
     port = _free_port()
-    procs = [subprocess.Popen(cmd + ["--coordinator", f"localhost:{port}", "--num-processes",
-                                     str(processes), "--process-id", str(i)],
-                              env=_env(devices_each), cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    procs = [
+      subprocess.Popen(
+        cmd
+        + [
+          "--coordinator",
+          f"localhost:{port}",
+          "--num-processes",
+          str(processes),
+          "--process-id",
+          str(i),
+        ],
+        env=_env(devices_each),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+      for i in range(processes)
+    ]
   outs = []
   for p in procs:
     try:
@@ -90,8 +137,13 @@ def _assert_same_params(a_dir, b_dir, step: int) -> None:
   assert int(a["step"]) == int(b["step"]) == step
   for part in ("ema_params", "g_params", "d_params"):
     for x, y in zip(jax.tree.leaves(a[part]), jax.tree.leaves(b[part])):
-      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7,
-                                 err_msg=f"{a_dir} vs {b_dir}: step {step} {part}")
+      np.testing.assert_allclose(
+        np.asarray(x),
+        np.asarray(y),
+        rtol=1e-5,
+        atol=1e-7,
+        err_msg=f"{a_dir} vs {b_dir}: step {step} {part}",
+      )
 
 
 def _assert_same_run(a_dir, b_dir):
@@ -119,8 +171,11 @@ def test_two_processes_and_other_device_counts_match_one_run(tmp_path):
   _assert_same_run(tmp_path / "two", tmp_path / "one")
   # The reference's 8-device checkpoint at step 2 resumes on one device and continues to step 3
   # as the 8 devices did.
-  shutil.copytree(tmp_path / "one", tmp_path / "one_device",
-                  ignore=lambda d, names: ["3"] if d.endswith("checkpoints") else [])
+  shutil.copytree(
+    tmp_path / "one",
+    tmp_path / "one_device",
+    ignore=lambda d, names: ["3"] if d.endswith("checkpoints") else [],
+  )
   logs = _train(tmp_path / "one_device", 3, processes=1, devices_each=1)
   assert "resuming" in logs[0]
   _assert_same_run(tmp_path / "one_device", tmp_path / "one")
@@ -132,4 +187,3 @@ def test_initialize_arguments_go_together():
   with pytest.raises(ConfigError, match="must be in"):
     distributed.initialize("localhost:1234", 2, 2)
   assert distributed.initialize() is False or distributed.auto_detected()
-

@@ -43,15 +43,17 @@ def test_shapes_and_stft_round_trip():
 
 def test_log_magnitude_of_a_tone_peaks_at_its_bin():
   t = np.arange(N) / SR
-  tone = np.sin(2 * np.pi * 2000 * t).astype(np.float32)[None]          # 2000 Hz / 62.5 Hz = bin 32
+  tone = np.sin(2 * np.pi * 2000 * t).astype(np.float32)[None]  # 2000 Hz / 62.5 Hz = bin 32
   lm = np.asarray(dsp.log_magnitude(jnp.asarray(tone)))
   assert np.all(np.argmax(lm[0, 1:-1], axis=-1) == 32)
 
 
 def test_griffin_lim_recovers_magnitude():
   target = np.abs(np.asarray(dsp.stft(jnp.asarray(_test_signal()))))[..., :128]
-  sc = {n: _spectral_convergence(target, dsp.griffin_lim(jnp.asarray(target), n_iter=n))
-        for n in (2, 32, 64)}
+  sc = {
+    n: _spectral_convergence(target, dsp.griffin_lim(jnp.asarray(target), n_iter=n))
+    for n in (2, 32, 64)
+  }
   assert sc[64] < 0.06 and sc[32] < 0.1, sc
   assert sc[2] > sc[32] > sc[64], sc
   # The momentum is what makes it "fast": classic Griffin-Lim is clearly worse at 32 iterations.
@@ -71,19 +73,21 @@ def test_griffin_lim_compiles_once_per_static_config():
   assert a.shape == b.shape == (1, N - 64)
   assert np.all(np.isfinite(np.asarray(b)))
   # Same seed -> same initial phase -> same output.
-  np.testing.assert_array_equal(np.asarray(a), np.asarray(dsp.griffin_lim(mag, seed=0, momentum=0.99, **kw)))
+  np.testing.assert_array_equal(
+    np.asarray(a), np.asarray(dsp.griffin_lim(mag, seed=0, momentum=0.99, **kw))
+  )
 
 
 def test_moments_match_numpy_and_chunked():
   x = np.random.default_rng(1).normal(3.0, 2.0, (10, 16, 128)).astype(np.float32)
-  x[..., 5] = -4.0                                                       # constant bin
+  x[..., 5] = -4.0  # constant bin
   mean, std = dsp.moments(x)
   flat = x.reshape(-1, 128).astype(np.float64)
   varying = np.arange(128) != 5
   np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-12)
   np.testing.assert_allclose(std[varying], flat.std(0)[varying], rtol=1e-12)
-  assert std[5] == 1e-6                                                  # floored, not 0
-  mean_c, std_c = dsp.moments_from_batches(x[i:i + 3] for i in range(0, 10, 3))
+  assert std[5] == 1e-6  # floored, not 0
+  mean_c, std_c = dsp.moments_from_batches(x[i : i + 3] for i in range(0, 10, 3))
   np.testing.assert_allclose(mean_c, mean, rtol=1e-10)
   np.testing.assert_allclose(std_c, std, rtol=1e-6)
   with pytest.raises(ValueError):
@@ -95,12 +99,11 @@ def test_moments_match_numpy_and_chunked():
 def test_normalize_round_trip_and_clip_range():
   rng = np.random.default_rng(2)
   mean, std = rng.normal(size=128), rng.uniform(0.5, 2.0, 128)
-  z = rng.uniform(-2.9, 2.9, (4, 8, 128))                                # inside 3 std
+  z = rng.uniform(-2.9, 2.9, (4, 8, 128))  # inside 3 std
   x = jnp.asarray(mean + z * std, jnp.float32)
   xn = dsp.normalize(x, mean, std)
   np.testing.assert_allclose(np.asarray(xn), z / 3.0, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(dsp.denormalize(xn, mean, std)), np.asarray(x),
-                             atol=1e-4)
+  np.testing.assert_allclose(np.asarray(dsp.denormalize(xn, mean, std)), np.asarray(x), atol=1e-4)
   far = jnp.asarray(mean + rng.normal(0, 20, (4, 8, 128)) * std, jnp.float32)
   fn = np.asarray(dsp.normalize(far, mean, std))
   assert fn.min() == -1.0 and fn.max() == 1.0
@@ -111,8 +114,9 @@ def test_spec_to_audio_inverts_a_normalised_image():
   lm = dsp.log_magnitude(x)
   mean, std = dsp.moments(np.asarray(lm))
   # A wide clip keeps this image unclipped, so only Griffin-Lim's error remains.
-  audio = dsp.spec_to_audio(dsp.normalize(lm, mean, std, clip=10.0), mean, std,
-                                 n_iter=32, clip=10.0)
+  audio = dsp.spec_to_audio(
+    dsp.normalize(lm, mean, std, clip=10.0), mean, std, n_iter=32, clip=10.0
+  )
   assert audio.shape == (1, N)
   target = np.abs(np.asarray(dsp.stft(x)))[..., :128]
   assert _spectral_convergence(target, audio) < 0.1

@@ -69,8 +69,9 @@ def test_classifier_is_cached_by_corpus_content(corpus, ref):
 
 
 def test_real_held_out_beats_noise_on_every_metric(corpus, ref):
-  real = evaluation.score_set(ref, corpus.cache.gather(ref.test_idx), ref.test_labels,
-                              probs=ref.test_probs, emb=ref.test_emb)
+  real = evaluation.score_set(
+    ref, corpus.cache.gather(ref.test_idx), ref.test_labels, probs=ref.test_probs, emb=ref.test_emb
+  )
   n = ref.test_idx.size
   noise = evaluation.score_set(ref, evaluation.noise_clips(n, (16384, 1)), ref.test_labels)
   assert real["style_accuracy"] >= 0.9 > 0.5 > noise["style_accuracy"]
@@ -84,8 +85,23 @@ def test_real_held_out_beats_noise_on_every_metric(corpus, ref):
 
 def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
   run = tmp_path / "run"
-  assert main(["train", "--workdir", str(run), "--preset", "tiny", "--steps", "2",
-               "--set", "eval.every=2", "--no-progress"]) == 0
+  assert (
+    main(
+      [
+        "train",
+        "--workdir",
+        str(run),
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--set",
+        "eval.every=2",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   records = [json.loads(line) for line in open(run / "metrics.jsonl")]
   evals = [r["step"] for r in records if "eval/fd" in r]
   assert evals == [0, 2]  # the untrained generator, then every eval.every steps
@@ -96,9 +112,17 @@ def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
   report = json.loads((tmp_path / "ev" / "report.json").read_text())
   assert report["step"] == 2 and report["n"] == 24
   for part in ("generated", "real_held_out", "noise"):
-    assert set(report[part]) >= {"fd", "kid", "ndb_over_k", "nn_distance", "silent_rate",
-                                 "clipped_rate", "inception_score", "style_accuracy",
-                                 "style_accuracy_per_style"}, part
+    assert set(report[part]) >= {
+      "fd",
+      "kid",
+      "ndb_over_k",
+      "nn_distance",
+      "silent_rate",
+      "clipped_rate",
+      "inception_score",
+      "style_accuracy",
+      "style_accuracy_per_style",
+    }, part
   assert report["classifier"]["held_out_accuracy"] is not None
   md = (tmp_path / "ev" / "report.md").read_text()
   assert "| Frechet distance | lower |" in md and "Memorisation check" in md
@@ -113,12 +137,26 @@ def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
 
 def _tiny_report() -> dict:
   scores = {"fd": 1.5, "kid": float("nan"), "nn_distance": 2.0, "silent_rate": 0.0}
-  return {"run": "run", "step": 3, "n": 4, "seed": 0, "styles": ["a", "b"],
-          "classifier": {"kind": "cnn on log-mel", "held_out_accuracy": 0.9},
-          "generated": {**scores, "nn_distance": float("nan")}, "real_held_out": scores,
-          "noise": scores, "attributes": {"pitch": {"asked": [1.0], "styles": ["a"],
-                                                    "median": [[None]], "measured_share": 0.0,
-                                                    "spearman": np.float64("nan")}}}
+  return {
+    "run": "run",
+    "step": 3,
+    "n": 4,
+    "seed": 0,
+    "styles": ["a", "b"],
+    "classifier": {"kind": "cnn on log-mel", "held_out_accuracy": 0.9},
+    "generated": {**scores, "nn_distance": float("nan")},
+    "real_held_out": scores,
+    "noise": scores,
+    "attributes": {
+      "pitch": {
+        "asked": [1.0],
+        "styles": ["a"],
+        "median": [[None]],
+        "measured_share": 0.0,
+        "spearman": np.float64("nan"),
+      }
+    },
+  }
 
 
 def test_report_figures_not_computed_are_written_as_null(tmp_path):
@@ -143,7 +181,7 @@ def test_a_full_disk_leaves_no_partial_report(tmp_path, monkeypatch, full_at):
       self._f = f
 
     def write(self, data):
-      self._f.write(data[:len(data) // 2])
+      self._f.write(data[: len(data) // 2])
       self._f.flush()
       raise OSError(errno.ENOSPC, "No space left on device")
 

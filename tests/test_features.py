@@ -16,8 +16,9 @@ def _t(length: int = T, sr: int = SR) -> np.ndarray:
   return np.arange(length) / sr  # [T] seconds
 
 
-def _harmonic(f0: float, amps, decay: float | None = None, length: int = T,
-              sr: int = SR) -> np.ndarray:
+def _harmonic(
+  f0: float, amps, decay: float | None = None, length: int = T, sr: int = SR
+) -> np.ndarray:
   """Partials k * f0 with amplitudes `amps` (and arbitrary phases), optionally decaying; [T]."""
   t = _t(length, sr)
   x = sum(a * np.sin(2 * np.pi * k * f0 * t + 0.7 * k) for k, a in enumerate(amps, 1))
@@ -48,11 +49,11 @@ def _clips(*signals: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("f0", FREQS)
 def test_pitch_of_sines_and_harmonic_tones(f0):
   clips = _clips(
-      0.5 * np.sin(2 * np.pi * f0 * _t()),
-      _harmonic(f0, [1.0, 0.5, 0.3, 0.2]),  # fundamental strongest
-      _harmonic(f0, [0.5, 1.0, 0.7, 0.4]),  # second partial strongest
-      _harmonic(f0, [0.6, 0.4, 1.0, 0.5, 0.3]),  # third partial strongest
-      _harmonic(f0, [1.0, 0.6, 0.4, 0.3], decay=0.08),  # pluck: gone in a fraction of the clip
+    0.5 * np.sin(2 * np.pi * f0 * _t()),
+    _harmonic(f0, [1.0, 0.5, 0.3, 0.2]),  # fundamental strongest
+    _harmonic(f0, [0.5, 1.0, 0.7, 0.4]),  # second partial strongest
+    _harmonic(f0, [0.6, 0.4, 1.0, 0.5, 0.3]),  # third partial strongest
+    _harmonic(f0, [1.0, 0.6, 0.4, 0.3], decay=0.08),  # pluck: gone in a fraction of the clip
   )
   p = features.pitch(clips, SR)
   assert p.shape == (5,) and p.dtype == np.float32
@@ -69,8 +70,8 @@ def test_pitch_is_read_where_the_clip_is_loud():
 
 def test_pitch_of_glides_follows_the_loud_start():
   falling, rising, sustained = features.pitch(
-      _clips(_glide(200.0, 100.0, 0.15), _glide(100.0, 200.0, 0.15), _glide(200.0, 100.0, 1e9)),
-      SR)
+    _clips(_glide(200.0, 100.0, 0.15), _glide(100.0, 200.0, 0.15), _glide(200.0, 100.0, 1e9)), SR
+  )
   # Within 20 dB of its loudest (first) frame, the decaying glide spans ~200 -> ~158 Hz, and its
   # energy is in the first tenth of a second, where it is above 180 Hz.
   assert 180.0 < falling < 200.0
@@ -81,13 +82,18 @@ def test_pitch_of_glides_follows_the_loud_start():
 
 def test_pitch_is_nan_for_noise_and_silence():
   rng = np.random.default_rng(0)
-  clips = _clips(rng.uniform(-0.9, 0.9, T), 0.3 * rng.standard_normal(T),
-                 0.3 * rng.standard_normal(T) * np.exp(-_t() / 0.05),  # a hat: decaying noise
-                 np.zeros(T), np.full(T, 1e-7))  # silence, and -140 dBFS of DC
+  clips = _clips(
+    rng.uniform(-0.9, 0.9, T),
+    0.3 * rng.standard_normal(T),
+    0.3 * rng.standard_normal(T) * np.exp(-_t() / 0.05),  # a hat: decaying noise
+    np.zeros(T),
+    np.full(T, 1e-7),
+  )  # silence, and -140 dBFS of DC
   assert np.isnan(features.pitch(clips, SR)).all()
   # Brightness is undefined only for the silent ones.
-  np.testing.assert_array_equal(np.isnan(features.brightness(clips, SR)),
-                                [False, False, False, True, True])
+  np.testing.assert_array_equal(
+    np.isnan(features.brightness(clips, SR)), [False, False, False, True, True]
+  )
 
 
 def test_non_finite_clips_get_nan_and_leave_the_others_alone():
@@ -129,8 +135,12 @@ def test_brightness():
 
 def test_results_do_not_depend_on_chunk():
   rng = np.random.default_rng(2)
-  clips = _clips(*[_harmonic(f, [1.0, 0.5, 0.3], decay=0.1) for f in FREQS],
-                 _glide(200.0, 100.0, 0.15), 0.3 * rng.standard_normal(T), np.zeros(T))
+  clips = _clips(
+    *[_harmonic(f, [1.0, 0.5, 0.3], decay=0.1) for f in FREQS],
+    _glide(200.0, 100.0, 0.15),
+    0.3 * rng.standard_normal(T),
+    np.zeros(T),
+  )
   for fn in (features.pitch, features.brightness):
     whole = fn(clips, SR, chunk=256)
     np.testing.assert_array_equal(fn(clips, SR, chunk=1), whole)
@@ -159,8 +169,9 @@ def test_compute_dispatches_and_checks():
   clips = _clips(_harmonic(110.0, [1.0, 0.5]), _harmonic(440.0, [1.0, 0.5]))
   assert features.ATTRIBUTES == ("pitch", "brightness")
   np.testing.assert_array_equal(features.compute("pitch", clips, SR), features.pitch(clips, SR))
-  np.testing.assert_array_equal(features.compute("brightness", clips, SR),
-                                features.brightness(clips, SR))
+  np.testing.assert_array_equal(
+    features.compute("brightness", clips, SR), features.brightness(clips, SR)
+  )
   with pytest.raises(ValueError, match="pitch.*brightness"):
     features.compute("loudness", clips, SR)
   with pytest.raises(ValueError, match=r"\[N, T, C\]"):

@@ -79,22 +79,23 @@ def _loudness(x: np.ndarray, sample_rate: int) -> float:
 
 
 LOSSLESS = [
-    # (format, subtype, extension, tolerance)
-    ("WAV", "PCM_U8", "wav", 1 / 128),
-    ("WAV", "PCM_16", "wav", 2 / 2**15),
-    ("WAV", "PCM_24", "wav", 2 / 2**23),
-    ("WAV", "PCM_32", "wav", 2**-24),  # float32 output resolution, not the 32-bit step, limits it
-    ("WAV", "FLOAT", "wav", 0.0),
-    ("WAV", "DOUBLE", "wav", 0.0),  # float32 samples survive the float64 round trip exactly
-    ("FLAC", "PCM_16", "flac", 2 / 2**15),
-    ("FLAC", "PCM_24", "flac", 2 / 2**23),
-    ("AIFF", "PCM_16", "aiff", 2 / 2**15),
-    ("AIFF", "PCM_24", "aiff", 2 / 2**23),
+  # (format, subtype, extension, tolerance)
+  ("WAV", "PCM_U8", "wav", 1 / 128),
+  ("WAV", "PCM_16", "wav", 2 / 2**15),
+  ("WAV", "PCM_24", "wav", 2 / 2**23),
+  ("WAV", "PCM_32", "wav", 2**-24),  # float32 output resolution, not the 32-bit step, limits it
+  ("WAV", "FLOAT", "wav", 0.0),
+  ("WAV", "DOUBLE", "wav", 0.0),  # float32 samples survive the float64 round trip exactly
+  ("FLAC", "PCM_16", "flac", 2 / 2**15),
+  ("FLAC", "PCM_24", "flac", 2 / 2**23),
+  ("AIFF", "PCM_16", "aiff", 2 / 2**15),
+  ("AIFF", "PCM_24", "aiff", 2 / 2**23),
 ]
 
 
-@pytest.mark.parametrize("fmt,subtype,ext,tol", LOSSLESS,
-                         ids=[f"{f}-{s}" for f, s, _, _ in LOSSLESS])
+@pytest.mark.parametrize(
+  "fmt,subtype,ext,tol", LOSSLESS, ids=[f"{f}-{s}" for f, s, _, _ in LOSSLESS]
+)
 def test_lossless_decode_matches_written_signal(tmp_path, fmt, subtype, ext, tol):
   sr = 22050
   x = _stereo(sr, 0.25)  # [T, 2]
@@ -115,10 +116,10 @@ def test_lossless_decode_matches_written_signal(tmp_path, fmt, subtype, ext, tol
 
 
 LOSSY = [
-    # (format, subtype, extension, sample rate)
-    ("OGG", "VORBIS", "ogg", 44100),
-    ("OGG", "OPUS", "opus", 48000),
-    ("MP3", "MPEG_LAYER_III", "mp3", 44100),
+  # (format, subtype, extension, sample rate)
+  ("OGG", "VORBIS", "ogg", 44100),
+  ("OGG", "OPUS", "opus", 48000),
+  ("MP3", "MPEG_LAYER_III", "mp3", 44100),
 ]
 
 
@@ -126,8 +127,9 @@ LOSSY = [
 def test_lossy_decode_is_recognisably_the_same(tmp_path, fmt, subtype, ext, sr):
   seconds = 0.5
   # Two tonal sweeps (lossy codecs keep tones far better than noise) in opposite directions.
-  x = np.stack([_chirp(200, 2000, sr, seconds), _chirp(3000, 600, sr, seconds, amp=0.3)],
-               axis=1)  # [T, 2]
+  x = np.stack(
+    [_chirp(200, 2000, sr, seconds), _chirp(3000, 600, sr, seconds, amp=0.3)], axis=1
+  )  # [T, 2]
   path = str(tmp_path / f"clip.{ext}")
   sf.write(path, x, sr, format=fmt, subtype=subtype)
   info = sf.info(path)
@@ -164,13 +166,13 @@ def test_scan_finds_upper_case_extensions(tmp_path):
   (root / "loud").mkdir(parents=True)
   x = _tone(440, 16000, 0.25)
   written = {
-      "X.WAV": ("WAV", "PCM_16", 16000),
-      "Y.FLAC": ("FLAC", "PCM_16", 16000),
-      "Z.OGG": ("OGG", "VORBIS", 16000),
-      "V.OPUS": ("OGG", "OPUS", 48000),
-      "U.MP3": ("MP3", "MPEG_LAYER_III", 16000),
-      "T.AIFF": ("AIFF", "PCM_16", 16000),
-      "S.Aif": ("AIFF", "PCM_24", 16000),
+    "X.WAV": ("WAV", "PCM_16", 16000),
+    "Y.FLAC": ("FLAC", "PCM_16", 16000),
+    "Z.OGG": ("OGG", "VORBIS", 16000),
+    "V.OPUS": ("OGG", "OPUS", 48000),
+    "U.MP3": ("MP3", "MPEG_LAYER_III", 16000),
+    "T.AIFF": ("AIFF", "PCM_16", 16000),
+    "S.Aif": ("AIFF", "PCM_24", 16000),
   }
   for name, (fmt, subtype, sr) in written.items():
     sig = x if sr == 16000 else _tone(440, sr, 0.25)
@@ -201,7 +203,7 @@ def test_resample_length_and_pitch(tmp_path, file_rate):
   bin_hz = out_rate / y.shape[0]
   assert abs(np.fft.rfftfreq(y.shape[0], 1 / out_rate)[spectrum.argmax()] - freq) <= bin_hz
   # The resampler keeps the level (ends excluded: filter edge effects).
-  mid = y[y.shape[0] // 4: 3 * y.shape[0] // 4]
+  mid = y[y.shape[0] // 4 : 3 * y.shape[0] // 4]
   assert abs(_rms_db(mid) - _rms_db(x)) < 0.1
 
 
@@ -219,8 +221,9 @@ def test_stereo_to_mono_is_channel_mean(tmp_path):
   np.testing.assert_allclose(y[:, 0], expected, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("fmt,subtype,ext,tol", [("WAV", "FLOAT", "wav", 0.0),
-                                                 ("FLAC", "PCM_24", "flac", 2 / 2**23)])
+@pytest.mark.parametrize(
+  "fmt,subtype,ext,tol", [("WAV", "FLOAT", "wav", 0.0), ("FLAC", "PCM_24", "flac", 2 / 2**23)]
+)
 def test_stereo_keeps_left_right_order(tmp_path, fmt, subtype, ext, tol):
   x = _stereo(16000, 0.25)
   path = str(tmp_path / f"st.{ext}")
@@ -238,8 +241,9 @@ def test_six_channels_keep_first_two(tmp_path):
   sf.write(path, x, 16000, subtype="FLOAT")
   assert sf.info(path).channels == 6
   np.testing.assert_array_equal(decode(path, 16000, channels=2), x[:, :2])
-  np.testing.assert_allclose(decode(path, 16000, channels=1)[:, 0],
-                             x.astype(np.float64).mean(axis=1), rtol=0, atol=1e-7)
+  np.testing.assert_allclose(
+    decode(path, 16000, channels=1)[:, 0], x.astype(np.float64).mean(axis=1), rtol=0, atol=1e-7
+  )
 
 
 def test_mono_to_stereo_duplicates(tmp_path):
@@ -266,8 +270,9 @@ def test_more_channels_than_stereo_is_refused(tmp_path):
 # Normalisation in process_file
 
 
-def _noise_file(tmp_path, std: float, sr: int = 16000,
-                seconds: float = 1.0) -> tuple[str, np.ndarray]:
+def _noise_file(
+  tmp_path, std: float, sr: int = 16000, seconds: float = 1.0
+) -> tuple[str, np.ndarray]:
   """A seeded Gaussian noise burst written as float WAV: returns (path, samples float32 [T])."""
   x = (std * np.random.default_rng(7).standard_normal(int(sr * seconds))).astype(np.float32)
   path = str(tmp_path / f"noise_{std:g}.wav")
@@ -283,12 +288,15 @@ def test_peak_normalize(tmp_path, std):
   assert abs(float(np.max(np.abs(windows))) - 0.95) <= 1e-6
 
 
-@pytest.mark.parametrize("std,seconds,slice_len", [
-    (0.1, 1.0, 16000),    # turned down
-    (0.02, 1.0, 16000),   # turned up
-    (0.1, 1.0, 16384),    # window 384 samples longer than the file: zero padding at the end
-    (0.1, 0.25, 4000),    # shorter than one 400 ms BS.1770 block
-])
+@pytest.mark.parametrize(
+  "std,seconds,slice_len",
+  [
+    (0.1, 1.0, 16000),  # turned down
+    (0.02, 1.0, 16000),  # turned up
+    (0.1, 1.0, 16384),  # window 384 samples longer than the file: zero padding at the end
+    (0.1, 0.25, 4000),  # shorter than one 400 ms BS.1770 block
+  ],
+)
 def test_loudness_normalize_reaches_target(tmp_path, std, seconds, slice_len):
   path, x = _noise_file(tmp_path, std, seconds=seconds)
   assert abs(_loudness(x[:, None], 16000) + 20.0) > 2.0  # the input is not already at target
@@ -358,6 +366,7 @@ def _zero_bytes(ext: str):
     path = tmp_path / f"zero.{ext}"
     path.write_bytes(b"")
     return path
+
   return make
 
 
@@ -372,6 +381,7 @@ def _text(ext: str):
     path = tmp_path / f"notes.{ext}"
     path.write_text("These are my notes, not audio.\n" * 20)
     return path
+
   return make
 
 
@@ -382,6 +392,7 @@ def _header_cut_at(n: int):
     path = tmp_path / f"cut{n}.wav"
     path.write_bytes(data[:n])
     return path
+
   return make
 
 
@@ -392,6 +403,7 @@ def _non_finite(value: float):
     path = tmp_path / "nonfinite.wav"
     sf.write(str(path), x, 16000, subtype="FLOAT")
     return path
+
   return make
 
 
@@ -408,32 +420,37 @@ def _long(tmp_path):
 
 
 BAD_FILES = [
-    # (id, builder, decode kwargs, regex the reason must match)
-    ("zero-bytes-wav", _zero_bytes("wav"), {}, r"^cannot decode \(Format not recognised"),
-    ("zero-bytes-flac", _zero_bytes("flac"), {}, r"^cannot decode \(Format not recognised"),
-    # libsndfile's MP3 probe says "does not exist" here, which decode rewords.
-    ("zero-bytes-mp3", _zero_bytes("mp3"), {}, r"^cannot decode \(corrupt or not a supported"),
-    ("no-frames", _no_frames, {}, r"^empty \(0 samples\)$"),
-    ("text-as-wav", _text("wav"), {}, r"^cannot decode \(Format not recognised"),
-    ("text-as-ogg", _text("ogg"), {}, r"^cannot decode \(Format not recognised"),
-    ("text-as-mp3", _text("mp3"), {}, r"^cannot decode \(corrupt or not a supported"),
-    # Too short to tell a WAV header from anything else: the decoder's verdict.
-    ("header-cut-8", _header_cut_at(8), {}, r"^cannot decode \(Format not recognised"),
-    # A RIFF header that stops mid-chunk is a cut file (libsndfile: "Malformed 'fmt ' chunk",
-    # "No 'data' chunk"), counted with the other truncated files.
-    ("header-cut-20", _header_cut_at(20), {},
-     r"^truncated: file ends inside its header, at 20 of 16044 bytes$"),
-    ("header-cut-22", _header_cut_at(22), {}, r"^truncated: file ends inside its header, at 22"),
-    ("header-cut-40", _header_cut_at(40), {}, r"^truncated: file ends inside its header, at 40"),
-    ("nan", _non_finite(np.nan), {}, r"^contains NaN"),
-    ("inf", _non_finite(-np.inf), {}, r"^contains NaN or Inf"),
-    ("too-short", _short, {}, r"^shorter than 10 ms \(144 samples\)$"),
-    ("too-long", _long, {"max_seconds": 1.0}, r"^longer than 1 s \(2 s\)$"),
+  # (id, builder, decode kwargs, regex the reason must match)
+  ("zero-bytes-wav", _zero_bytes("wav"), {}, r"^cannot decode \(Format not recognised"),
+  ("zero-bytes-flac", _zero_bytes("flac"), {}, r"^cannot decode \(Format not recognised"),
+  # libsndfile's MP3 probe says "does not exist" here, which decode rewords.
+  ("zero-bytes-mp3", _zero_bytes("mp3"), {}, r"^cannot decode \(corrupt or not a supported"),
+  ("no-frames", _no_frames, {}, r"^empty \(0 samples\)$"),
+  ("text-as-wav", _text("wav"), {}, r"^cannot decode \(Format not recognised"),
+  ("text-as-ogg", _text("ogg"), {}, r"^cannot decode \(Format not recognised"),
+  ("text-as-mp3", _text("mp3"), {}, r"^cannot decode \(corrupt or not a supported"),
+  # Too short to tell a WAV header from anything else: the decoder's verdict.
+  ("header-cut-8", _header_cut_at(8), {}, r"^cannot decode \(Format not recognised"),
+  # A RIFF header that stops mid-chunk is a cut file (libsndfile: "Malformed 'fmt ' chunk",
+  # "No 'data' chunk"), counted with the other truncated files.
+  (
+    "header-cut-20",
+    _header_cut_at(20),
+    {},
+    r"^truncated: file ends inside its header, at 20 of 16044 bytes$",
+  ),
+  ("header-cut-22", _header_cut_at(22), {}, r"^truncated: file ends inside its header, at 22"),
+  ("header-cut-40", _header_cut_at(40), {}, r"^truncated: file ends inside its header, at 40"),
+  ("nan", _non_finite(np.nan), {}, r"^contains NaN"),
+  ("inf", _non_finite(-np.inf), {}, r"^contains NaN or Inf"),
+  ("too-short", _short, {}, r"^shorter than 10 ms \(144 samples\)$"),
+  ("too-long", _long, {"max_seconds": 1.0}, r"^longer than 1 s \(2 s\)$"),
 ]
 
 
-@pytest.mark.parametrize("builder,kwargs,pattern", [b[1:] for b in BAD_FILES],
-                         ids=[b[0] for b in BAD_FILES])
+@pytest.mark.parametrize(
+  "builder,kwargs,pattern", [b[1:] for b in BAD_FILES], ids=[b[0] for b in BAD_FILES]
+)
 def test_bad_file_is_refused(tmp_path, builder, kwargs, pattern):
   path = str(builder(tmp_path))
   with pytest.raises(AudioDecodeError) as info:
@@ -466,8 +483,9 @@ def test_file_of_exactly_min_length_decodes(tmp_path):
 # sync"). decode checks the container itself, so every cut file is refused as "truncated: ...".
 
 
-def _cut_file(tmp_path, x: np.ndarray, sr: int, fmt: str, subtype: str, ext: str,
-              keep: float = 0.5) -> tuple[str, bytes]:
+def _cut_file(
+  tmp_path, x: np.ndarray, sr: int, fmt: str, subtype: str, ext: str, keep: float = 0.5
+) -> tuple[str, bytes]:
   """Writes x whole, then the first `keep` of its bytes as cut.EXT; returns (path, whole bytes)."""
   full = tmp_path / f"full.{ext}"
   sf.write(str(full), x, sr, format=fmt, subtype=subtype)
@@ -477,12 +495,21 @@ def _cut_file(tmp_path, x: np.ndarray, sr: int, fmt: str, subtype: str, ext: str
   return str(cut), data
 
 
-@pytest.mark.parametrize("fmt,subtype,ext,frame_bytes", [
-    ("WAV", "PCM_16", "wav", 2), ("WAV", "PCM_24", "wav", 3), ("WAV", "FLOAT", "wav", 4),
-    ("WAVEX", "PCM_16", "wav", 2), ("RF64", "PCM_16", "wav", 2), ("AIFF", "PCM_16", "aiff", 2),
-    ("AIFF", "PCM_24", "aif", 3)])
-def test_pcm_truncated_in_data_is_refused_with_frame_counts(tmp_path, fmt, subtype, ext,
-                                                            frame_bytes):
+@pytest.mark.parametrize(
+  "fmt,subtype,ext,frame_bytes",
+  [
+    ("WAV", "PCM_16", "wav", 2),
+    ("WAV", "PCM_24", "wav", 3),
+    ("WAV", "FLOAT", "wav", 4),
+    ("WAVEX", "PCM_16", "wav", 2),
+    ("RF64", "PCM_16", "wav", 2),
+    ("AIFF", "PCM_16", "aiff", 2),
+    ("AIFF", "PCM_24", "aif", 3),
+  ],
+)
+def test_pcm_truncated_in_data_is_refused_with_frame_counts(
+  tmp_path, fmt, subtype, ext, frame_bytes
+):
   x = _tone(440, 16000, 0.5)
   path, data = _cut_file(tmp_path, x, 16000, fmt, subtype, ext)
   # What libsndfile does unaided: the count clamped to the bytes present, no error.
@@ -523,7 +550,7 @@ def test_flac_corrupt_in_the_middle_is_not_called_truncated(tmp_path):
   sf.write(str(path), _tone(440, 16000, 2.0), 16000, subtype="PCM_16")
   data = bytearray(path.read_bytes())
   middle = len(data) // 2
-  data[middle:middle + 200] = bytes(b ^ 0x5A for b in data[middle:middle + 200])
+  data[middle : middle + 200] = bytes(b ^ 0x5A for b in data[middle : middle + 200])
   path.write_bytes(bytes(data))
   with pytest.raises(AudioDecodeError, match=r"cannot decode \(.*lost sync"):
     decode(str(path), 16000)
@@ -552,16 +579,24 @@ def test_ogg_cut_at_a_page_boundary_is_refused(tmp_path):
 
 def test_mp3_truncated_is_refused(tmp_path):
   # Its Xing header declares the frame count; libsndfile decodes fewer without error.
-  path, _ = _cut_file(tmp_path, _tone(440, 16000, 1.0), 16000, "MP3", "MPEG_LAYER_III", "mp3",
-                      keep=0.9)
+  path, _ = _cut_file(
+    tmp_path, _tone(440, 16000, 1.0), 16000, "MP3", "MPEG_LAYER_III", "mp3", keep=0.9
+  )
   with pytest.raises(AudioDecodeError, match=r"header says 16000 frames, file holds \d+"):
     decode(path, 16000)
 
 
-@pytest.mark.parametrize("fmt,subtype,ext,sr", [
-    ("WAV", "PCM_16", "wav", 16000), ("AIFF", "PCM_24", "aiff", 16000),
-    ("FLAC", "PCM_16", "flac", 16000), ("OGG", "VORBIS", "ogg", 16000),
-    ("OGG", "OPUS", "opus", 48000), ("MP3", "MPEG_LAYER_III", "mp3", 16000)])
+@pytest.mark.parametrize(
+  "fmt,subtype,ext,sr",
+  [
+    ("WAV", "PCM_16", "wav", 16000),
+    ("AIFF", "PCM_24", "aiff", 16000),
+    ("FLAC", "PCM_16", "flac", 16000),
+    ("OGG", "VORBIS", "ogg", 16000),
+    ("OGG", "OPUS", "opus", 48000),
+    ("MP3", "MPEG_LAYER_III", "mp3", 16000),
+  ],
+)
 def test_whole_files_are_not_called_truncated(tmp_path, fmt, subtype, ext, sr):
   path = tmp_path / f"whole.{ext}"
   sf.write(str(path), _tone(440, sr, 1.0), sr, format=fmt, subtype=subtype)

@@ -67,8 +67,12 @@ def _is_one_clean_line(text: str) -> bool:
 
 
 def _parts_under(folder: str) -> list[str]:
-  return [os.path.join(d, n) for d, _, names in os.walk(folder) for n in names
-          if n.endswith(".part") or ".tmp" in n]
+  return [
+    os.path.join(d, n)
+    for d, _, names in os.walk(folder)
+    for n in names
+    if n.endswith(".part") or ".tmp" in n
+  ]
 
 
 def _index(out: str) -> dict:
@@ -97,14 +101,14 @@ def test_truncated_files_are_skipped_and_counted(pack, tmp_path):
   flac = tmp_path / "whole.flac"
   sf.write(str(flac), _tone(500.0, 2.0), SR, subtype="PCM_16")
   with open(os.path.join(pack, "kick", "cut16.wav"), "wb") as f:
-    f.write(whole16[:len(whole16) * 2 // 3])
+    f.write(whole16[: len(whole16) * 2 // 3])
   with open(os.path.join(pack, "kick", "cut24.wav"), "wb") as f:
-    f.write(whole24[:len(whole24) // 2])
+    f.write(whole24[: len(whole24) // 2])
   with open(os.path.join(pack, "snare", "cut.flac"), "wb") as f:
-    f.write(flac.read_bytes()[:flac.stat().st_size // 2])
+    f.write(flac.read_bytes()[: flac.stat().st_size // 2])
   report = prepare(pack, str(tmp_path / "c"), SliceOptions(slice_len=4096), workers=1)
   reasons = {os.path.basename(p): r for p, r in report.skipped}
-  held16 = (len(whole16) * 2 // 3 - 44) // 2   # whole frames after the 44-byte header
+  held16 = (len(whole16) * 2 // 3 - 44) // 2  # whole frames after the 44-byte header
   held24 = (len(whole24) // 2 - 44) // 3
   assert reasons["cut16.wav"] == f"truncated: header says 8000 frames, file holds {held16}"
   assert reasons["cut24.wav"] == f"truncated: header says 8000 frames, file holds {held24}"
@@ -134,8 +138,9 @@ def test_unreadable_file_says_permission_denied(pack, tmp_path, monkeypatch):
   denied = os.path.join(pack, "kick", "1.wav")
   _deny_open(monkeypatch, denied)
   lines: list[str] = []
-  report = prepare(pack, str(tmp_path / "c"), SliceOptions(slice_len=4096), workers=1,
-                   log=lines.append)
+  report = prepare(
+    pack, str(tmp_path / "c"), SliceOptions(slice_len=4096), workers=1, log=lines.append
+  )
   assert report.skipped == ((denied, "permission denied"),)
   assert report.summary() == "5 files used (5 clips), 1 skipped: 1 permission denied"
   assert lines == [f"skipped {denied}: permission denied"]
@@ -163,8 +168,9 @@ def test_unreadable_folder_is_reported_not_passed_over(pack, tmp_path, monkeypat
   assert report.skipped == ((denied + os.sep, "permission denied"),)
   assert report.summary() == "3 files used (3 clips), 1 skipped: 1 permission denied"
   saved = json.loads(open(os.path.join(out, "prepare_report.json")).read())
-  assert saved["skipped"] == [{"path": denied + os.sep, "reason": "permission denied",
-                               "kind": "permission denied"}]
+  assert saved["skipped"] == [
+    {"path": denied + os.sep, "reason": "permission denied", "kind": "permission denied"}
+  ]
   assert open_cache(out).skipped == ((denied + os.sep, "permission denied"),)
   # The same for clips in memory; a bare scan refuses rather than hide the folder.
   assert load_clips(pack, sample_rate=SR, slice_len=4096).skipped == report.skipped
@@ -187,9 +193,21 @@ print(json.dumps(report.skipped))
 def _nobody_can_run_python() -> bool:
   if os.geteuid() != 0 or shutil.which("setpriv") is None:
     return False
-  probe = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                          sys.executable, "-c", "import data_pipelines"], cwd=REPO,
-                         capture_output=True, check=False, timeout=60)
+  probe = subprocess.run(
+    [
+      "setpriv",
+      "--reuid=nobody",
+      "--regid=nogroup",
+      "--clear-groups",
+      sys.executable,
+      "-c",
+      "import data_pipelines",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    check=False,
+    timeout=60,
+  )
   return probe.returncode == 0
 
 
@@ -213,14 +231,31 @@ def test_real_permissions_as_user_nobody():
     out = os.path.join(top, "out")
     os.makedirs(out)
     os.chmod(out, 0o777)
-    run = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                          sys.executable, "-c", _AS_NOBODY, data, os.path.join(out, "c")],
-                         cwd=REPO, capture_output=True, text=True, check=False, timeout=120,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    run = subprocess.run(
+      [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        sys.executable,
+        "-c",
+        _AS_NOBODY,
+        data,
+        os.path.join(out, "c"),
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      check=False,
+      timeout=120,
+      env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert run.returncode == 0, run.stderr
     skipped = json.loads(run.stdout.strip().splitlines()[-1])
-    assert skipped == [[os.path.join(data, "kick", "1.wav"), "permission denied"],
-                       [os.path.join(data, "locked", ""), "permission denied"]]
+    assert skipped == [
+      [os.path.join(data, "kick", "1.wav"), "permission denied"],
+      [os.path.join(data, "locked", ""), "permission denied"],
+    ]
   finally:
     for d, _, _ in os.walk(top):
       os.chmod(d, 0o755)
@@ -233,12 +268,16 @@ def test_real_permissions_as_user_nobody():
 
 def test_odd_file_names_are_escaped_in_messages_and_exact_in_reports(pack, tmp_path):
   kick = os.path.join(pack, "kick")
-  odd = os.path.join(kick, "new\nline\x1b[31m.wav")                   # newline and ESC
-  raw = os.path.join(os.fsencode(kick), b"latin\xff.wav")              # not valid UTF-8
+  odd = os.path.join(kick, "new\nline\x1b[31m.wav")  # newline and ESC
+  raw = os.path.join(os.fsencode(kick), b"latin\xff.wav")  # not valid UTF-8
   bad_odd = os.path.join(kick, "bad\t\x1b.wav")
   bad_raw = os.path.join(os.fsencode(kick), b"bad\xfe\n.wav")
-  for path, data in ((odd, _wav(_tone(90.0))), (raw, _wav(_tone(95.0))),
-                     (bad_odd, b"not audio " * 50), (bad_raw, _wav(_tone(99.0))[:60])):
+  for path, data in (
+    (odd, _wav(_tone(90.0))),
+    (raw, _wav(_tone(95.0))),
+    (bad_odd, b"not audio " * 50),
+    (bad_raw, _wav(_tone(99.0))[:60]),
+  ):
     with open(path, "wb") as f:
       f.write(data)
   raw_name, bad_raw_name = os.fsdecode(raw), os.fsdecode(bad_raw)
@@ -437,13 +476,15 @@ def test_full_disk_in_the_corpus_then_rerun_gives_the_same_corpus(tmp_path, monk
   for style in os.listdir(tmp_path / "clean"):
     for name in os.listdir(tmp_path / "clean" / style):
       assert (tmp_path / "c" / style / name).read_bytes() == (
-          tmp_path / "clean" / style / name).read_bytes()
+        tmp_path / "clean" / style / name
+      ).read_bytes()
 
 
 def test_corpus_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):
   monkeypatch.setattr(files_mod, "free_bytes", lambda path: 10_000)
-  with pytest.raises(DiskFullError,
-                     match=r"a corpus of 12 clips needs about 192\.5 kB on .*10\.0 kB free"):
+  with pytest.raises(
+    DiskFullError, match=r"a corpus of 12 clips needs about 192\.5 kB on .*10\.0 kB free"
+  ):
     make_corpus(str(tmp_path / "c"), per_class=2, sample_rate=8000, duration=1.0)
   assert not os.path.exists(tmp_path / "c")
   with pytest.raises(DiskFullError):

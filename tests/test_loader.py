@@ -87,7 +87,7 @@ def test_process_shards_together_read_the_global_batch(cache):
   whole = _source(cache, batch_size=6)
   parts = [_source(cache, batch_size=6, num_shards=3, shard_index=i) for i in range(3)]
   for step in range(4):
-    joined = np.concatenate([p.get(step)[0] for p in parts], axis=1)   # [G, 6, T, C]
+    joined = np.concatenate([p.get(step)[0] for p in parts], axis=1)  # [G, 6, T, C]
     np.testing.assert_array_equal(joined, whole.get(step)[0])
 
 

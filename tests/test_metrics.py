@@ -32,12 +32,12 @@ def _with_exact_cov(rng: np.random.Generator, n: int, mean: np.ndarray, cov: np.
 
 
 def test_inception_score_known_values():
-  onehot = np.eye(10)[np.arange(200) % 10]                               # balanced, confident
+  onehot = np.eye(10)[np.arange(200) % 10]  # balanced, confident
   mean, std = metrics.inception_score(onehot)
   assert abs(mean - 10.0) < 1e-6 and std == 0.0
   uniform = np.full((50, 7), 1.0 / 7)
   assert abs(metrics.inception_score(uniform)[0] - 1.0) < 1e-9
-  always_three = np.tile(np.eye(5)[3], (40, 1))                           # one class for every clip
+  always_three = np.tile(np.eye(5)[3], (40, 1))  # one class for every clip
   assert abs(metrics.inception_score(always_three)[0] - 1.0) < 1e-9
 
 
@@ -57,12 +57,12 @@ def test_inception_score_matches_the_formula_and_survives_zeros():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(64, 8)) * 3
   probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-  probs[:, 5] = 0.0                                                       # a class never predicted
+  probs[:, 5] = 0.0  # a class never predicted
   probs /= probs.sum(axis=1, keepdims=True)
   marginal = probs.mean(axis=0)
   nz = probs > 0
   kl = np.array([np.sum(p[m] * np.log(p[m] / marginal[m])) for p, m in zip(probs, nz)])
-  with np.errstate(all="raise"):                                          # no log(0) on the way
+  with np.errstate(all="raise"):  # no log(0) on the way
     mean, _ = metrics.inception_score(probs.astype(np.float32))
   assert mean == pytest.approx(np.exp(kl.mean()), rel=1e-5)
   assert 1.0 <= mean <= 8.0
@@ -108,7 +108,7 @@ def test_frechet_distance_closed_form_for_diagonal_covariances():
   mu_a, mu_b = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.0])
   x = _with_exact_cov(rng, 300, mu_a, np.diag(a))
   y = _with_exact_cov(rng, 500, mu_b, np.diag(b))
-  expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)   # 5 + 5
+  expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)  # 5 + 5
   assert metrics.frechet_distance(x, y) == pytest.approx(expected, abs=1e-8)
   # Symmetric in its arguments, and one feature works too.
   assert metrics.frechet_distance(y, x) == pytest.approx(metrics.frechet_distance(x, y), abs=1e-8)
@@ -164,7 +164,7 @@ def test_kmeans_recovers_separated_blobs():
   mapping = {}
   for blob in range(3):
     found = np.unique(labels[ids == blob])
-    assert len(found) == 1                                                # each cluster is pure
+    assert len(found) == 1  # each cluster is pure
     mapping[blob] = int(found[0])
   assert sorted(mapping.values()) == [0, 1, 2]
   for blob, label in mapping.items():
@@ -191,7 +191,7 @@ def test_kmeans_reseeds_empty_clusters(monkeypatch):
   x = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0])[:, None]
   centers, labels = metrics.kmeans(x, 3)
   assert np.bincount(labels, minlength=3).min() > 0 and centers.max() <= 12.0
-  assert len(np.unique(labels[3:])) == 1 and labels[0] != labels[3]      # the far group stays whole
+  assert len(np.unique(labels[3:])) == 1 and labels[0] != labels[3]  # the far group stays whole
 
 
 def test_ndb_of_a_set_with_itself_is_zero():
@@ -210,7 +210,7 @@ def test_ndb_flags_mode_collapse():
   rng = np.random.default_rng(8)
   centers = 20.0 * rng.normal(size=(10, 4))
   real, _ = _blobs(rng, centers, per=50)
-  collapsed, _ = _blobs(rng, centers[:2], per=250)                        # only 2 of 10 modes
+  collapsed, _ = _blobs(rng, centers[:2], per=250)  # only 2 of 10 modes
   out = metrics.ndb(real, collapsed, k=10)
   assert out["ndb"] >= 8 and out["ndb_over_k"] == out["ndb"] / 10
   assert sorted(out["fake_share"])[-2:] == pytest.approx([0.5, 0.5])
@@ -221,21 +221,23 @@ def test_ndb_flags_mode_collapse():
 
 
 def test_nearest_neighbour_distance_of_copies_and_shifted_copies():
-  train = 10.0 * np.stack(np.meshgrid(np.arange(5), np.arange(5)), -1).reshape(-1, 2)   # [25, 2]
+  train = 10.0 * np.stack(np.meshgrid(np.arange(5), np.arange(5)), -1).reshape(-1, 2)  # [25, 2]
   copies = train[[3, 7, 7, 20]]
   np.testing.assert_array_equal(metrics.nearest_neighbour_distance(copies, train), 0.0)
-  shift = np.array([0.3, 0.4])                                            # length 0.5
-  np.testing.assert_allclose(metrics.nearest_neighbour_distance(train + shift, train), 0.5,
-                             rtol=1e-12)
+  shift = np.array([0.3, 0.4])  # length 0.5
+  np.testing.assert_allclose(
+    metrics.nearest_neighbour_distance(train + shift, train), 0.5, rtol=1e-12
+  )
 
 
 def test_nearest_neighbour_distance_matches_brute_force_in_any_chunking():
   rng = np.random.default_rng(9)
   fake, train = rng.normal(size=(37, 5)), rng.normal(size=(53, 5))
-  brute = np.linalg.norm(fake[:, None] - train[None], axis=2).min(axis=1)   # [37]
+  brute = np.linalg.norm(fake[:, None] - train[None], axis=2).min(axis=1)  # [37]
   for chunk in (1, 8, 37, 1024):
-    np.testing.assert_allclose(metrics.nearest_neighbour_distance(fake, train, chunk=chunk), brute,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+      metrics.nearest_neighbour_distance(fake, train, chunk=chunk), brute, rtol=1e-12
+    )
   assert metrics.nearest_neighbour_distance(np.zeros((0, 5)), train).shape == (0,)
 
 
@@ -245,9 +247,9 @@ def test_nearest_neighbour_distance_matches_brute_force_in_any_chunking():
 
 def test_silence_rate():
   t = np.linspace(0, 1, 1000, endpoint=False)
-  tone = np.sin(2 * np.pi * 5 * t)[:, None] * np.ones(2)                  # [T, 2]
+  tone = np.sin(2 * np.pi * 5 * t)[:, None] * np.ones(2)  # [T, 2]
   # Peaks: 0 (digital silence), -80 dBFS, -50 dBFS, -6 dBFS.
-  audio = np.stack([0 * tone, 1e-4 * tone, 10 ** (-50 / 20) * tone, 0.5 * tone])   # [4, T, 2]
+  audio = np.stack([0 * tone, 1e-4 * tone, 10 ** (-50 / 20) * tone, 0.5 * tone])  # [4, T, 2]
   assert metrics.silence_rate(audio) == 0.5
   assert metrics.silence_rate(audio, threshold_db=-40.0) == 0.75
   assert metrics.silence_rate(audio.astype(np.float32), threshold_db=-100.0) == 0.25
@@ -257,9 +259,9 @@ def test_clipping_rate():
   t = np.linspace(0, 1, 10000, endpoint=False)
   sine = np.sin(2 * np.pi * 7 * t)
   one_peak = 0.5 * sine
-  one_peak[100] = 1.0                                                     # 0.01% at full scale
+  one_peak[100] = 1.0  # 0.01% at full scale
   rail = 0.5 * sine
-  rail[:20] = -1.0                                                        # 0.2% at the rail
+  rail[:20] = -1.0  # 0.2% at the rail
   audio = np.stack([one_peak, np.clip(1.5 * sine, -1, 1), np.zeros_like(sine), rail])[..., None]
   assert metrics.clipping_rate(audio) == 0.5
   assert metrics.clipping_rate(audio, min_fraction=1e-4) == 0.75

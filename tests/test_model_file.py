@@ -44,9 +44,16 @@ def umask_022():
 
 def _save(path, model, **kwargs) -> str:
   model_cfg, params = model
-  return export.save_model(str(path), model_cfg, STYLES, 16000, params,
-                           {"preset": "tiny", "step": 7},
-                           {"spec_moments": {"mean": [0.5], "std": [2.0]}}, **kwargs)
+  return export.save_model(
+    str(path),
+    model_cfg,
+    STYLES,
+    16000,
+    params,
+    {"preset": "tiny", "step": 7},
+    {"spec_moments": {"mean": [0.5], "std": [2.0]}},
+    **kwargs,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def _each_flip_refused(path, sealed: bytes, positions, bits) -> None:
       f.flush()
       _refused(path)
       f.seek(i)
-      f.write(sealed[i:i + 1])
+      f.write(sealed[i : i + 1])
   export.load_model(str(path))  # every byte was put back
 
 
@@ -98,8 +105,9 @@ def test_round_trip_keeps_arrays_and_metadata(model, tmp_path, umask_022):
 def test_every_header_byte_is_covered(sealed, tmp_path):
   # Length prefix, JSON (metadata and the arrays' names, dtypes, shapes, offsets) and padding;
   # one bit per byte, a different bit each time, so digits stay digits and JSON often stays JSON.
-  _each_flip_refused(tmp_path / "bad.wgan", sealed, range(_header_len(sealed)),
-                     lambda i: 1 << (i % 8))
+  _each_flip_refused(
+    tmp_path / "bad.wgan", sealed, range(_header_len(sealed)), lambda i: 1 << (i % 8)
+  )
 
 
 def test_array_bytes_are_covered(sealed, tmp_path):
@@ -122,8 +130,11 @@ def test_foreign_or_unknown_files_are_refused(sealed, tmp_path):
   save_file({"w": np.ones(3, np.float32)}, str(tmp_path / "plain.safetensors"))
   with pytest.raises(ModelFileError, match="not a WaveGAN model file"):
     export.load_model(str(tmp_path / "plain.safetensors"))
-  save_file({"w": np.ones(3, np.float32)}, str(tmp_path / "v9.wgan"),
-            metadata={"format": export.FORMAT, "version": "9"})
+  save_file(
+    {"w": np.ones(3, np.float32)},
+    str(tmp_path / "v9.wgan"),
+    metadata={"format": export.FORMAT, "version": "9"},
+  )
   with pytest.raises(ModelFileError, match="version 9"):
     export.load_model(str(tmp_path / "v9.wgan"))
   _refused(tmp_path / "junk.wgan", os.urandom(4096))
@@ -137,10 +148,20 @@ def _version_1(path, model) -> str:
 
   model_cfg, params = model
   tensors = export.flatten(params)
-  save_file(tensors, str(path), metadata={
-      "format": export.FORMAT, "version": "1", "sha256": export.digest(tensors),
-      "model": json.dumps(model_cfg.__dict__), "styles": json.dumps(list(STYLES)),
-      "sample_rate": "16000", "info": "{}", "extras": "{}"})
+  save_file(
+    tensors,
+    str(path),
+    metadata={
+      "format": export.FORMAT,
+      "version": "1",
+      "sha256": export.digest(tensors),
+      "model": json.dumps(model_cfg.__dict__),
+      "styles": json.dumps(list(STYLES)),
+      "sample_rate": "16000",
+      "info": "{}",
+      "extras": "{}",
+    },
+  )
   return str(path)
 
 

@@ -23,8 +23,8 @@ def test_specgan_moments_are_computed_stored_and_restored(tmp_path):
   run, _ = _train(tmp_path / "run", "model.kind=specgan", "train.steps=2", "model.gl_iters=4")
   # The moments are the corpus' per-bin log-magnitude statistics, computed without a separate step.
   _, data = inputs.load_data(run.config, log=lambda _: None)
-  clips = data.cache.gather(np.arange(len(data.cache)))                     # [N, T, 1]
-  log_mag = np.asarray(jax.jit(dsp.log_magnitude)(clips[..., 0]))     # [N, 128, 128]
+  clips = data.cache.gather(np.arange(len(data.cache)))  # [N, T, 1]
+  log_mag = np.asarray(jax.jit(dsp.log_magnitude)(clips[..., 0]))  # [N, 128, 128]
   want_mean, want_std = dsp.moments(log_mag)
   mean, std = dsp.moments_from_dict(run.spec_moments)
   assert mean.shape == std.shape == (128,)
@@ -44,8 +44,9 @@ def test_specgan_moments_are_computed_stored_and_restored(tmp_path):
   exported = Synthesizer.load(synth.export(str(tmp_path / "m.wgan")), batch_size=4)
   assert exported.extras["spec_moments"] == run.spec_moments
   np.testing.assert_array_equal(exported.generate(3, "kick", seed=2), audio)
-  report = render(exported, [RenderJob(name="k", count=2, seed=2, style="kick")],
-                  str(tmp_path / "out"))
+  report = render(
+    exported, [RenderJob(name="k", count=2, seed=2, style="kick")], str(tmp_path / "out")
+  )
   assert report.written == 2
   with open(tmp_path / "out" / "manifest.json") as f:
     assert len(json.load(f)) == 2

@@ -18,11 +18,14 @@ def count(module_fn) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
 
 
-@pytest.mark.parametrize("slice_len,g_params,d_params", [
-    (16384, 19_065_345, 17_427_969),   # the paper's model (and the PyTorch reference)
+@pytest.mark.parametrize(
+  "slice_len,g_params,d_params",
+  [
+    (16384, 19_065_345, 17_427_969),  # the paper's model (and the PyTorch reference)
     (32768, 73_149_953, 69_875_201),
     (65536, 73_149_953, 69_875_201),
-])
+  ],
+)
 def test_parameter_counts(slice_len, g_params, d_params):
   cfg = ModelConfig(slice_len=slice_len, dim=64)
   assert count(lambda: Generator(cfg, rngs=nnx.Rngs(0))) == g_params
@@ -31,17 +34,26 @@ def test_parameter_counts(slice_len, g_params, d_params):
 
 def test_conditioning_adds_parameters_only_when_conditional():
   base = ModelConfig(dim=4)
-  assert count(lambda: Generator(ModelConfig(dim=4, num_styles=1), rngs=nnx.Rngs(0))) == \
-      count(lambda: Generator(base, rngs=nnx.Rngs(0)))
-  assert count(lambda: Generator(ModelConfig(dim=4, num_styles=6), rngs=nnx.Rngs(0))) > \
-      count(lambda: Generator(base, rngs=nnx.Rngs(0)))
+  assert count(lambda: Generator(ModelConfig(dim=4, num_styles=1), rngs=nnx.Rngs(0))) == count(
+    lambda: Generator(base, rngs=nnx.Rngs(0))
+  )
+  assert count(lambda: Generator(ModelConfig(dim=4, num_styles=6), rngs=nnx.Rngs(0))) > count(
+    lambda: Generator(base, rngs=nnx.Rngs(0))
+  )
 
 
 @pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_shapes_and_ranges(slice_len, channels):
-  cfg = ModelConfig(slice_len=slice_len, channels=channels, dim=2, latent_dim=8, num_styles=3,
-                    style_dim=4, post_filter_len=(16 if channels == 2 else 0))
+  cfg = ModelConfig(
+    slice_len=slice_len,
+    channels=channels,
+    dim=2,
+    latent_dim=8,
+    num_styles=3,
+    style_dim=4,
+    post_filter_len=(16 if channels == 2 else 0),
+  )
   g = Generator(cfg, rngs=nnx.Rngs(0))
   d = Discriminator(cfg, rngs=nnx.Rngs(1))
   z = jax.random.uniform(jax.random.key(0), (3, 8), minval=-1, maxval=1)
@@ -111,7 +123,7 @@ def test_phase_shuffle_matches_tf_definition():
     seen.add(k)
     pl, pr = max(k, 0), max(-k, 0)
     padded = np.pad(x, ((0, 0), (pl, pr), (0, 0)), mode="reflect")
-    want = padded[:, pr:pr + 10]
+    want = padded[:, pr : pr + 10]
     np.testing.assert_array_equal(np.asarray(phase_shuffle(jnp.asarray(x), rng, 2)), want)
   assert seen == {-2, -1, 0, 1, 2}
   np.testing.assert_array_equal(np.asarray(phase_shuffle(jnp.asarray(x), jax.random.key(0), 0)), x)
@@ -143,14 +155,16 @@ def test_style_changes_audio_and_one_hot_mix_equals_id():
     g(z)
 
 
-@pytest.mark.parametrize("c_in", [3, 16])   # both weight-gradient paths
+@pytest.mark.parametrize("c_in", [3, 16])  # both weight-gradient paths
 @pytest.mark.parametrize("pads", [(3, 3), (2, 4), (0, 0)])
 def test_conv1d_gradients_match_xla_to_second_order(pads, c_in):
   """The custom VJP of `conv1d` gives XLA's own first and second derivatives."""
   from wavegan.models.layers import conv1d
 
   def xla_conv(x, w, pl, pr):
-    return jax.lax.conv_general_dilated(x, w, (1,), [(pl, pr)], dimension_numbers=("NWC", "WIO", "NWC"))
+    return jax.lax.conv_general_dilated(
+      x, w, (1,), [(pl, pr)], dimension_numbers=("NWC", "WIO", "NWC")
+    )
 
   kx, kw = jax.random.split(jax.random.key(0))
   x, w = jax.random.normal(kx, (2, 12, c_in)), jax.random.normal(kw, (7, c_in, 5))
@@ -159,8 +173,12 @@ def test_conv1d_gradients_match_xla_to_second_order(pads, c_in):
     return lambda x, w: jnp.sum(jnp.sin(conv(x, w, *pads)))
 
   for argnum in (0, 1):
-    np.testing.assert_allclose(jax.grad(loss(conv1d), argnum)(x, w),
-                               jax.grad(loss(xla_conv), argnum)(x, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      jax.grad(loss(conv1d), argnum)(x, w),
+      jax.grad(loss(xla_conv), argnum)(x, w),
+      rtol=1e-5,
+      atol=1e-5,
+    )
 
   def penalty_grad(conv):  # d/dw ||d loss / dx||^2, as in WGAN-GP
     return jax.grad(lambda w: jnp.sum(jax.grad(loss(conv), 0)(x, w) ** 2))(w)

@@ -115,7 +115,11 @@ def test_resume_purges_events_after_start_step(tmp_path):
   # Both event files survive, even when both were opened within the same second.
   assert len(os.listdir(run / "tensorboard")) == 2
   assert summaries(read_events(run), "simple_value")["d/loss"] == [
-      (1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    (1, 1.0),
+    (2, 2.0),
+    (3, 30.0),
+    (4, 40.0),
+  ]
 
 
 def test_fresh_logger_purges_nothing(tmp_path):
@@ -128,17 +132,21 @@ def test_fresh_logger_purges_nothing(tmp_path):
 
 
 def test_importing_monitor_does_not_load_tensorboardx_or_matplotlib():
-  code = ("import sys, wavegan.training.monitor; "
-          "print(sorted(m for m in ('tensorboardX', 'matplotlib') if m in sys.modules))")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       check=True).stdout
+  code = (
+    "import sys, wavegan.training.monitor; "
+    "print(sorted(m for m in ('tensorboardX', 'matplotlib') if m in sys.modules))"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+  ).stdout
   assert out.strip() == "[]"
 
 
 def test_read_metrics_skips_blank_and_truncated_lines(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  path.write_text('{"step": 1, "d/loss": -1.0}\n\n[1, 2]\n{"step": 2, "d/loss": -0.5}\n'
-                  '{"step": 3, "d/lo')  # a run killed mid-write
+  path.write_text(
+    '{"step": 1, "d/loss": -1.0}\n\n[1, 2]\n{"step": 2, "d/loss": -0.5}\n{"step": 3, "d/lo'
+  )  # a run killed mid-write
   assert read_metrics(str(path)) == [{"step": 1, "d/loss": -1.0}, {"step": 2, "d/loss": -0.5}]
 
 
@@ -147,13 +155,26 @@ def write_metrics(run, n_steps=300, eval_every=50):
   rng = np.random.default_rng(0)
   lines = []
   for step in range(1, n_steps + 1):
-    lines.append({"step": step, "time": 1.7e9 + step, "steps_per_s": 2.0 + rng.random(),
-                  "d/loss": -1.0 / math.sqrt(step) + 0.1 * rng.normal(),
-                  "g/loss": 0.5 + 0.1 * rng.normal(), "d/grad_norm": 10.0 ** rng.uniform(-1, 2),
-                  "d/wdist": 1.0 + rng.random()})
+    lines.append(
+      {
+        "step": step,
+        "time": 1.7e9 + step,
+        "steps_per_s": 2.0 + rng.random(),
+        "d/loss": -1.0 / math.sqrt(step) + 0.1 * rng.normal(),
+        "g/loss": 0.5 + 0.1 * rng.normal(),
+        "d/grad_norm": 10.0 ** rng.uniform(-1, 2),
+        "d/wdist": 1.0 + rng.random(),
+      }
+    )
     if step % eval_every == 0:
-      lines.append({"step": step, "time": 1.7e9 + step, "eval/fd": 40.0 - step / 10,
-                    "eval/style_acc": step / n_steps})
+      lines.append(
+        {
+          "step": step,
+          "time": 1.7e9 + step,
+          "eval/fd": 40.0 - step / 10,
+          "eval/style_acc": step / n_steps,
+        }
+      )
   os.makedirs(run, exist_ok=True)
   with open(os.path.join(run, "metrics.jsonl"), "w") as f:
     f.write("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 301, "d/l')
@@ -165,11 +186,12 @@ def test_panels_group_losses_diagnostics_speed_and_each_eval(tmp_path):
   assert "time" not in series and "step" not in series
   assert len(series["eval/fd"][0]) == 6 and len(series["d/loss"][0]) == 300
   assert monitor._panels(series) == [
-      ("losses", ["d/loss", "g/loss"], True),
-      ("training diagnostics", ["d/grad_norm", "d/wdist"], True),
-      ("steps per second", ["steps_per_s"], True),
-      ("eval/fd", ["eval/fd"], False),
-      ("eval/style_acc", ["eval/style_acc"], False)]
+    ("losses", ["d/loss", "g/loss"], True),
+    ("training diagnostics", ["d/grad_norm", "d/wdist"], True),
+    ("steps per second", ["steps_per_s"], True),
+    ("eval/fd", ["eval/fd"], False),
+    ("eval/style_acc", ["eval/style_acc"], False),
+  ]
 
 
 def test_plot_run_writes_a_png_with_a_panel_per_group(tmp_path):

@@ -93,8 +93,13 @@ def test_benchmark_commands_exist_with_their_options():
       if not m:
         continue
       options = set(re.findall(r"--[a-z][a-z-]*", m.group(2).split("#")[0]))
-      res = subprocess.run([sys.executable, m.group(1), "--help"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+      res = subprocess.run(
+        [sys.executable, m.group(1), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+      )
       assert res.returncode == 0, res.stderr
       assert all(o in res.stdout for o in options), (m.group(1), options)
 
@@ -106,15 +111,22 @@ def readme_world(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("readme")
   samples, runs = tmp / "samples", tmp / "runs"
   assert main(["make-corpus", str(samples), "--per-class", "2"]) == 0
-  paths = {"~/samples-cache": str(tmp / "samples-cache"), "~/samples": str(samples),
-           "/mnt/shared/runs/": str(runs) + "/", "/shared/runs/": str(runs) + "/",
-           "runs/": str(runs) + "/", "/mnt/shared/samples": str(samples),
-           "/shared/samples": str(samples)}
+  paths = {
+    "~/samples-cache": str(tmp / "samples-cache"),
+    "~/samples": str(samples),
+    "/mnt/shared/runs/": str(runs) + "/",
+    "/shared/runs/": str(runs) + "/",
+    "runs/": str(runs) + "/",
+    "/mnt/shared/samples": str(samples),
+    "/shared/samples": str(samples),
+  }
   ran, steps = [], 0
   for argv in ALL_COMMANDS:
     if is_synopsis(argv) or "--coordinator" in argv:
       continue
-    argv = [next((a.replace(k, v, 1) for k, v in paths.items() if a.startswith(k)), a) for a in argv]
+    argv = [
+      next((a.replace(k, v, 1) for k, v in paths.items() if a.startswith(k)), a) for a in argv
+    ]
     if argv in ran:
       continue  # the same command documented for another launcher (one GPU, srun, a TPU slice)
     ran.append(list(argv))
@@ -138,7 +150,9 @@ def test_shell_examples_run(readme_world):
 def test_python_example_runs(readme_world):
   (code,) = fenced_blocks("python")
   scope: dict = {}
-  exec(compile(code.replace('"drums.wgan"', repr(readme_world["model"])), "README.md", "exec"), scope)
+  exec(
+    compile(code.replace('"drums.wgan"', repr(readme_world["model"])), "README.md", "exec"), scope
+  )
   assert scope["snares"].shape == (500, 16384, 1)
   assert scope["walk"].shape == (16, 16384, 1) and np.isfinite(scope["blend"]).all()
 
@@ -147,8 +161,10 @@ def _render_toml(readme_world, toml: str, name: str) -> str:
   jobs = readme_world["tmp"] / f"{name}.toml"
   jobs.write_text(toml)
   out = str(readme_world["tmp"] / f"{name}_render")
-  assert main(["render", str(jobs), "--model", readme_world["model"], "--out", out,
-               "--no-progress"]) == 0
+  assert (
+    main(["render", str(jobs), "--model", readme_world["model"], "--out", out, "--no-progress"])
+    == 0
+  )
   return out
 
 

@@ -21,8 +21,9 @@ STYLES = ("clap", "kick", "snare")
 @pytest.fixture(scope="module")
 def synth():
   cfg = preset("tiny")
-  cfg = cfg.__class__(**{**cfg.__dict__, "model": cfg.model.__class__(
-      **{**cfg.model.__dict__, "num_styles": 3})})
+  cfg = cfg.__class__(
+    **{**cfg.__dict__, "model": cfg.model.__class__(**{**cfg.model.__dict__, "num_styles": 3})}
+  )
   _, state = ts.build(cfg, seed=1)
   return Synthesizer(cfg.model, STYLES, 16000, state.ema_params, batch_size=4)
 
@@ -34,8 +35,12 @@ def _jobs(tmp_path, text: str, name: str = "jobs.toml"):
 
 
 def _audio_files(folder):
-  return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder)
-                for f in fs if f.endswith((".wav", ".flac", ".ogg")))
+  return sorted(
+    os.path.relpath(os.path.join(d, f), folder)
+    for d, _, fs in os.walk(folder)
+    for f in fs
+    if f.endswith((".wav", ".flac", ".ogg"))
+  )
 
 
 MINIMAL = """
@@ -106,19 +111,21 @@ def test_every_option_and_exact_rerender_from_the_manifest(synth, tmp_path):
   out = tmp_path / "out"
   render(synth, read_jobs(_jobs(tmp_path, FULL)), str(out))
   walk = [f"walk/kick0.7-snare0.3_{i:02d}.flac" for i in range(5)]
-  assert _audio_files(out) == sorted(walk + [f"loud_{i:04d}.ogg" for i in range(3)] +
-                                     ["float_0000.wav", "float_0001.wav"])
+  assert _audio_files(out) == sorted(
+    walk + [f"loud_{i:04d}.ogg" for i in range(3)] + ["float_0000.wav", "float_0001.wav"]
+  )
   x, sr = sf.read(str(out / walk[2]), always_2d=True)
   info = sf.info(str(out / walk[2]))
   assert (sr, info.subtype, info.format) == (22050, "PCM_24", "FLAC")
   assert x.shape[0] == round(16384 * 22050 / 16000)
-  assert abs(np.max(np.abs(x)) - 10 ** (-3 / 20)) < 1e-3                       # peak -3 dBFS
-  assert np.max(np.abs(x[-5:])) < 1e-3 < np.max(np.abs(x[-2000:-1200]))      # faded out
+  assert abs(np.max(np.abs(x)) - 10 ** (-3 / 20)) < 1e-3  # peak -3 dBFS
+  assert np.max(np.abs(x[-5:])) < 1e-3 < np.max(np.abs(x[-2000:-1200]))  # faded out
   assert sf.info(str(out / "loud_0000.ogg")).subtype == "VORBIS"
   # The interpolation passes through latent 0 of each seed, in order.
   z = np.load(out / "latents" / "walk.npy")
-  np.testing.assert_allclose(z[[0, 2, 4]], np.stack([synth.latents(1, s)[0] for s in (1, 2, 3)]),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    z[[0, 2, 4]], np.stack([synth.latents(1, s)[0] for s in (1, 2, 3)]), atol=1e-6
+  )
   # Any clip comes back bit for bit from its manifest row (CSV strings included). Exact, not
   # approximate: at one batch size a clip's audio does not depend on its row, on the other rows
   # or on the padding, and repeats bit for bit with both cores kept busy by other processes
@@ -127,7 +134,9 @@ def test_every_option_and_exact_rerender_from_the_manifest(synth, tmp_path):
   with open(out / "manifest.csv") as f:
     rows = {r["file"]: r for r in csv.DictReader(f)}
   for name in (walk[3], "loud_0001.ogg", "float_0001.wav"):
-    again = rerender(synth, rows[name], str(out), path=str(tmp_path / ("again_" + os.path.basename(name))))
+    again = rerender(
+      synth, rows[name], str(out), path=str(tmp_path / ("again_" + os.path.basename(name)))
+    )
     a = sf.read(again, dtype="float32")[0]
     b = sf.read(str(out / name), dtype="float32")[0]
     np.testing.assert_array_equal(a, b)
@@ -153,31 +162,61 @@ def test_resume_after_a_partial_render_writes_only_what_is_missing(synth, tmp_pa
 def test_latents_from_a_file(synth, tmp_path):
   z = np.random.default_rng(0).uniform(-1, 1, (6, synth.model.latent_dim)).astype(np.float32)
   np.save(tmp_path / "z.npy", z)
-  jobs = read_jobs(_jobs(tmp_path, '[[job]]\nname = "mine"\nstyle = "kick"\nlatent = "file"\n'
-                                   'latent_file = "z.npy"\ncount = 4\nformat = "wav"\nsubtype = "float"\n'))
+  jobs = read_jobs(
+    _jobs(
+      tmp_path,
+      '[[job]]\nname = "mine"\nstyle = "kick"\nlatent = "file"\n'
+      'latent_file = "z.npy"\ncount = 4\nformat = "wav"\nsubtype = "float"\n',
+    )
+  )
   out = tmp_path / "out"
   render(synth, jobs, str(out))
   expected = synth.from_latents(z[:4], "kick")
   for i in range(4):
-    np.testing.assert_array_equal(sf.read(str(out / f"mine_{i:04d}.wav"), dtype="float32",
-                                          always_2d=True)[0], expected[i])
+    np.testing.assert_array_equal(
+      sf.read(str(out / f"mine_{i:04d}.wav"), dtype="float32", always_2d=True)[0], expected[i]
+    )
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(
+  "text, message",
+  [
     ('[[job]]\nname = "a"\ncount = 2\ncout = 3\n', "job 'a' (#1): key 'cout': unknown key; valid:"),
     ('[[job]]\nname = "a"\ncount = 0\n', "job 'a' (#1): key 'count': must be >= 1"),
-    ('[[job]]\nname = "a"\ncount = "8"\n', "job 'a' (#1): key 'count': must be an integer, got '8'"),
+    (
+      '[[job]]\nname = "a"\ncount = "8"\n',
+      "job 'a' (#1): key 'count': must be an integer, got '8'",
+    ),
     ('[[job]]\ncount = 2\n', "job #1: key 'name': every job needs a name"),
-    ('[[job]]\nname = "a"\ncount = 2\nformat = "mp3"\n', "job 'a' (#1): key 'format': must be one of"),
-    ('[[job]]\nname = "a"\ncount = 2\nformat = "flac"\nsubtype = "float"\n', "key 'subtype': flac takes 16, 24"),
-    ('[[job]]\nname = "a"\ncount = 2\nfilename = "{job}_{idx}"\n', "key 'filename': unknown field {idx}"),
-    ('[[job]]\nname = "a"\ncount = 2\nlatent = "interpolate"\nseeds = [1]\n', "key 'seeds': an interpolation needs at least 2"),
-    ('[[job]]\nname = "a"\ncount = 2\nlatent = "file"\nlatent_file = "nope.npy"\n', "key 'latent_file':"),
+    (
+      '[[job]]\nname = "a"\ncount = 2\nformat = "mp3"\n',
+      "job 'a' (#1): key 'format': must be one of",
+    ),
+    (
+      '[[job]]\nname = "a"\ncount = 2\nformat = "flac"\nsubtype = "float"\n',
+      "key 'subtype': flac takes 16, 24",
+    ),
+    (
+      '[[job]]\nname = "a"\ncount = 2\nfilename = "{job}_{idx}"\n',
+      "key 'filename': unknown field {idx}",
+    ),
+    (
+      '[[job]]\nname = "a"\ncount = 2\nlatent = "interpolate"\nseeds = [1]\n',
+      "key 'seeds': an interpolation needs at least 2",
+    ),
+    (
+      '[[job]]\nname = "a"\ncount = 2\nlatent = "file"\nlatent_file = "nope.npy"\n',
+      "key 'latent_file':",
+    ),
     ('[[job]]\nname = "a"\ncount = 2\n[[job]]\nname = "a"\ncount = 1\n', "two jobs are named 'a'"),
-    ('[[job]]\nname = "a"\ncount = 2\n[[job]]\nname = "b"\ncount = 2\nnormalize = "rms"\n', "job 'b' (#2): key 'normalize'"),
+    (
+      '[[job]]\nname = "a"\ncount = 2\n[[job]]\nname = "b"\ncount = 2\nnormalize = "rms"\n',
+      "job 'b' (#2): key 'normalize'",
+    ),
     ('jobs = 3\n', "unknown top-level key 'jobs'"),
     ('[[job]\nname = "a"\n', "not valid TOML"),
-])
+  ],
+)
 def test_job_file_errors_name_the_job_and_key(tmp_path, text, message):
   with pytest.raises(JobError) as err:
     read_jobs(_jobs(tmp_path, text))

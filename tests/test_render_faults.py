@@ -26,7 +26,9 @@ from wavegan.errors import DiskFullError, ResourceError, UserError
 from wavegan.presets import preset
 from wavegan.training import step as ts
 
-rd = importlib.import_module("wavegan.synthesis.render")  # the module (the package exports its function)
+rd = importlib.import_module(
+  "wavegan.synthesis.render"
+)  # the module (the package exports its function)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = """
 [[job]]
@@ -59,8 +61,11 @@ def _jobs(tmp_path, text=JOBS):
 
 
 def _tree(folder) -> dict[str, bytes]:
-  return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
-          for d, _, fs in os.walk(folder) for f in fs}
+  return {
+    os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+    for d, _, fs in os.walk(folder)
+    for f in fs
+  }
 
 
 def _assert_consistent(out) -> None:
@@ -117,14 +122,18 @@ def test_a_write_that_comes_up_short_is_never_renamed(synth, tmp_path, monkeypat
 
   monkeypatch.setattr(rd.sf, "write", short_write)
   with pytest.raises(UserError, match="expected 16384|does not decode"):
-    rd.write_clip(str(tmp_path / "x.wav"), np.zeros((16384, 1), np.float32), rd.RenderJob("j"), 16000)
+    rd.write_clip(
+      str(tmp_path / "x.wav"), np.zeros((16384, 1), np.float32), rd.RenderJob("j"), 16000
+    )
   assert os.listdir(tmp_path) == []
 
 
 def test_the_free_space_is_checked_before_any_work(synth, tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(files, "free_bytes", lambda path: 100_000)
   out = tmp_path / "out"
-  with pytest.raises(ResourceError, match=r"rendering 16 clips needs about 762.9 kB on /, which has 100.0 kB free"):
+  with pytest.raises(
+    ResourceError, match=r"rendering 16 clips needs about 762.9 kB on /, which has 100.0 kB free"
+  ):
     rd.render(synth, _jobs(tmp_path), str(out))
   assert not out.exists()
 
@@ -154,6 +163,7 @@ def sigint_as_usual() -> None:
   """In the child: Ctrl-C's default handling, even when this suite runs as a background job
   (whose shell started it with SIGINT ignored, which a child would inherit)."""
   import signal
+
   signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -163,10 +173,28 @@ def test_sigint_to_the_cli_exits_130_with_one_line(synth, tmp_path):
   (tmp_path / "jobs.toml").write_text('[[job]]\nname = "many"\ncount = 100000\n')
   out = tmp_path / "out"
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.Popen([sys.executable, "-m", "wavegan.cli", "render", str(tmp_path / "jobs.toml"),
-                           "--model", model, "--out", str(out), "--no-progress", "--batch-size", "16"],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=sigint_as_usual)
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "wavegan.cli",
+      "render",
+      str(tmp_path / "jobs.toml"),
+      "--model",
+      model,
+      "--out",
+      str(out),
+      "--no-progress",
+      "--batch-size",
+      "16",
+    ],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    preexec_fn=sigint_as_usual,
+  )
   deadline = time.time() + 120
   while time.time() < deadline and not (out.exists() and len(os.listdir(out)) > 20):
     assert proc.poll() is None, proc.communicate()
@@ -183,8 +211,14 @@ def test_sigint_to_the_cli_exits_130_with_one_line(synth, tmp_path):
 def _mount_tmpfs(path, size: str) -> bool:
   os.makedirs(path, exist_ok=True)
   try:
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, timeout=10).returncode == 0
+    return (
+      subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        timeout=10,
+      ).returncode
+      == 0
+    )
   except (OSError, subprocess.TimeoutExpired):
     return False
 
@@ -213,9 +247,15 @@ def test_a_real_full_disk(synth, clean, tmp_path, monkeypatch):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10)
 
 
-@pytest.mark.parametrize("edit", [("seed = 3", "seed = 4"), ('style = "kick"', 'style = "snare"'),
-                                  ("subtype = 24", "subtype = 16")],
-                         ids=["latents", "style", "subtype"])
+@pytest.mark.parametrize(
+  "edit",
+  [
+    ("seed = 3", "seed = 4"),
+    ('style = "kick"', 'style = "snare"'),
+    ("subtype = 24", "subtype = 16"),
+  ],
+  ids=["latents", "style", "subtype"],
+)
 def test_an_edited_job_cannot_resume_over_files_it_did_not_make(synth, clean, tmp_path, edit):
   """Files skipped because they exist must still be what the manifest says: an edited job is
   refused (naming what changed) unless --overwrite, and the folder is left as it was."""
@@ -238,6 +278,8 @@ def test_rerender_at_another_batch_size_is_refused(synth, tmp_path):
   row = json.loads((out / "manifest.json").read_text())[0]
   assert row["batch_size"] == synth.batch_size == 4
   other = Synthesizer(synth.model, synth.styles, synth.sample_rate, synth.params, batch_size=8)
-  with pytest.raises(ConfigError, match="rendered at batch size 4; load the model with batch_size=4"):
+  with pytest.raises(
+    ConfigError, match="rendered at batch size 4; load the model with batch_size=4"
+  ):
     rd.rerender(other, row, str(out), path=str(tmp_path / "again.flac"))
   assert rd.rerender(synth, row, str(out), path=str(tmp_path / "again.flac"))

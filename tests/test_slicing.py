@@ -30,10 +30,11 @@ def test_window_offsets_hop_and_first():
     window_offsets(10, 4, 0)
 
 
-@pytest.mark.parametrize("pad_mode,tail", [("zero", [4, 5, 0, 0]), ("reflect", [4, 5, 4, 3]),
-                                           ("loop", [4, 5, 1, 2])])
+@pytest.mark.parametrize(
+  "pad_mode,tail", [("zero", [4, 5, 0, 0]), ("reflect", [4, 5, 4, 3]), ("loop", [4, 5, 1, 2])]
+)
 def test_slice_windows_padding(pad_mode, tail):
-  x = np.arange(1, 6, dtype=np.float32)[:, None]                 # [5, 1]
+  x = np.arange(1, 6, dtype=np.float32)[:, None]  # [5, 1]
   w = slice_windows(x, np.array([0, 3]), 4, pad_mode)
   assert w.shape == (2, 4, 1) and w.dtype == np.float32
   np.testing.assert_array_equal(w[0, :, 0], [1, 2, 3, 4])
@@ -60,7 +61,7 @@ def test_load_clips_hop_mode_offsets_and_silence(tmp_path):
   tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
   write(tmp_path / "a" / "long.wav", tone, sr)
   half = tone.copy()
-  half[20000:] = 0.0                                          # silent second half
+  half[20000:] = 0.0  # silent second half
   write(tmp_path / "b" / "half.wav", half, sr)
 
   clips = load_clips(str(tmp_path), sample_rate=sr, slice_len=16384, mode="hop", hop=8192)
@@ -70,10 +71,19 @@ def test_load_clips_hop_mode_offsets_and_silence(tmp_path):
   np.testing.assert_array_equal(clips.offsets, [0, 8192, 16384, 24576, 32768, 0, 8192, 16384])
   assert clips.sources[0].endswith("long.wav") and clips.sources[-1].endswith("half.wav")
   np.testing.assert_array_equal(clips.labels, [0] * 5 + [1] * 3)
-  np.testing.assert_allclose(clips.audio[1, :, 0], tone[8192:8192 + 16384] * 0.95 / 0.5, atol=1e-4)
+  np.testing.assert_allclose(
+    clips.audio[1, :, 0], tone[8192 : 8192 + 16384] * 0.95 / 0.5, atol=1e-4
+  )
 
-  dropped = load_clips(str(tmp_path), sample_rate=sr, slice_len=16384, mode="hop", hop=8192,
-                       pad_mode="drop", silence_db=-12)
+  dropped = load_clips(
+    str(tmp_path),
+    sample_rate=sr,
+    slice_len=16384,
+    mode="hop",
+    hop=8192,
+    pad_mode="drop",
+    silence_db=-12,
+  )
   # The full-tone windows have an RMS of -9 dBFS; half.wav's window at 16384 is 22% tone, -15.6 dBFS.
   np.testing.assert_array_equal(dropped.offsets, [0, 8192, 16384, 0, 8192])
 
@@ -87,7 +97,7 @@ def test_trim_moves_the_onset_window(tmp_path):
   x[3000:] = 0.25
   write(tmp_path / "k" / "late.wav", x, sr)
   clips = load_clips(str(tmp_path), sample_rate=sr, slice_len=16384, trim_db=-40)
-  assert np.all(clips.audio[0, :, 0] > 0.9)                    # starts at the first loud sample
+  assert np.all(clips.audio[0, :, 0] > 0.9)  # starts at the first loud sample
 
 
 def test_data_config_is_validated():
@@ -102,7 +112,7 @@ def test_short_and_long_files_are_refused_and_summarised(tmp_path):
 
   sr = 16000
   write(tmp_path / "k" / "ok.wav", np.full(4000, 0.3, np.float32), sr)
-  write(tmp_path / "k" / "blip.wav", np.full(100, 0.3, np.float32), sr)          # 6.25 ms
+  write(tmp_path / "k" / "blip.wav", np.full(100, 0.3, np.float32), sr)  # 6.25 ms
   (tmp_path / "k" / "broken.wav").write_bytes(b"RIFF not really a wav file")
   with pytest.raises(AudioDecodeError, match="shorter than 10 ms"):
     decode(str(tmp_path / "k" / "blip.wav"), sr)

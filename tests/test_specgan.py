@@ -67,13 +67,23 @@ def test_image_shape_and_parameter_counts():
 # Every conditioning path, over both slice lengths and channel counts. Each new image shape
 # compiles every eager op again, so the grid is covered diagonally rather than in full.
 CASES = [
-    (16384, 1, {}, None, None),
-    (16384, 2, {"num_styles": 3, "g_cond": "concat", "d_cond": "projection"}, [0, 2], None),
-    (32768, 1, {"num_styles": 3, "g_cond": "film", "d_cond": "acgan"}, [1, 2], 3),
-    (32768, 2, {"num_styles": 6, "style_groups": "3,2", "num_attributes": 1, "g_cond": "film"},
-     [[0, 1], [2, 0]], None),
-    (16384, 1, {"num_styles": 6, "style_groups": "3,2", "num_attributes": 1, "d_cond": "acgan"},
-     [[0.2, 0.8, 0.0, 1.0, 0.0, -0.5], [0.0, 0.0, 1.0, 0.0, 1.0, 1.5]], 6),
+  (16384, 1, {}, None, None),
+  (16384, 2, {"num_styles": 3, "g_cond": "concat", "d_cond": "projection"}, [0, 2], None),
+  (32768, 1, {"num_styles": 3, "g_cond": "film", "d_cond": "acgan"}, [1, 2], 3),
+  (
+    32768,
+    2,
+    {"num_styles": 6, "style_groups": "3,2", "num_attributes": 1, "g_cond": "film"},
+    [[0, 1], [2, 0]],
+    None,
+  ),
+  (
+    16384,
+    1,
+    {"num_styles": 6, "style_groups": "3,2", "num_attributes": 1, "d_cond": "acgan"},
+    [[0.2, 0.8, 0.0, 1.0, 0.0, -0.5], [0.0, 0.0, 1.0, 0.0, 1.0, 1.5]],
+    6,
+  ),
 ]
 
 
@@ -100,9 +110,11 @@ def test_shapes_ranges_and_conditioning(slice_len, channels, kw, style, head):
       g(z)
     # Ids and their one-hot vector (attributes at 0) are the same style.
     if jnp.issubdtype(style.dtype, jnp.integer):
-      vec = jnp.concatenate([jax.nn.one_hot(style.reshape(2, -1)[:, k], n)
-                             for k, n in enumerate(cfg.groups)]
-                            + [jnp.zeros((2, cfg.num_attributes))], axis=-1)
+      vec = jnp.concatenate(
+        [jax.nn.one_hot(style.reshape(2, -1)[:, k], n) for k, n in enumerate(cfg.groups)]
+        + [jnp.zeros((2, cfg.num_attributes))],
+        axis=-1,
+      )
       np.testing.assert_allclose(np.asarray(g(z, vec)), np.asarray(x), atol=1e-6)
 
 
@@ -138,22 +150,30 @@ def test_polyphase_upsample_equals_transposed_conv():
   layer = Upsample2d(3, 5, rngs=nnx.Rngs(0))
   _check_init(layer, 3, 5)
   layer.bias[...] = jnp.arange(5.0)
-  x = np.random.default_rng(0).standard_normal((2, 4, 6, 3)).astype(np.float32)   # H != W
-  kernel = layer.kernel[...]                                                      # [5, 5, 3, 5]
+  x = np.random.default_rng(0).standard_normal((2, 4, 6, 3)).astype(np.float32)  # H != W
+  kernel = layer.kernel[...]  # [5, 5, 3, 5]
   got = np.asarray(layer(jnp.asarray(x)))
   assert got.shape == (2, 8, 12, 5)
   # lax.conv_transpose reads TF's [K, K, C_in, C_out] layout as the kernel of the forward
   # convolution it transposes (which maps C_out -> C_in): "HWOI" with transpose_kernel=True,
   # equivalently the spatially flipped kernel as "HWIO" with transpose_kernel=False.
-  want = jax.lax.conv_transpose(jnp.asarray(x), kernel, (2, 2), "SAME",
-                                dimension_numbers=("NHWC", "HWOI", "NHWC"), transpose_kernel=True)
-  flipped = jax.lax.conv_transpose(jnp.asarray(x), jnp.flip(kernel, (0, 1)), (2, 2), "SAME",
-                                   dimension_numbers=_DN)
+  want = jax.lax.conv_transpose(
+    jnp.asarray(x),
+    kernel,
+    (2, 2),
+    "SAME",
+    dimension_numbers=("NHWC", "HWOI", "NHWC"),
+    transpose_kernel=True,
+  )
+  flipped = jax.lax.conv_transpose(
+    jnp.asarray(x), jnp.flip(kernel, (0, 1)), (2, 2), "SAME", dimension_numbers=_DN
+  )
   np.testing.assert_allclose(got, np.asarray(want) + np.arange(5.0), atol=1e-5)
   np.testing.assert_allclose(got, np.asarray(flipped) + np.arange(5.0), atol=1e-5)
   # ... and both are TF's definition.
-  np.testing.assert_allclose(got, _transposed_conv_reference(x, np.asarray(kernel), 2) + np.arange(5.0),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    got, _transposed_conv_reference(x, np.asarray(kernel), 2) + np.arange(5.0), atol=1e-5
+  )
 
 
 def test_space_to_depth_downsample_equals_strided_conv():
@@ -164,14 +184,16 @@ def test_space_to_depth_downsample_equals_strided_conv():
   got = np.asarray(layer(jnp.asarray(x)))
   assert got.shape == (2, 4, 6, 5)
   # TF 'SAME' with stride 2 pads 1 before and 2 after, as XLA's "SAME" does.
-  want = jax.lax.conv_general_dilated(jnp.asarray(x), layer.kernel[...], (2, 2), "SAME",
-                                      dimension_numbers=_DN)
+  want = jax.lax.conv_general_dilated(
+    jnp.asarray(x), layer.kernel[...], (2, 2), "SAME", dimension_numbers=_DN
+  )
   np.testing.assert_allclose(got, np.asarray(want) + np.arange(5.0), atol=1e-5)
 
 
 @pytest.mark.parametrize("pad", [(1, 1), (2, 0)])
 def test_conv2d_gradients_match_xla_to_second_order(pad):
   """The custom VJP of `conv2d` gives XLA's own first and second derivatives."""
+
   def xla_conv(x, w, pad):
     return jax.lax.conv_general_dilated(x, w, (1, 1), [pad, pad], dimension_numbers=_DN)
 
@@ -203,7 +225,7 @@ def test_gradients_of_both_players_are_finite():
 
   def loss(g_params, d_params):
     d = nnx.merge(d_def, d_params)
-    fake = nnx.merge(g_def, g_params)(z, style)                                 # [B, F, K, C]
+    fake = nnx.merge(g_def, g_params)(z, style)  # [B, F, K, C]
     # A gradient penalty too, so D's second derivatives (through conv2d's VJP) are exercised.
     grad_x = jax.grad(lambda x: jnp.sum(d(x, style, jax.random.key(1))))(fake)
     return jnp.mean(d(fake, style, jax.random.key(1))) + jnp.mean(grad_x**2)
@@ -223,23 +245,23 @@ def test_spec_features_inverts_to_log_magnitude():
   cfg = ModelConfig(kind="specgan", channels=2)
   audio = _noise(2, 2)
   per_channel = [np.asarray(dsp.log_magnitude(jnp.asarray(audio[..., c]))) for c in range(2)]
-  stacked = np.stack(per_channel, axis=-1)                                      # [B, F, K, C]
+  stacked = np.stack(per_channel, axis=-1)  # [B, F, K, C]
   mean = stacked.mean(axis=(0, 1, 3))
   # A std wide enough that every value stays inside the 3-std clip, so denormalize is exact.
   std = np.abs(stacked - mean[:, None]).max(axis=(0, 1, 3)) / 2.5
   feats = jax.jit(spec_features, static_argnames="cfg")(jnp.asarray(audio), mean, std, cfg=cfg)
   assert feats.shape == (2, 128, 128, 2)
   assert float(jnp.max(jnp.abs(feats))) < 1.0
-  back = np.asarray(dsp.denormalize(feats, mean[:, None], std[:, None]))   # bins, then C
+  back = np.asarray(dsp.denormalize(feats, mean[:, None], std[:, None]))  # bins, then C
   np.testing.assert_allclose(back, stacked, atol=1e-4)
 
 
 def test_audio_moments_in_uneven_chunks_equal_all_at_once():
   cfg = ModelConfig(kind="specgan")
   batches = [_noise(5, 2, seed=1), _noise(2, 2, seed=2) * np.linspace(0, 1, 16384)[None, :, None]]
-  mean, std = audio_moments(iter(batches), cfg, chunk=3)   # pieces of 3, 3, 1 (+ 2 padded rows)
+  mean, std = audio_moments(iter(batches), cfg, chunk=3)  # pieces of 3, 3, 1 (+ 2 padded rows)
   assert mean.dtype == std.dtype == np.float32 and mean.shape == std.shape == (128,)
-  everything = np.concatenate(batches)                                          # [7, T, 2]
+  everything = np.concatenate(batches)  # [7, T, 2]
   flat = everything.transpose(0, 2, 1).reshape(14, -1)
   want_mean, want_std = dsp.moments(np.asarray(dsp.log_magnitude(jnp.asarray(flat))))
   np.testing.assert_allclose(mean, want_mean, atol=1e-4)

@@ -22,8 +22,12 @@ STYLES = ("clap", "kick", "snare")
 
 def _tiny(num_styles: int):
   cfg = preset("tiny")
-  return cfg.__class__(**{**cfg.__dict__, "model": cfg.model.__class__(
-      **{**cfg.model.__dict__, "num_styles": num_styles})})
+  return cfg.__class__(
+    **{
+      **cfg.__dict__,
+      "model": cfg.model.__class__(**{**cfg.model.__dict__, "num_styles": num_styles}),
+    }
+  )
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +80,18 @@ def test_interpolate_runs_between_the_endpoints(synth):
   np.testing.assert_array_equal(walk[-1], ends[1])
   path = interpolation_path(z, 5, "slerp")
   np.testing.assert_allclose(path[[0, -1]], z, atol=1e-6)
-  np.testing.assert_allclose(np.linalg.norm(path, axis=1)[2], np.linalg.norm(z, axis=1).mean(),
-                             rtol=0.2)
+  np.testing.assert_allclose(
+    np.linalg.norm(path, axis=1)[2], np.linalg.norm(z, axis=1).mean(), rtol=0.2
+  )
 
 
 def test_export_load_gives_identical_audio(synth, tmp_path):
   path = synth.export(str(tmp_path / "m.wgan"))
   loaded = Synthesizer.load(path, batch_size=4)
   assert loaded.styles == STYLES and loaded.sample_rate == 16000
-  np.testing.assert_array_equal(loaded.generate(5, style="clap", seed=2),
-                                synth.generate(5, style="clap", seed=2))
+  np.testing.assert_array_equal(
+    loaded.generate(5, style="clap", seed=2), synth.generate(5, style="clap", seed=2)
+  )
 
 
 def test_tampered_truncated_or_foreign_files_are_refused(synth, tmp_path):
@@ -107,13 +113,21 @@ def test_tampered_truncated_or_foreign_files_are_refused(synth, tmp_path):
 
 def test_model_file_loads_without_the_training_stack(synth, tmp_path):
   path = synth.export(str(tmp_path / "m.wgan"))
-  code = ("import sys; from wavegan.synthesis.synthesizer import Synthesizer; "
-          f"s = Synthesizer.load({path!r}, batch_size=2); a = s.generate(2, style='kick'); "
-          "bad = [m for m in ('orbax', 'grain', 'checkpoints', 'data_pipelines', 'wavegan.training.step')"
-          " if m in sys.modules]; "
-          "assert not bad, bad; print(a.shape)")
-  res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+  code = (
+    "import sys; from wavegan.synthesis.synthesizer import Synthesizer; "
+    f"s = Synthesizer.load({path!r}, batch_size=2); a = s.generate(2, style='kick'); "
+    "bad = [m for m in ('orbax', 'grain', 'checkpoints', 'data_pipelines', 'wavegan.training.step')"
+    " if m in sys.modules]; "
+    "assert not bad, bad; print(a.shape)"
+  )
+  res = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    timeout=120,
+  )
   assert res.returncode == 0, res.stderr
   assert "(2, 16384, 1)" in res.stdout
 

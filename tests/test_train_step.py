@@ -55,8 +55,10 @@ def test_step_is_finite_and_compiles_once(loss):
     assert np.isfinite(float(value)), name
   for leaf in jax.tree.leaves(state):
     assert bool(jnp.all(jnp.isfinite(leaf)))
-  changed = [not np.array_equal(a, np.asarray(b))
-             for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.g_params))]
+  changed = [
+    not np.array_equal(a, np.asarray(b))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.g_params))
+  ]
   assert all(changed)
 
 
@@ -166,8 +168,14 @@ def test_eight_simulated_devices_match_one(tmp_path):
       print("MAXDIFF", worst, out[1][1], out[8][1])
       """)
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                       timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+  res = subprocess.run(
+    [sys.executable, "-c", script],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+    cwd=os.path.dirname(os.path.dirname(__file__)),
+  )
   assert res.returncode == 0, res.stderr[-2000:]
   line = [l for l in res.stdout.splitlines() if l.startswith("MAXDIFF")][0].split()
   assert float(line[1]) < 1e-5, line
@@ -175,8 +183,14 @@ def test_eight_simulated_devices_match_one(tmp_path):
 
 
 def test_film_acgan_and_unconditional_share_train():
-  cfg = tiny(**{"model.num_styles": 3, "model.g_cond": "film", "model.d_cond": "acgan",
-                "optim.uncond_share": 0.5})
+  cfg = tiny(
+    **{
+      "model.num_styles": 3,
+      "model.g_cond": "film",
+      "model.d_cond": "acgan",
+      "optim.uncond_share": 0.5,
+    }
+  )
   models, state, step = setup(cfg)
   real, styles = fake_batch(cfg)
   film_before = np.asarray(state.g_params["film"][1]["kernel"])
@@ -198,8 +212,14 @@ def test_film_acgan_and_unconditional_share_train():
 
 
 def test_extra_discriminators_train_with_feature_matching_and_stft_loss():
-  cfg = tiny(**{"model.num_styles": 2, "model.aux_discs": "mrstft,msd,mpd", "model.aux_width": 2,
-                "optim.stft_weight": 1.0})
+  cfg = tiny(
+    **{
+      "model.num_styles": 2,
+      "model.aux_discs": "mrstft,msd,mpd",
+      "model.aux_width": 2,
+      "optim.stft_weight": 1.0,
+    }
+  )
   models, state, step = setup(cfg)
   assert set(state.d_params) == {"main", "aux"}
   assert models.aux(state.d_params).names == ("mrstft", "msd", "mpd")
@@ -210,8 +230,10 @@ def test_extra_discriminators_train_with_feature_matching_and_stft_loss():
   for name, value in metrics.items():
     assert np.isfinite(float(value)), name
   # Every extra critic learns, as does the main one.
-  moved = [not np.array_equal(a, np.asarray(b))
-           for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.d_params["aux"]))]
+  moved = [
+    not np.array_equal(a, np.asarray(b))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.d_params["aux"]))
+  ]
   assert all(moved)
   # A run without extra critics keeps the main critic's parameters at the top level.
   _, plain = ts.build(tiny(**{"model.num_styles": 2}))
@@ -221,15 +243,28 @@ def test_extra_discriminators_train_with_feature_matching_and_stft_loss():
 def test_several_label_fields_and_attributes_condition_the_step():
   # Two label fields (3 and 2 values) and one attribute: the style vector is [B, 3 + 2 + 1].
   for d_cond in ("acgan",):  # the AC head has one loss per field and per attribute
-    cfg = tiny(**{"model.style_groups": "3,2", "model.num_attributes": 1, "model.d_cond": d_cond,
-                  "model.g_cond": "film", "optim.uncond_share": 0.25})
+    cfg = tiny(
+      **{
+        "model.style_groups": "3,2",
+        "model.num_attributes": 1,
+        "model.d_cond": d_cond,
+        "model.g_cond": "film",
+        "optim.uncond_share": 0.25,
+      }
+    )
     assert cfg.model.cond_dim == 6 and cfg.model.conditional
     models, state, step = setup(cfg)
     real, _ = fake_batch(cfg)
     rng = np.random.default_rng(1)
     n, b = real.shape[:2]
-    vec = np.concatenate([np.eye(3)[rng.integers(0, 3, (n, b))], np.eye(2)[rng.integers(0, 2, (n, b))],
-                          rng.normal(size=(n, b, 1))], axis=-1).astype(np.float32)
+    vec = np.concatenate(
+      [
+        np.eye(3)[rng.integers(0, 3, (n, b))],
+        np.eye(2)[rng.integers(0, 2, (n, b))],
+        rng.normal(size=(n, b, 1)),
+      ],
+      axis=-1,
+    ).astype(np.float32)
     state, metrics = step(state, real, jnp.asarray(vec))
     for name, value in metrics.items():
       assert np.isfinite(float(value)), name
@@ -272,15 +307,20 @@ def test_bfloat16_step_is_finite_keeps_float32_state_and_is_close():
   state, metrics = _one_step(apply_overrides(cfg, ["compute.dtype=bfloat16"]))
   assert all(np.isfinite(v) for v in metrics.values())
   assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.g_params))
-  assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.d_opt)
-             if np.issubdtype(leaf.dtype, np.floating))
+  assert all(
+    leaf.dtype == np.float32
+    for leaf in jax.tree.leaves(state.d_opt)
+    if np.issubdtype(leaf.dtype, np.floating)
+  )
   # bf16 keeps 8 bits of mantissa: losses within a few percent.
   for key in ("d/adv", "g/adv", "d/grad_norm"):
     assert metrics[key] == pytest.approx(ref_metrics[key], rel=0.05, abs=0.02), key
   # Adam's first step moves each parameter by about lr * sign(gradient): bf16 gradients must
   # point the same way as f32 ones for nearly every parameter (chance would be half).
   init = jax.tree.leaves(ts.build(cfg)[1].g_params)
-  same = [np.sign(a - i) == np.sign(b - i) for a, b, i in
-          zip(jax.tree.leaves(state.g_params), jax.tree.leaves(ref_state.g_params), init)]
+  same = [
+    np.sign(a - i) == np.sign(b - i)
+    for a, b, i in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(ref_state.g_params), init)
+  ]
   share = np.concatenate([x.ravel() for x in same]).mean()
   assert share > 0.9, share

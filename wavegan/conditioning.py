@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -88,15 +89,19 @@ class Conditioning:
     return len(self.fields) <= 1 and not self.attributes
 
   def to_dict(self) -> dict[str, Any]:
-    return {"fields": [[name, list(vocab)] for name, vocab in self.fields],
-            "attributes": [dataclasses.asdict(a) for a in self.attributes]}
+    return {
+      "fields": [[name, list(vocab)] for name, vocab in self.fields],
+      "attributes": [dataclasses.asdict(a) for a in self.attributes],
+    }
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any] | None) -> Conditioning:
     if not d:
       return cls()
-    return cls(tuple((name, tuple(vocab)) for name, vocab in d.get("fields", [])),
-               tuple(Attribute(**a) for a in d.get("attributes", [])))
+    return cls(
+      tuple((name, tuple(vocab)) for name, vocab in d.get("fields", [])),
+      tuple(Attribute(**a) for a in d.get("attributes", [])),
+    )
 
   def vectors(self, ids: np.ndarray, attributes: np.ndarray) -> np.ndarray:
     """Per-clip style vectors float32 [N, dim] from field ids int [N, K] and standardised

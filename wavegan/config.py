@@ -17,16 +17,28 @@ from wavegan.errors import UserError
 SLICE_LENS = (16384, 32768, 65536)
 MAX_LEARNING_RATE = 1.0
 MAX_LOSS_WEIGHT = 1e4
-MAX_FLOAT = 1e9                 # no float setting means anything past this
-MAX_INT = 2**31 - 1             # ... nor any integer past this (seeds excepted)
-MAX_SEED = 2**32 - 1            # PRNG seeds are 32-bit: 2**32 would silently equal seed 0
-INT_LIMITS = {                  # sizes whose arrays would exhaust any machine long before
-    "model.dim": 4096, "model.latent_dim": 65536, "model.channels": 64, "model.kernel_len": 4096,
-    "model.stride": 64, "model.style_dim": 65536, "model.post_filter_len": 65536,
-    "model.aux_width": 4096, "model.n_fft": 65536, "model.hop": 65536, "model.gl_iters": 10000,
-    "data.sample_rate": 384000, "train.batch_size": 65536, "train.seed": MAX_SEED,
-    "train.preview_per_style": 1024, "eval.clips": 100000, "eval.classifier_width": 4096,
-    "compute.grad_accum": 65536,
+MAX_FLOAT = 1e9  # no float setting means anything past this
+MAX_INT = 2**31 - 1  # ... nor any integer past this (seeds excepted)
+MAX_SEED = 2**32 - 1  # PRNG seeds are 32-bit: 2**32 would silently equal seed 0
+INT_LIMITS = {  # sizes whose arrays would exhaust any machine long before
+  "model.dim": 4096,
+  "model.latent_dim": 65536,
+  "model.channels": 64,
+  "model.kernel_len": 4096,
+  "model.stride": 64,
+  "model.style_dim": 65536,
+  "model.post_filter_len": 65536,
+  "model.aux_width": 4096,
+  "model.n_fft": 65536,
+  "model.hop": 65536,
+  "model.gl_iters": 10000,
+  "data.sample_rate": 384000,
+  "train.batch_size": 65536,
+  "train.seed": MAX_SEED,
+  "train.preview_per_style": 1024,
+  "eval.clips": 100000,
+  "eval.classifier_width": 4096,
+  "compute.grad_accum": 65536,
 }
 LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
 
@@ -39,26 +51,26 @@ class ConfigError(UserError, ValueError):
 class ModelConfig:
   """WaveGAN generator and discriminator shape (Donahue et al. 2019, Table 1 + the TF code)."""
 
-  slice_len: int = 16384        # samples per clip: 16384, 32768 or 65536
-  channels: int = 1             # audio channels C of [B, T, C]
-  dim: int = 64                 # width d: G's first layer has 16d channels (32d for longer slices)
-  latent_dim: int = 100         # z ~ U[-1, 1]^latent_dim
+  slice_len: int = 16384  # samples per clip: 16384, 32768 or 65536
+  channels: int = 1  # audio channels C of [B, T, C]
+  dim: int = 64  # width d: G's first layer has 16d channels (32d for longer slices)
+  latent_dim: int = 100  # z ~ U[-1, 1]^latent_dim
   kernel_len: int = 25
   stride: int = 4
-  phase_shuffle: int = 2        # radius n of D's phase shuffle; 0 turns it off
-  post_filter_len: int = 0      # learned post-processing FIR length in G (paper: 512); 0 = off
-  num_styles: int = 0           # set from the corpus; <= 1 means unconditional
-  style_dim: int = 32           # width of G's style embedding
-  g_cond: str = "concat"        # how G hears the style: "concat" (to z) or "film" (every layer)
-  d_cond: str = "projection"    # how D uses it: "projection" or "acgan" (auxiliary classifier)
-  style_groups: str = ""        # set from the corpus with several label fields: block sizes, e.g. "4,3"
-  num_attributes: int = 0       # set from the corpus: continuous attributes in the style vector
-  kind: str = "wavegan"         # "wavegan" (waveform G and D) or "specgan" (log-magnitude images)
-  n_fft: int = 256              # specgan: STFT frame; n_fft // 2 bins are modelled
-  hop: int = 128                # specgan: STFT step; slice_len // hop frames are modelled
-  gl_iters: int = 32            # specgan: Griffin-Lim iterations when turning images into audio
-  aux_discs: str = ""           # wavegan: extra discriminators, any of "mrstft,msd,mpd"
-  aux_width: int = 16           # channels of the extra discriminators' first layers
+  phase_shuffle: int = 2  # radius n of D's phase shuffle; 0 turns it off
+  post_filter_len: int = 0  # learned post-processing FIR length in G (paper: 512); 0 = off
+  num_styles: int = 0  # set from the corpus; <= 1 means unconditional
+  style_dim: int = 32  # width of G's style embedding
+  g_cond: str = "concat"  # how G hears the style: "concat" (to z) or "film" (every layer)
+  d_cond: str = "projection"  # how D uses it: "projection" or "acgan" (auxiliary classifier)
+  style_groups: str = ""  # set from the corpus with several label fields: block sizes, e.g. "4,3"
+  num_attributes: int = 0  # set from the corpus: continuous attributes in the style vector
+  kind: str = "wavegan"  # "wavegan" (waveform G and D) or "specgan" (log-magnitude images)
+  n_fft: int = 256  # specgan: STFT frame; n_fft // 2 bins are modelled
+  hop: int = 128  # specgan: STFT step; slice_len // hop frames are modelled
+  gl_iters: int = 32  # specgan: Griffin-Lim iterations when turning images into audio
+  aux_discs: str = ""  # wavegan: extra discriminators, any of "mrstft,msd,mpd"
+  aux_width: int = 16  # channels of the extra discriminators' first layers
 
   def validate(self) -> None:
     if self.kind not in ("wavegan", "specgan"):
@@ -66,8 +78,10 @@ class ModelConfig:
     if self.kind == "specgan":
       bins, frames = self.n_fft // 2, self.slice_len // max(self.hop, 1)
       if bins % 32 or frames % 32 or self.slice_len % max(self.hop, 1):
-        raise ConfigError(f"model.kind=specgan needs n_fft // 2 ({bins}) and slice_len // hop "
-                          f"({self.slice_len}/{self.hop}) to be multiples of 32")
+        raise ConfigError(
+          f"model.kind=specgan needs n_fft // 2 ({bins}) and slice_len // hop "
+          f"({self.slice_len}/{self.hop}) to be multiples of 32"
+        )
       if self.aux_discs:
         raise ConfigError("model.aux_discs are waveform discriminators: use them with kind=wavegan")
     if self.gl_iters < 1:
@@ -78,9 +92,11 @@ class ModelConfig:
     if self.num_attributes < 0:
       raise ConfigError(f"model.num_attributes={self.num_attributes}: must be >= 0")
     try:
-      self.groups
+      _ = self.groups
     except ValueError:
-      raise ConfigError(f"model.style_groups={self.style_groups!r}: expected sizes like '4,3'") from None
+      raise ConfigError(
+        f"model.style_groups={self.style_groups!r}: expected sizes like '4,3'"
+      ) from None
     if self.g_cond not in ("concat", "film"):
       raise ConfigError(f"model.g_cond={self.g_cond!r}: must be 'concat' or 'film'")
     if self.d_cond not in ("projection", "acgan"):
@@ -122,25 +138,25 @@ class DataConfig:
   up to date on every start; a prepared cache is used as it is, with its own slicing options.
   """
 
-  path: str = ""                # audio folder (one sub-folder per style) or prepared cache; "" = built-in
+  path: str = ""  # audio folder (one sub-folder per style) or prepared cache; "" = built-in
   sample_rate: int = 16000
-  builtin_per_class: int = 64   # clips per style when the built-in corpus is generated
-  normalize: str = "peak"       # per file: "peak" (to 0.95), "loudness" (to loudness_lufs) or "none"
+  builtin_per_class: int = 64  # clips per style when the built-in corpus is generated
+  normalize: str = "peak"  # per file: "peak" (to 0.95), "loudness" (to loudness_lufs) or "none"
   loudness_lufs: float = -20.0  # target integrated loudness (ITU-R BS.1770) for normalize=loudness
-  slice_mode: str = "first"     # "first": each file's onset window; "hop": windows every slice_hop
-  slice_hop: int = 0            # samples between windows in "hop" mode; 0 = model.slice_len
-  pad_mode: str = "zero"        # windows past a file's end: "zero", "reflect", "loop" or "drop"
-  silence_db: float = -120.0    # leave out windows whose RMS is below this (dBFS)
-  trim_db: float = 0.0          # trim leading samples quieter than this (dBFS); 0 = off
-  manifest: str = ""            # CSV/JSON mapping files to labels; "" = styles from folder names
-  label_field: str = ""         # label field(s) naming the style, e.g. "instrument,technique" ("" = the manifest's only one, or the folder)
-  attributes: str = ""          # continuous attributes to condition on: manifest columns, or "pitch", "brightness" computed from the audio
-  max_seconds: float = 3600.0   # longer files are skipped unread (a 10 h WAV would fill memory)
-  store_dtype: str = "int16"    # how prepared windows are stored: "int16" or "float32"
-  prepare_workers: int = 0      # decoder processes when preparing; 0 = one per CPU core
-  balance: bool = False         # draw every style equally often (else every clip once per epoch)
-  loader_workers: int = 0       # grain worker processes reading batches ahead; 0 = threads
-  prefetch: int = 2             # steps read ahead
+  slice_mode: str = "first"  # "first": each file's onset window; "hop": windows every slice_hop
+  slice_hop: int = 0  # samples between windows in "hop" mode; 0 = model.slice_len
+  pad_mode: str = "zero"  # windows past a file's end: "zero", "reflect", "loop" or "drop"
+  silence_db: float = -120.0  # leave out windows whose RMS is below this (dBFS)
+  trim_db: float = 0.0  # trim leading samples quieter than this (dBFS); 0 = off
+  manifest: str = ""  # CSV/JSON mapping files to labels; "" = styles from folder names
+  label_field: str = ""  # label field(s) naming the style, e.g. "instrument,technique" ("" = the manifest's only one, or the folder)
+  attributes: str = ""  # continuous attributes to condition on: manifest columns, or "pitch", "brightness" computed from the audio
+  max_seconds: float = 3600.0  # longer files are skipped unread (a 10 h WAV would fill memory)
+  store_dtype: str = "int16"  # how prepared windows are stored: "int16" or "float32"
+  prepare_workers: int = 0  # decoder processes when preparing; 0 = one per CPU core
+  balance: bool = False  # draw every style equally often (else every clip once per epoch)
+  loader_workers: int = 0  # grain worker processes reading batches ahead; 0 = threads
+  prefetch: int = 2  # steps read ahead
 
   def validate(self) -> None:
     if self.slice_mode not in ("first", "hop"):
@@ -163,20 +179,20 @@ class OptimConfig:
   """GAN objective and optimisers; defaults are the paper's WGAN-GP recipe."""
 
   loss: str = "wgan-gp"
-  gp_weight: float = 10.0       # gradient-penalty lambda (wgan-gp; also usable with other losses)
-  n_critic: int = 5             # D updates per G update
+  gp_weight: float = 10.0  # gradient-penalty lambda (wgan-gp; also usable with other losses)
+  n_critic: int = 5  # D updates per G update
   g_lr: float = 1e-4
   d_lr: float = 1e-4
   b1: float = 0.5
   b2: float = 0.9
-  eps: float = 1e-8             # Adam's epsilon (larger values damp the updates of near-zero gradients)
-  ema_decay: float = 0.999      # EMA of G's parameters used for synthesis
-  ac_weight: float = 1.0        # weight of the style classification loss (model.d_cond=acgan)
-  uncond_share: float = 0.0     # share of examples trained without a style (sampling with style={})
-  aux_loss: str = "lsgan"       # adversarial loss of model.aux_discs: "lsgan" or "hinge"
-  aux_weight: float = 1.0       # weight of the extra discriminators' adversarial loss for G
-  fm_weight: float = 2.0        # feature matching (batch-mean activations of the extra discriminators)
-  stft_weight: float = 0.0      # multi-resolution STFT loss of G's average spectrum against the batch's
+  eps: float = 1e-8  # Adam's epsilon (larger values damp the updates of near-zero gradients)
+  ema_decay: float = 0.999  # EMA of G's parameters used for synthesis
+  ac_weight: float = 1.0  # weight of the style classification loss (model.d_cond=acgan)
+  uncond_share: float = 0.0  # share of examples trained without a style (sampling with style={})
+  aux_loss: str = "lsgan"  # adversarial loss of model.aux_discs: "lsgan" or "hinge"
+  aux_weight: float = 1.0  # weight of the extra discriminators' adversarial loss for G
+  fm_weight: float = 2.0  # feature matching (batch-mean activations of the extra discriminators)
+  stft_weight: float = 0.0  # multi-resolution STFT loss of G's average spectrum against the batch's
 
   def validate(self) -> None:
     if not 0.0 <= self.uncond_share < 1.0:
@@ -196,7 +212,9 @@ class OptimConfig:
       raise ConfigError(f"optim.ema_decay={self.ema_decay}: must be in [0, 1)")
     for name in ("g_lr", "d_lr"):
       if not 0.0 < getattr(self, name) <= MAX_LEARNING_RATE:
-        raise ConfigError(f"optim.{name}={getattr(self, name)}: must be in (0, {MAX_LEARNING_RATE:g}]")
+        raise ConfigError(
+          f"optim.{name}={getattr(self, name)}: must be in (0, {MAX_LEARNING_RATE:g}]"
+        )
     for name in ("b1", "b2"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ConfigError(f"optim.{name}={getattr(self, name)}: must be in [0, 1)")
@@ -210,21 +228,30 @@ class OptimConfig:
 class TrainConfig:
   """Loop length, batch, seeds and how often to save and preview."""
 
-  steps: int = 100_000          # G updates (each after n_critic D updates)
-  batch_size: int = 64          # global batch, split over all devices
+  steps: int = 100_000  # G updates (each after n_critic D updates)
+  batch_size: int = 64  # global batch, split over all devices
   seed: int = 0
   log_every: int = 10
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   preview_every: int = 500
   preview_per_style: int = 4
-  tensorboard: bool = True      # also log scalars, audio and spectrograms to RUN/tensorboard
-  max_minutes: float = 0.0      # stop (preview, evaluate, save) after this much training time; 0 = off
-  max_cpu_minutes: float = 0.0  # the same in CPU time of the process (equal compute on a shared machine)
+  tensorboard: bool = True  # also log scalars, audio and spectrograms to RUN/tensorboard
+  max_minutes: float = 0.0  # stop (preview, evaluate, save) after this much training time; 0 = off
+  max_cpu_minutes: float = (
+    0.0  # the same in CPU time of the process (equal compute on a shared machine)
+  )
 
   def validate(self) -> None:
-    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
-                 "preview_every", "preview_per_style"):
+    for name in (
+      "steps",
+      "batch_size",
+      "log_every",
+      "checkpoint_every",
+      "keep_checkpoints",
+      "preview_every",
+      "preview_per_style",
+    ):
       if getattr(self, name) < 1:
         raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
     if self.seed < 0:
@@ -238,9 +265,11 @@ class TrainConfig:
 class ComputeConfig:
   """How the step runs on the hardware; changes neither what is trained nor the checkpoint."""
 
-  dtype: str = "float32"        # "bfloat16": G and D compute in bf16; parameters, optimiser and losses stay f32
-  grad_accum: int = 1           # micro-batches per batch: gradients of batch_size / grad_accum, averaged
-  remat: bool = False           # recompute G's and D's activations in the backward pass (less memory)
+  dtype: str = (
+    "float32"  # "bfloat16": G and D compute in bf16; parameters, optimiser and losses stay f32
+  )
+  grad_accum: int = 1  # micro-batches per batch: gradients of batch_size / grad_accum, averaged
+  remat: bool = False  # recompute G's and D's activations in the backward pass (less memory)
 
   def validate(self) -> None:
     if self.dtype not in ("float32", "bfloat16"):
@@ -253,10 +282,10 @@ class ComputeConfig:
 class EvalConfig:
   """Measuring a run: light evaluations during training and the reference classifier."""
 
-  every: int = 0                # FD, KID and style accuracy every N steps (and at step 0); 0 = off
-  clips: int = 256              # generated clips per light evaluation
-  classifier_steps: int = 200   # training steps of the reference classifier (cached per corpus)
-  classifier_width: int = 16    # channels of its first conv layer
+  every: int = 0  # FD, KID and style accuracy every N steps (and at step 0); 0 = off
+  clips: int = 256  # generated clips per light evaluation
+  classifier_steps: int = 200  # training steps of the reference classifier (cached per corpus)
+  classifier_width: int = 16  # channels of its first conv layer
 
   def validate(self) -> None:
     if self.every < 0:
@@ -285,8 +314,10 @@ class Config:
     self.eval.validate()
     self.compute.validate()
     if self.train.batch_size % self.compute.grad_accum:
-      raise ConfigError(f"train.batch_size={self.train.batch_size} does not split into "
-                        f"compute.grad_accum={self.compute.grad_accum} micro-batches")
+      raise ConfigError(
+        f"train.batch_size={self.train.batch_size} does not split into "
+        f"compute.grad_accum={self.compute.grad_accum} micro-batches"
+      )
     if self.model.kind == "specgan" and self.optim.stft_weight > 0:
       raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
     return self
@@ -314,8 +345,10 @@ class Config:
     return cls(**parts)
 
 
-_SECTION_NAMES = {f.type if isinstance(f.type, type) else type(f.default): f.name
-                  for f in dataclasses.fields(Config)}
+_SECTION_NAMES = {
+  f.type if isinstance(f.type, type) else type(f.default): f.name
+  for f in dataclasses.fields(Config)
+}
 
 
 def check_magnitudes(section: Any) -> None:

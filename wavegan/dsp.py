@@ -50,13 +50,15 @@ def stft(audio: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array:
     Complex spectrum [B, T // hop, n_fft // 2 + 1].
   """
   n_frames = audio.shape[-1] // hop
-  x = jnp.pad(audio, ((0, 0), (0, max(n_fft - hop, 0))))                # [B, T + n_fft - hop]
-  idx = frame_indices(n_frames, n_fft, hop)                             # [F, n_fft], static
-  frames = x[:, idx] * jnp.asarray(hann(n_fft), x.dtype)                # [B, F, n_fft]
-  return jnp.fft.rfft(frames, axis=-1)                                  # [B, F, n_fft/2+1]
+  x = jnp.pad(audio, ((0, 0), (0, max(n_fft - hop, 0))))  # [B, T + n_fft - hop]
+  idx = frame_indices(n_frames, n_fft, hop)  # [F, n_fft], static
+  frames = x[:, idx] * jnp.asarray(hann(n_fft), x.dtype)  # [B, F, n_fft]
+  return jnp.fft.rfft(frames, axis=-1)  # [B, F, n_fft/2+1]
 
 
-def istft(spec: jax.Array, n_fft: int = 256, hop: int = 128, length: int | None = None) -> jax.Array:
+def istft(
+  spec: jax.Array, n_fft: int = 256, hop: int = 128, length: int | None = None
+) -> jax.Array:
   """Inverse of `stft`: windowed overlap-add divided by the summed squared window.
 
   Dividing by sum_k w[n - k hop]^2 makes istft(stft(x)) == x wherever that sum is not tiny; only
@@ -74,27 +76,29 @@ def istft(spec: jax.Array, n_fft: int = 256, hop: int = 128, length: int | None 
   n_frames = spec.shape[1]
   length = n_frames * hop if length is None else length
   window = hann(n_fft)
-  frames = jnp.fft.irfft(spec, n=n_fft, axis=-1)                        # [B, F, n_fft]
+  frames = jnp.fft.irfft(spec, n=n_fft, axis=-1)  # [B, F, n_fft]
   frames = frames * jnp.asarray(window, frames.dtype)
-  idx = frame_indices(n_frames, n_fft, hop)                             # [F, n_fft], static
+  idx = frame_indices(n_frames, n_fft, hop)  # [F, n_fft], static
   total = max(int(idx[-1, -1]) + 1, length)
   out = jnp.zeros((spec.shape[0], total), frames.dtype)
-  out = out.at[:, idx].add(frames)                                      # [B, total]
+  out = out.at[:, idx].add(frames)  # [B, total]
   # The window-square envelope is shape-only, so it is a numpy constant; floor it so the
   # near-zero edge of the first window does not blow up (those samples carry no energy anyway).
   # (np.bincount rather than np.add.at, whose broadcast values misbehave in numpy 2.4.)
   sq = np.broadcast_to(window**2, idx.shape)
   env = np.maximum(np.bincount(idx.ravel(), sq.ravel(), minlength=total), 1e-8)  # [total]
-  return (out / jnp.asarray(env, out.dtype))[:, :length]                # [B, length]
+  return (out / jnp.asarray(env, out.dtype))[:, :length]  # [B, length]
 
 
-def log_magnitude(audio: jax.Array, n_fft: int = 256, hop: int = 128, eps: float = 1e-6) -> jax.Array:
+def log_magnitude(
+  audio: jax.Array, n_fft: int = 256, hop: int = 128, eps: float = 1e-6
+) -> jax.Array:
   """Audio [B, T] -> SpecGAN's log |STFT| [B, T // hop, n_fft // 2] (Nyquist bin dropped).
 
   Dropping the Nyquist bin makes the bin count a power of two (128 for n_fft=256), which the 2-D
   GAN's stride-2 stack needs; it holds next to no energy in real audio.
   """
-  mag = jnp.abs(stft(audio, n_fft, hop))[..., :n_fft // 2]              # [B, F, n_fft/2]
+  mag = jnp.abs(stft(audio, n_fft, hop))[..., : n_fft // 2]  # [B, F, n_fft/2]
   return jnp.log(mag + eps)
 
 
@@ -118,7 +122,7 @@ def moments_from_batches(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.
   """
   count, total, total_sq = 0, None, None
   for batch in batches:
-    x = np.asarray(batch, np.float64).reshape(-1, np.shape(batch)[-1])     # [N, K]
+    x = np.asarray(batch, np.float64).reshape(-1, np.shape(batch)[-1])  # [N, K]
     if total is None:
       total, total_sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
     count += x.shape[0]
@@ -133,7 +137,10 @@ def moments_from_batches(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.
 
 def moments_to_dict(mean: np.ndarray, std: np.ndarray) -> dict[str, list[float]]:
   """Moments as plain lists, ready for `json.dump` (replaces SpecGAN's pickle)."""
-  return {"mean": np.asarray(mean, np.float64).tolist(), "std": np.asarray(std, np.float64).tolist()}
+  return {
+    "mean": np.asarray(mean, np.float64).tolist(),
+    "std": np.asarray(std, np.float64).tolist(),
+  }
 
 
 def moments_from_dict(d: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +160,15 @@ def denormalize(x: jax.Array, mean: jax.Array, std: jax.Array, clip: float = 3.0
 
 
 @functools.partial(jax.jit, static_argnames=("n_iter", "n_fft", "hop", "length"))
-def griffin_lim(magnitude: jax.Array, n_iter: int = 16, n_fft: int = 256, hop: int = 128,
-                length: int | None = None, momentum: float = 0.99, seed: int = 0) -> jax.Array:
+def griffin_lim(
+  magnitude: jax.Array,
+  n_iter: int = 16,
+  n_fft: int = 256,
+  hop: int = 128,
+  length: int | None = None,
+  momentum: float = 0.99,
+  seed: int = 0,
+) -> jax.Array:
   """Fast Griffin-Lim (Perraudin et al. 2013, as librosa): a phase for a magnitude spectrogram.
 
   Each iteration projects onto consistent spectrograms (istft -> stft) and back onto the target
@@ -173,9 +187,9 @@ def griffin_lim(magnitude: jax.Array, n_iter: int = 16, n_fft: int = 256, hop: i
   Returns:
     Audio [B, length].
   """
-  mag = jnp.pad(magnitude, ((0, 0), (0, 0), (0, 1)))                    # [B, F, n_fft/2+1]
+  mag = jnp.pad(magnitude, ((0, 0), (0, 0), (0, 1)))  # [B, F, n_fft/2+1]
   phase = jax.random.uniform(jax.random.key(seed), mag.shape, mag.dtype, 0.0, 2.0 * jnp.pi)
-  angles = jnp.exp(1j * phase)                                          # unit phasors
+  angles = jnp.exp(1j * phase)  # unit phasors
   # The rebuilt signal is re-framed by `stft` at F * hop samples; trim later to `length`.
   n_samples = mag.shape[1] * hop
   scale = momentum / (1.0 + momentum)
@@ -190,9 +204,17 @@ def griffin_lim(magnitude: jax.Array, n_iter: int = 16, n_fft: int = 256, hop: i
   return istft(mag * angles, n_fft, hop, length)
 
 
-def spec_to_audio(x_norm: jax.Array, mean: jax.Array, std: jax.Array, n_iter: int = 16,
-                  n_fft: int = 256, hop: int = 128, length: int | None = None,
-                  clip: float = 3.0, seed: int = 0) -> jax.Array:
+def spec_to_audio(
+  x_norm: jax.Array,
+  mean: jax.Array,
+  std: jax.Array,
+  n_iter: int = 16,
+  n_fft: int = 256,
+  hop: int = 128,
+  length: int | None = None,
+  clip: float = 3.0,
+  seed: int = 0,
+) -> jax.Array:
   """Normalised log-magnitude images [B, F, n_fft // 2] -> audio [B, length] via Griffin-Lim."""
-  mag = jnp.exp(denormalize(x_norm, mean, std, clip))                   # [B, F, n_fft/2]
+  mag = jnp.exp(denormalize(x_norm, mean, std, clip))  # [B, F, n_fft/2]
   return griffin_lim(mag, n_iter=n_iter, n_fft=n_fft, hop=hop, length=length, seed=seed)

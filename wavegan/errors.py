@@ -50,11 +50,18 @@ def one_line(text: str) -> str:
 
 def describe_os_error(err: OSError) -> str:
   """An OSError as one line that names the file and says what happened in plain words."""
-  words = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-           errno.ENOENT: "no such file or folder", errno.EISDIR: "is a folder, not a file",
-           errno.ENOTDIR: "a part of the path is not a folder", errno.ENOSPC: "no space left on device",
-           errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
-           errno.ENAMETOOLONG: "file name too long", errno.EEXIST: "exists"}
+  words = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EEXIST: "exists",
+  }
   what = words.get(err.errno, err.strerror or str(err))
   name = err.filename if err.filename is not None else ""
   return one_line(f"{os.fsdecode(name)}: {what}" if name != "" else what)

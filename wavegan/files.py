@@ -15,7 +15,8 @@ import errno
 import json
 import os
 import shutil
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from wavegan.errors import DiskFullError, UserError, one_line
 
@@ -29,7 +30,7 @@ def _current_umask() -> int:
   return mask
 
 
-FILE_MODE = 0o666 & ~_current_umask()   # what open() would give a new file: 0644 under umask 022
+FILE_MODE = 0o666 & ~_current_umask()  # what open() would give a new file: 0644 under umask 022
 
 
 def existing_parent(path: str) -> str:
@@ -69,9 +70,13 @@ def disk_full(path: str, need: int | None = None) -> DiskFullError:
   """The error for a write to `path` that ran out of space."""
   free = free_bytes(path)
   needs = f"; needs about {human_bytes(need)} more" if need else ""
-  return DiskFullError(errno.ENOSPC, one_line(
+  return DiskFullError(
+    errno.ENOSPC,
+    one_line(
       f"no space left on {mount_point(path)} ({human_bytes(free)} free) writing {path}{needs}; "
-      "free some space and run the same command again"))
+      "free some space and run the same command again"
+    ),
+  )
 
 
 def check_free_space(path: str, need: int, what: str, margin: float = 1.05) -> None:
@@ -82,9 +87,13 @@ def check_free_space(path: str, need: int, what: str, margin: float = 1.05) -> N
   """
   free = free_bytes(path)
   if need * margin > free:
-    raise DiskFullError(errno.ENOSPC, one_line(
+    raise DiskFullError(
+      errno.ENOSPC,
+      one_line(
         f"{what} needs about {human_bytes(need)} on {mount_point(path)}, which has "
-        f"{human_bytes(free)} free; free some space, ask for less or choose another output folder"))
+        f"{human_bytes(free)} free; free some space, ask for less or choose another output folder"
+      ),
+    )
 
 
 def is_no_space(err: BaseException) -> bool:
@@ -97,8 +106,9 @@ def remove_quietly(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, verify: Callable[[str], None] | None = None,
-                mode: int | None = None) -> Iterator[str]:
+def atomic_path(
+  path: str, verify: Callable[[str], None] | None = None, mode: int | None = None
+) -> Iterator[str]:
   """Yields a temporary path beside `path`; when the block succeeds, `verify(tmp)` runs, the
   file gets `mode` (default: ordinary permissions under the umask) and is renamed to `path`.
 
@@ -131,8 +141,12 @@ def _check_size(expected: int) -> Callable[[str], None]:
     size = os.path.getsize(tmp)
     if size != expected:
       # A short write that raised nothing: treat it as what it almost always is.
-      raise disk_full(tmp, expected - size) if size < expected else UserError(
-          f"{tmp}: wrote {size} bytes, expected {expected}")
+      raise (
+        disk_full(tmp, expected - size)
+        if size < expected
+        else UserError(f"{tmp}: wrote {size} bytes, expected {expected}")
+      )
+
   return verify
 
 
@@ -163,7 +177,7 @@ def append_line(path: str, line: str) -> None:
     try:
       view = memoryview(data)
       while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     except BaseException as err:
       with contextlib.suppress(OSError):
         os.ftruncate(fd, start)

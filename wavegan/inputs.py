@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -66,9 +66,17 @@ class TrainData:
     """Style vectors of every clip, float32 [N, cond_dim] (None for style ids alone)."""
     if self.conditioning.simple:
       return None
-    attrs = np.stack([a.standardize(self.attribute_values[:, i])
-                      for i, a in enumerate(self.conditioning.attributes)], axis=1) \
-        if self.conditioning.attributes else np.zeros((len(self.labels), 0), np.float32)
+    attrs = (
+      np.stack(
+        [
+          a.standardize(self.attribute_values[:, i])
+          for i, a in enumerate(self.conditioning.attributes)
+        ],
+        axis=1,
+      )
+      if self.conditioning.attributes
+      else np.zeros((len(self.labels), 0), np.float32)
+    )
     return self.conditioning.vectors(self.field_ids, attrs)
 
   @property
@@ -78,20 +86,36 @@ class TrainData:
 
   def batch_source(self, cfg: Config, *, num_shards: int = 1, shard_index: int = 0) -> BatchSource:
     """The run's deterministic batches (n_critic per step) over the usable clips."""
-    return BatchSource(self.cache, self.labels.clip(min=0), batch_size=cfg.train.batch_size,
-                       seed=cfg.train.seed, group=cfg.optim.n_critic, balance=cfg.data.balance,
-                       subset=self.usable, num_shards=num_shards, shard_index=shard_index,
-                       conditions=self.conditions)
+    return BatchSource(
+      self.cache,
+      self.labels.clip(min=0),
+      batch_size=cfg.train.batch_size,
+      seed=cfg.train.seed,
+      group=cfg.optim.n_critic,
+      balance=cfg.data.balance,
+      subset=self.usable,
+      num_shards=num_shards,
+      shard_index=shard_index,
+      conditions=self.conditions,
+    )
 
 
 def slice_options(cfg: Config) -> SliceOptions:
   """The cache-defining options a config asks for."""
   d = cfg.data
-  return SliceOptions(sample_rate=d.sample_rate, slice_len=cfg.model.slice_len,
-                      channels=cfg.model.channels, mode=d.slice_mode, hop=d.slice_hop,
-                      pad_mode=d.pad_mode, silence_db=d.silence_db, trim_db=d.trim_db or None,
-                      normalize=d.normalize, loudness_lufs=d.loudness_lufs,
-                      max_seconds=d.max_seconds)
+  return SliceOptions(
+    sample_rate=d.sample_rate,
+    slice_len=cfg.model.slice_len,
+    channels=cfg.model.channels,
+    mode=d.slice_mode,
+    hop=d.slice_hop,
+    pad_mode=d.pad_mode,
+    silence_db=d.silence_db,
+    trim_db=d.trim_db or None,
+    normalize=d.normalize,
+    loudness_lufs=d.loudness_lufs,
+    max_seconds=d.max_seconds,
+  )
 
 
 def adopt_cache_options(cfg: Config, cache: PreparedCache) -> Config:
@@ -104,28 +128,40 @@ def adopt_cache_options(cfg: Config, cache: PreparedCache) -> Config:
   m = cfg.model
   if (o.slice_len, o.channels) != (m.slice_len, m.channels):
     raise ConfigError(
-        f"{cache.path} holds {o.slice_len}-sample windows with {o.channels} channel(s) but the "
-        f"model wants model.slice_len={m.slice_len}, model.channels={m.channels}; pass "
-        f"--set model.slice_len={o.slice_len} --set model.channels={o.channels}, or prepare again")
+      f"{cache.path} holds {o.slice_len}-sample windows with {o.channels} channel(s) but the "
+      f"model wants model.slice_len={m.slice_len}, model.channels={m.channels}; pass "
+      f"--set model.slice_len={o.slice_len} --set model.channels={o.channels}, or prepare again"
+    )
   data = dataclasses.replace(
-      cfg.data, sample_rate=o.sample_rate, slice_mode=o.mode, slice_hop=o.hop,
-      pad_mode=o.pad_mode, silence_db=-120.0 if o.silence_db is None else o.silence_db,
-      trim_db=o.trim_db or 0.0, normalize=o.normalize, loudness_lufs=o.loudness_lufs,
-      max_seconds=o.max_seconds, store_dtype=cache.dtype)
+    cfg.data,
+    sample_rate=o.sample_rate,
+    slice_mode=o.mode,
+    slice_hop=o.hop,
+    pad_mode=o.pad_mode,
+    silence_db=-120.0 if o.silence_db is None else o.silence_db,
+    trim_db=o.trim_db or 0.0,
+    normalize=o.normalize,
+    loudness_lufs=o.loudness_lufs,
+    max_seconds=o.max_seconds,
+    store_dtype=cache.dtype,
+  )
   return dataclasses.replace(cfg, data=data)
 
 
 def prepared_path(folder: str, opts: SliceOptions, dtype: str, manifest: str) -> str:
   """Where a folder's prepared cache lives: one per (folder, options, manifest)."""
   real = os.path.realpath(folder)
-  key = json.dumps([real, dataclasses.asdict(opts), dtype, os.path.realpath(manifest) if manifest else ""],
-                   sort_keys=True)
+  key = json.dumps(
+    [real, dataclasses.asdict(opts), dtype, os.path.realpath(manifest) if manifest else ""],
+    sort_keys=True,
+  )
   digest = hashlib.sha256(key.encode()).hexdigest()[:12]
   return os.path.join(default_cache_root(), PREPARED_DIR, f"{os.path.basename(real)}-{digest}")
 
 
-def load_data(cfg: Config, *, progress: bool = False,
-              log: Callable[[str], None] = print) -> tuple[Config, TrainData]:
+def load_data(
+  cfg: Config, *, progress: bool = False, log: Callable[[str], None] = print
+) -> tuple[Config, TrainData]:
   """Prepares (or opens) the run's data and labels every clip.
 
   Args:
@@ -152,11 +188,21 @@ def load_data(cfg: Config, *, progress: bool = False,
     folder = d.path or builtin_corpus(per_class=d.builtin_per_class, sample_rate=d.sample_rate)
     opts = slice_options(cfg)
     out = prepared_path(folder, opts, d.store_dtype, d.manifest)
-    report = prepare(folder, out, opts, dtype=d.store_dtype, manifest=d.manifest or None,
-                     workers=d.prepare_workers or None, progress=progress, log=log)
+    report = prepare(
+      folder,
+      out,
+      opts,
+      dtype=d.store_dtype,
+      manifest=d.manifest or None,
+      workers=d.prepare_workers or None,
+      progress=progress,
+      log=log,
+    )
     if report.decoded:
-      log(f"prepared {report.decoded} files ({report.seconds_decoded:.0f} s of audio) in "
-          f"{report.wall_seconds:.1f} s into {out}")
+      log(
+        f"prepared {report.decoded} files ({report.seconds_decoded:.0f} s of audio) in "
+        f"{report.wall_seconds:.1f} s into {out}"
+      )
     cache = open_cache(out)
     summary = report.summary()
   names = [f.strip() for f in d.label_field.split(",") if f.strip()]
@@ -186,12 +232,14 @@ def load_data(cfg: Config, *, progress: bool = False,
   conditioning = Conditioning(tuple((f, v) for f, _, v in columns), tuple(attributes))
   ids = np.stack([c[1].clip(min=0) for c in columns], axis=1).astype(np.int32)  # [N, K]
   raw = np.stack(values, axis=1) if values else np.zeros((len(cache), 0), np.float32)
-  return cfg, TrainData(cache, first_ids, columns[0][2], summary, conditioning, ids,
-                        raw.astype(np.float32))
+  return cfg, TrainData(
+    cache, first_ids, columns[0][2], summary, conditioning, ids, raw.astype(np.float32)
+  )
 
 
-def _field_ids(cache: PreparedCache, field: str, log: Callable[[str], None]
-               ) -> tuple[np.ndarray, tuple[str, ...]]:
+def _field_ids(
+  cache: PreparedCache, field: str, log: Callable[[str], None]
+) -> tuple[np.ndarray, tuple[str, ...]]:
   """Ids [N] (-1 for clips the field leaves blank) and the vocabulary of one label field."""
   ids, vocab = cache.labels(field)
   if "" in vocab:  # files the label field leaves blank
@@ -233,14 +281,17 @@ def attribute_values_of(cache: PreparedCache, name: str) -> tuple[np.ndarray, bo
   if os.path.exists(path):
     return np.load(path), True
   chunk = 256
-  out = [features.compute(name, cache.gather(np.arange(i, min(i + chunk, len(cache)))),
-                          cache.sample_rate) for i in range(0, len(cache), chunk)]
+  out = [
+    features.compute(
+      name, cache.gather(np.arange(i, min(i + chunk, len(cache)))), cache.sample_rate
+    )
+    for i in range(0, len(cache), chunk)
+  ]
   values = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
   buffer = io.BytesIO()
   np.save(buffer, values)
   files.write_bytes(path, buffer.getvalue())
   return values, True
-
 
 
 def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
@@ -258,8 +309,9 @@ def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
     with open(path) as f:
       return json.load(f)
   chunk = 256
-  batches = (cache.gather(np.arange(i, min(i + chunk, len(cache))))
-             for i in range(0, len(cache), chunk))
+  batches = (
+    cache.gather(np.arange(i, min(i + chunk, len(cache)))) for i in range(0, len(cache), chunk)
+  )
   moments = dsp.moments_to_dict(*specgan.audio_moments(batches, m, chunk=chunk))
   files.write_json(path, moments, indent=None)
   return moments

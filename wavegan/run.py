@@ -42,8 +42,13 @@ class RunInfo:
 
   @classmethod
   def from_metadata(cls, md: dict[str, Any]) -> RunInfo:
-    return cls(Config.from_dict(md["config"]), tuple(md["styles"]), md.get("preset", ""),
-               Conditioning.from_dict(md.get("conditioning")), md.get("spec_moments"))
+    return cls(
+      Config.from_dict(md["config"]),
+      tuple(md["styles"]),
+      md.get("preset", ""),
+      Conditioning.from_dict(md.get("conditioning")),
+      md.get("spec_moments"),
+    )
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -19,7 +19,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ class ClassifierConfig:
   n_fft: int = 512
   hop: int = 256
   n_mels: int = 64
-  width: int = 16            # channels of the first conv; doubled at each of 4 blocks
+  width: int = 16  # channels of the first conv; doubled at each of 4 blocks
   embed_dim: int = 128
   steps: int = 200
   batch_size: int = 32
@@ -59,12 +60,12 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 def log_mel(audio: jax.Array, mel: jax.Array, n_fft: int, hop: int) -> jax.Array:
   """Audio [B, T, C] -> log-mel features [B, frames, mels] (mono mix, Hann window, log(1e-5 + x))."""
-  x = jnp.mean(audio, axis=-1)                                          # [B, T]
+  x = jnp.mean(audio, axis=-1)  # [B, T]
   x = jnp.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
-  idx = frame_indices(1 + (x.shape[1] - n_fft) // hop, n_fft, hop)      # [F, n_fft], static
-  frames = x[:, idx] * jnp.hanning(n_fft).astype(x.dtype)               # [B, F, n_fft]
-  power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2                   # [B, F, n_fft/2+1]
-  return jnp.log(1e-5 + power @ mel)                                    # [B, F, mels]
+  idx = frame_indices(1 + (x.shape[1] - n_fft) // hop, n_fft, hop)  # [F, n_fft], static
+  frames = x[:, idx] * jnp.hanning(n_fft).astype(x.dtype)  # [B, F, n_fft]
+  power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2  # [B, F, n_fft/2+1]
+  return jnp.log(1e-5 + power @ mel)  # [B, F, mels]
 
 
 class StyleNet(nnx.Module):
@@ -79,11 +80,11 @@ class StyleNet(nnx.Module):
     self.head = nnx.Linear(cfg.embed_dim, num_classes, rngs=rngs)
 
   def __call__(self, feats: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = feats[..., None]                                                # [B, F, M, 1]
+    x = feats[..., None]  # [B, F, M, 1]
     for conv, norm in zip(self.convs, self.norms):
       x = nnx.relu(norm(conv(x)))
-      x = nnx.max_pool(x, (2, 2), strides=(2, 2))                       # F, M halve
-    h = nnx.relu(self.embed(jnp.mean(x, axis=(1, 2))))                  # [B, E]
+      x = nnx.max_pool(x, (2, 2), strides=(2, 2))  # F, M halve
+    h = nnx.relu(self.embed(jnp.mean(x, axis=(1, 2))))  # [B, E]
     return self.head(h), h
 
 
@@ -121,7 +122,7 @@ class Classifier:
     else:
 
       def forward(params, audio):
-        f = features(audio)                                             # [B, F, M]
+        f = features(audio)  # [B, F, M]
         emb = jnp.concatenate([f.mean(axis=1), f.std(axis=1)], axis=-1)  # [B, 2M]
         return jnp.zeros((audio.shape[0], 0)), emb
 
@@ -131,7 +132,7 @@ class Classifier:
     """Audio [N, T, C] -> (probabilities [N, K], embeddings [N, E]), in fixed-size batches."""
     probs, embs = [], []
     for start in range(0, audio.shape[0], batch_size):
-      chunk = np.asarray(audio[start:start + batch_size], np.float32)
+      chunk = np.asarray(audio[start : start + batch_size], np.float32)
       n = chunk.shape[0]
       if n < batch_size:  # one compiled shape
         chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], np.float32)])
@@ -145,24 +146,34 @@ class Classifier:
 
 def held_out_mask(sources: tuple[str, ...], share: float = HELD_OUT) -> np.ndarray:
   """bool [N]: clips whose source file is held out, a fixed function of the file name."""
+
   def held(path: str) -> bool:
     h = int(hashlib.sha256(path.encode()).hexdigest()[:8], 16)
     return h / 0xFFFFFFFF < share
+
   by_file = {s: held(s) for s in set(sources)}
   return np.array([by_file[s] for s in sources], bool)
 
 
 def corpus_key(files_fingerprint: str, field: str, sample_rate: int, cfg: ClassifierConfig) -> str:
   """The cache key: what the corpus holds, the label field, and how the classifier is made."""
-  blob = json.dumps([CLASSIFIER_VERSION, files_fingerprint, field, sample_rate,
-                     dataclasses.asdict(cfg)], sort_keys=True)
+  blob = json.dumps(
+    [CLASSIFIER_VERSION, files_fingerprint, field, sample_rate, dataclasses.asdict(cfg)],
+    sort_keys=True,
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_classifier(audio_fn: Callable[[np.ndarray], np.ndarray], labels: np.ndarray,
-                     train_idx: np.ndarray, test_idx: np.ndarray, classes: tuple[str, ...],
-                     sample_rate: int, cfg: ClassifierConfig = ClassifierConfig(),
-                     log: Callable[[str], None] | None = None) -> Classifier:
+def train_classifier(
+  audio_fn: Callable[[np.ndarray], np.ndarray],
+  labels: np.ndarray,
+  train_idx: np.ndarray,
+  test_idx: np.ndarray,
+  classes: tuple[str, ...],
+  sample_rate: int,
+  cfg: ClassifierConfig = ClassifierConfig(),
+  log: Callable[[str], None] | None = None,
+) -> Classifier:
   """Trains the reference classifier on the clips `train_idx` and scores it on `test_idx`.
 
   Args:
@@ -211,17 +222,22 @@ def train_classifier(audio_fn: Callable[[np.ndarray], np.ndarray], labels: np.nd
   loss = jnp.zeros(())
   for s in range(cfg.steps):
     idx = np.concatenate([rng.choice(c, per) for c in by_class])
-    params, opt, loss = step(params, opt, audio_fn(idx), jnp.asarray(labels[idx], jnp.int32),
-                             jax.random.fold_in(key, s))
+    params, opt, loss = step(
+      params, opt, audio_fn(idx), jnp.asarray(labels[idx], jnp.int32), jax.random.fold_in(key, s)
+    )
     if log is not None and (s + 1) % 100 == 0:
       log(f"reference classifier: step {s + 1}/{cfg.steps}, loss {float(loss):.3f}")
   clf = Classifier(cfg, classes, sample_rate, params, None, {})
   probs, _ = clf.predict(audio_fn(test_idx)) if test_idx.size else (np.zeros((0, 1)), None)
   acc = float(np.mean(np.argmax(probs, axis=1) == labels[test_idx])) if test_idx.size else None
   clf.held_out_accuracy = acc
-  clf.info = {"train_clips": int(train_idx.size), "held_out_clips": int(test_idx.size),
-              "steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1),
-              "final_loss": float(loss)}
+  clf.info = {
+    "train_clips": int(train_idx.size),
+    "held_out_clips": int(test_idx.size),
+    "steps": cfg.steps,
+    "seconds": round(time.perf_counter() - t0, 1),
+    "final_loss": float(loss),
+  }
   return clf
 
 
@@ -239,11 +255,18 @@ def save_classifier(folder: str, clf: Classifier) -> None:
   if tensors:
     with atomic_path(os.path.join(folder, "params.safetensors")) as tmp:
       save_file(tensors, tmp)
-  write_json(os.path.join(folder, "classifier.json"), {
-      "version": CLASSIFIER_VERSION, "config": dataclasses.asdict(clf.cfg),
-      "classes": list(clf.classes), "sample_rate": clf.sample_rate,
+  write_json(
+    os.path.join(folder, "classifier.json"),
+    {
+      "version": CLASSIFIER_VERSION,
+      "config": dataclasses.asdict(clf.cfg),
+      "classes": list(clf.classes),
+      "sample_rate": clf.sample_rate,
       "held_out_accuracy": _finite_or_none(clf.held_out_accuracy),
-      "info": {k: _finite_or_none(v) for k, v in clf.info.items()}, "sha256": digest(tensors)})
+      "info": {k: _finite_or_none(v) for k, v in clf.info.items()},
+      "sha256": digest(tensors),
+    },
+  )
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -274,5 +297,6 @@ def load_classifier(folder: str) -> Classifier | None:
       params = unflatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)), tensors)
     except KeyError:
       return None
-  return Classifier(cfg, classes, int(meta["sample_rate"]), params, meta["held_out_accuracy"],
-                    meta.get("info", {}))
+  return Classifier(
+    cfg, classes, int(meta["sample_rate"]), params, meta["held_out_accuracy"], meta.get("info", {})
+  )

@@ -36,9 +36,9 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   The ||a||^2 - 2ab + ||b||^2 expansion is one matrix product instead of an [N, M, D]
   difference tensor; cancellation can leave tiny negatives, so they are clipped to 0.
   """
-  aa = np.einsum("nd,nd->n", a, a)[:, None]                            # [N, 1]
-  bb = np.einsum("md,md->m", b, b)[None, :]                            # [1, M]
-  return np.maximum(aa - 2.0 * (a @ b.T) + bb, 0.0)                    # [N, M]
+  aa = np.einsum("nd,nd->n", a, a)[:, None]  # [N, 1]
+  bb = np.einsum("md,md->m", b, b)[None, :]  # [1, M]
+  return np.maximum(aa - 2.0 * (a @ b.T) + bb, 0.0)  # [N, M]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -59,17 +59,17 @@ def inception_score(probs: np.ndarray, splits: int = 1) -> tuple[float, float]:
   p = _matrix("probs", probs)
   if np.any(p < 0) or not np.all(np.isfinite(p)):
     raise ValueError("probs must be finite and non-negative")
-  totals = p.sum(axis=1, keepdims=True)                                # [N, 1]
+  totals = p.sum(axis=1, keepdims=True)  # [N, 1]
   if np.any(totals <= 0):
     raise ValueError("every row of probs needs a positive sum")
   if not 1 <= splits <= p.shape[0]:
     raise ValueError(f"splits must be in [1, {p.shape[0]}], got {splits}")
   p = p / totals
   scores = []
-  for part in np.array_split(p, splits):                               # [n, K] each
-    marginal = part.mean(axis=0, keepdims=True)                        # [1, K]
+  for part in np.array_split(p, splits):  # [n, K] each
+    marginal = part.mean(axis=0, keepdims=True)  # [1, K]
     # xlogy makes 0 * log(0 / q) exactly 0; marginal >= part / n, so it is never 0 where part > 0.
-    kl = np.sum(special.xlogy(part, part) - special.xlogy(part, marginal), axis=1)   # [n]
+    kl = np.sum(special.xlogy(part, part) - special.xlogy(part, marginal), axis=1)  # [n]
     scores.append(np.exp(np.mean(kl)))
   return float(np.mean(scores)), float(np.std(scores))
 
@@ -88,15 +88,15 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
   x = _matrix("x", x, min_rows=2)
   y = _matrix("y", y, min_rows=2)
   _same_width(x, y)
-  mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)                          # [D]
+  mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)  # [D]
   # atleast_2d: np.cov returns a 0-d array for one feature.
-  s_x = np.atleast_2d(np.cov(x, rowvar=False, ddof=1))                 # [D, D]
-  s_y = np.atleast_2d(np.cov(y, rowvar=False, ddof=1))                 # [D, D]
+  s_x = np.atleast_2d(np.cov(x, rowvar=False, ddof=1))  # [D, D]
+  s_y = np.atleast_2d(np.cov(y, rowvar=False, ddof=1))  # [D, D]
   with warnings.catch_warnings():
     # Fewer samples than features make S_x S_y singular; scipy warns, and the result is still
     # right (checked below; the ridge handles the cases where it is not finite).
     warnings.simplefilter("ignore", linalg.LinAlgWarning)
-    covmean = linalg.sqrtm(s_x @ s_y)                                  # [D, D]
+    covmean = linalg.sqrtm(s_x @ s_y)  # [D, D]
   if not np.all(np.isfinite(covmean)):
     # Singular products (fewer samples than features) can defeat the Schur method; a small
     # ridge makes them well posed at a negligible change of the value (pytorch-fid's remedy).
@@ -104,14 +104,15 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     covmean = linalg.sqrtm((s_x + ridge) @ (s_y + ridge))
   # S_x S_y has real, non-negative eigenvalues, so any imaginary part is rounding error.
   covmean = np.real(covmean)
-  diff = mu_x - mu_y                                                   # [D]
+  diff = mu_x - mu_y  # [D]
   value = diff @ diff + np.trace(s_x) + np.trace(s_y) - 2.0 * np.trace(covmean)
   # Identical sets give rounding-level negatives; a distance is never below 0.
   return float(max(value, 0.0))
 
 
-def kernel_distance(x: np.ndarray, y: np.ndarray, *, subsets: int = 10, subset_size: int = 100,
-                    seed: int = 0) -> tuple[float, float]:
+def kernel_distance(
+  x: np.ndarray, y: np.ndarray, *, subsets: int = 10, subset_size: int = 100, seed: int = 0
+) -> tuple[float, float]:
   """Kernel Inception/Audio Distance: unbiased MMD^2 with k(a, b) = (a.b / D + 1)^3.
 
   Unlike the Frechet distance its estimator is unbiased, so it is comparable across sample
@@ -139,11 +140,11 @@ def kernel_distance(x: np.ndarray, y: np.ndarray, *, subsets: int = 10, subset_s
   rng = np.random.default_rng(seed)
   values = []
   for _ in range(subsets):
-    a = x[rng.choice(x.shape[0], m, replace=False)]                    # [m, D]
-    b = y[rng.choice(y.shape[0], m, replace=False)]                    # [m, D]
-    k_aa = (a @ a.T / d + 1.0) ** 3                                    # [m, m]
-    k_bb = (b @ b.T / d + 1.0) ** 3                                    # [m, m]
-    k_ab = (a @ b.T / d + 1.0) ** 3                                    # [m, m]
+    a = x[rng.choice(x.shape[0], m, replace=False)]  # [m, D]
+    b = y[rng.choice(y.shape[0], m, replace=False)]  # [m, D]
+    k_aa = (a @ a.T / d + 1.0) ** 3  # [m, m]
+    k_bb = (b @ b.T / d + 1.0) ** 3  # [m, m]
+    k_ab = (a @ b.T / d + 1.0) ** 3  # [m, m]
     # Unbiased within-set terms leave out the diagonal (a sample compared with itself).
     within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
     values.append(within - 2.0 * k_ab.mean())
@@ -158,7 +159,7 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
   """k-means++ seeding (Arthur & Vassilvitskii 2007): centers [k, D] drawn from the rows of x."""
   n = x.shape[0]
   chosen = [int(rng.integers(n))]
-  d2 = _sq_dists(x, x[chosen[0]][None])[:, 0]                          # [N]
+  d2 = _sq_dists(x, x[chosen[0]][None])[:, 0]  # [N]
   for _ in range(1, k):
     total = d2.sum()
     if total > 0:
@@ -171,8 +172,9 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
   return x[chosen].copy()
 
 
-def kmeans(x: np.ndarray, k: int, *, seed: int = 0,
-           iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(
+  x: np.ndarray, k: int, *, seed: int = 0, iters: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
   """Lloyd's k-means with k-means++ seeding.
 
   Args:
@@ -186,31 +188,32 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0,
   x = _matrix("x", x)
   if not 1 <= k <= x.shape[0]:
     raise ValueError(f"k must be in [1, {x.shape[0]}], got {k}")
-  centers = _kmeans_pp(x, k, np.random.default_rng(seed))              # [k, D]
+  centers = _kmeans_pp(x, k, np.random.default_rng(seed))  # [k, D]
   labels = None
   for _ in range(iters):
-    d2 = _sq_dists(x, centers)                                         # [N, k]
-    new = np.argmin(d2, axis=1)                                        # [N]
+    d2 = _sq_dists(x, centers)  # [N, k]
+    new = np.argmin(d2, axis=1)  # [N]
     if labels is not None and np.array_equal(new, labels):
       break
     labels = new
-    onehot = (labels[:, None] == np.arange(k)[None, :]).astype(np.float64)   # [N, k]
-    counts = onehot.sum(axis=0)                                        # [k]
-    sums = onehot.T @ x                                                # [k, D]
+    onehot = (labels[:, None] == np.arange(k)[None, :]).astype(np.float64)  # [N, k]
+    counts = onehot.sum(axis=0)  # [k]
+    sums = onehot.T @ x  # [k, D]
     full = counts > 0
     centers[full] = sums[full] / counts[full, None]
     empty = np.flatnonzero(~full)
     if empty.size:
       # An empty cluster would keep a stale center forever; move it to the worst-served points.
-      own = d2[np.arange(x.shape[0]), labels]                          # [N]
-      centers[empty] = x[np.argsort(-own, kind="stable")[:empty.size]]
+      own = d2[np.arange(x.shape[0]), labels]  # [N]
+      centers[empty] = x[np.argsort(-own, kind="stable")[: empty.size]]
   # Labels of the returned centers, computed exactly as `ndb` assigns new points.
   labels = np.argmin(_sq_dists(x, centers), axis=1)
   return centers, labels
 
 
-def ndb(real: np.ndarray, fake: np.ndarray, *, k: int = 50, alpha: float = 0.05,
-        seed: int = 0) -> dict:
+def ndb(
+  real: np.ndarray, fake: np.ndarray, *, k: int = 50, alpha: float = 0.05, seed: int = 0
+) -> dict:
   """Number of statistically Different Bins (Richardson & Weiss 2018, "On GANs and GMMs").
 
   The real set is cut into k-means bins; each fake sample falls into the bin of its nearest
@@ -233,23 +236,29 @@ def ndb(real: np.ndarray, fake: np.ndarray, *, k: int = 50, alpha: float = 0.05,
   k = min(k, real.shape[0] // 2)
   if k < 1:
     raise ValueError(f"k must be >= 1, got {k}")
-  centers, real_labels = kmeans(real, k, seed=seed)                    # [k, D], [N]
-  fake_labels = np.argmin(_sq_dists(fake, centers), axis=1)            # [M]
+  centers, real_labels = kmeans(real, k, seed=seed)  # [k, D], [N]
+  fake_labels = np.argmin(_sq_dists(fake, centers), axis=1)  # [M]
   n, m = real.shape[0], fake.shape[0]
-  real_share = np.bincount(real_labels, minlength=k) / n               # [k]
-  fake_share = np.bincount(fake_labels, minlength=k) / m               # [k]
-  pooled = (real_share * n + fake_share * m) / (n + m)                 # [k]
-  se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / m))          # [k]
+  real_share = np.bincount(real_labels, minlength=k) / n  # [k]
+  fake_share = np.bincount(fake_labels, minlength=k) / m  # [k]
+  pooled = (real_share * n + fake_share * m) / (n + m)  # [k]
+  se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / m))  # [k]
   # se is 0 only when both shares are 0 (or both 1): no evidence of a difference, so z = 0.
-  z = np.divide(real_share - fake_share, se, out=np.zeros(k), where=se > 0)   # [k]
-  p_values = 2.0 * stats.norm.sf(np.abs(z))                            # [k]
+  z = np.divide(real_share - fake_share, se, out=np.zeros(k), where=se > 0)  # [k]
+  p_values = 2.0 * stats.norm.sf(np.abs(z))  # [k]
   different = int(np.sum(p_values < alpha))
-  return {"ndb": different, "k": int(k), "ndb_over_k": different / k,
-          "real_share": real_share.tolist(), "fake_share": fake_share.tolist()}
+  return {
+    "ndb": different,
+    "k": int(k),
+    "ndb_over_k": different / k,
+    "real_share": real_share.tolist(),
+    "fake_share": fake_share.tolist(),
+  }
 
 
-def nearest_neighbour_distance(fake: np.ndarray, train: np.ndarray,
-                               chunk: int = 1024) -> np.ndarray:
+def nearest_neighbour_distance(
+  fake: np.ndarray, train: np.ndarray, chunk: int = 1024
+) -> np.ndarray:
   """Euclidean distance from each generated embedding to its nearest training embedding.
 
   Small distances flag memorised training clips. Rows of `fake` are processed `chunk` at a time
@@ -267,13 +276,13 @@ def nearest_neighbour_distance(fake: np.ndarray, train: np.ndarray,
   _same_width(fake, train)
   if chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
-  out = np.empty(fake.shape[0])                                        # [M]
+  out = np.empty(fake.shape[0])  # [M]
   for start in range(0, fake.shape[0], chunk):
-    block = fake[start:start + chunk]                                  # [c, D]
-    nearest = np.argmin(_sq_dists(block, train), axis=1)               # [c]
+    block = fake[start : start + chunk]  # [c, D]
+    nearest = np.argmin(_sq_dists(block, train), axis=1)  # [c]
     # The expansion finds the neighbour; measuring it directly avoids its cancellation error,
     # so a copied training point gives exactly 0 rather than ~1e-8.
-    out[start:start + block.shape[0]] = np.linalg.norm(block - train[nearest], axis=1)
+    out[start : start + block.shape[0]] = np.linalg.norm(block - train[nearest], axis=1)
   return out
 
 
@@ -298,8 +307,8 @@ def silence_rate(audio: np.ndarray, threshold_db: float = -60.0) -> float:
   Returns:
     Fraction in [0, 1].
   """
-  mag = _peaks_input(audio)                                            # [N, T, C]
-  peaks = mag.reshape(mag.shape[0], -1).max(axis=1, initial=0.0)       # [N]
+  mag = _peaks_input(audio)  # [N, T, C]
+  peaks = mag.reshape(mag.shape[0], -1).max(axis=1, initial=0.0)  # [N]
   return float(np.mean(peaks < 10.0 ** (threshold_db / 20.0)))
 
 
@@ -316,6 +325,6 @@ def clipping_rate(audio: np.ndarray, level: float = 0.999, min_fraction: float =
   Returns:
     Fraction in [0, 1].
   """
-  mag = _peaks_input(audio)                                            # [N, T, C]
-  clipped = (mag >= level).reshape(mag.shape[0], -1).mean(axis=1)      # [N]
+  mag = _peaks_input(audio)  # [N, T, C]
+  clipped = (mag >= level).reshape(mag.shape[0], -1).mean(axis=1)  # [N]
   return float(np.mean(clipped >= min_fraction))

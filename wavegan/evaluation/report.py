@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,8 +19,15 @@ if TYPE_CHECKING:
   from wavegan.run import RunInfo
 
 
-def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: str | None = None,
-                 seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_run(
+  workdir: str,
+  *,
+  data: str | None = None,
+  n: int = 1000,
+  out: str | None = None,
+  seed: int = 0,
+  log: Callable[[str], None] = print,
+) -> dict[str, Any]:
   """Scores the latest checkpoint of `workdir` against its corpus and writes the report.
 
   Nothing is written (not even the report folder) until every figure is computed; then the
@@ -51,10 +59,11 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
   _, train_data = inputs.load_data(cfg, log=log)
   if cfg.model.conditional and train_data.styles != run.styles:
-    raise ConfigError(f"{workdir} was trained on styles {list(run.styles)} but the data has "
-                      f"{list(train_data.styles)}")
-  ref = scores.reference(train_data, cfg.data.label_field,
-                             scores.classifier_config(cfg), log=log)
+    raise ConfigError(
+      f"{workdir} was trained on styles {list(run.styles)} but the data has "
+      f"{list(train_data.styles)}"
+    )
+  ref = scores.reference(train_data, cfg.data.label_field, scores.classifier_config(cfg), log=log)
   synth = Synthesizer.from_workdir(workdir)
   out = out or os.path.join(workdir, "eval", f"step_{synth.info['step']:07d}")
 
@@ -66,16 +75,28 @@ def evaluate_run(workdir: str, *, data: str | None = None, n: int = 1000, out: s
   noise = scores.noise_clips(n, fake.shape[1:], seed=seed)
   log("scoring generated clips, held-out real clips and noise")
   report = {
-      "run": os.path.abspath(workdir), "step": synth.info["step"], "n": n, "seed": seed,
-      "styles": list(ref.styles),
-      "classifier": {"kind": "cnn on log-mel" if ref.conditional else "log-mel statistics",
-                     "held_out_accuracy": ref.classifier.held_out_accuracy,
-                     "train_clips": int(ref.train_idx.size), "held_out_clips": int(ref.test_idx.size),
-                     **ref.classifier.info},
-      "generated": scores.score_set(ref, fake, ids, seed=seed),
-      "real_held_out": scores.score_set(ref, real, ref.test_labels if styles else None,
-                                            probs=ref.test_probs, emb=ref.test_emb, seed=seed),
-      "noise": scores.score_set(ref, noise, ids, seed=seed),
+    "run": os.path.abspath(workdir),
+    "step": synth.info["step"],
+    "n": n,
+    "seed": seed,
+    "styles": list(ref.styles),
+    "classifier": {
+      "kind": "cnn on log-mel" if ref.conditional else "log-mel statistics",
+      "held_out_accuracy": ref.classifier.held_out_accuracy,
+      "train_clips": int(ref.train_idx.size),
+      "held_out_clips": int(ref.test_idx.size),
+      **ref.classifier.info,
+    },
+    "generated": scores.score_set(ref, fake, ids, seed=seed),
+    "real_held_out": scores.score_set(
+      ref,
+      real,
+      ref.test_labels if styles else None,
+      probs=ref.test_probs,
+      emb=ref.test_emb,
+      seed=seed,
+    ),
+    "noise": scores.score_set(ref, noise, ids, seed=seed),
   }
   responses = attribute_responses(synth, train_data, n, seed, log)
   if responses:
@@ -97,8 +118,9 @@ def _saved_run(workdir: str) -> RunInfo:
     raise ConfigError(f"{workdir}: no such run folder")
   run = saved_run(workdir)  # opens no checkpoint folder that does not exist
   if run is None:
-    raise ConfigError(f"{workdir}: holds no run (no checkpoint; train one with "
-                      "`wavegan train --workdir`)")
+    raise ConfigError(
+      f"{workdir}: holds no run (no checkpoint; train one with `wavegan train --workdir`)"
+    )
   return run
 
 
@@ -117,8 +139,9 @@ def write_report(out: str, report: dict[str, Any]) -> None:
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def attribute_responses(synth, train_data, n: int, seed: int,
-                        log: Callable[[str], None]) -> dict[str, Any]:
+def attribute_responses(
+  synth, train_data, n: int, seed: int, log: Callable[[str], None]
+) -> dict[str, Any]:
   """`scores.attribute_response` for each measurable attribute the run is conditioned on,
   asking for the corpus' 10/30/50/70/90 % quantiles."""
   from data_pipelines import features  # pylint: disable=g-import-not-at-top
@@ -135,7 +158,9 @@ def attribute_responses(synth, train_data, n: int, seed: int,
       continue
     asked = np.quantile(raw, QUANTILES)
     per_style = int(np.clip(n // (styles * len(QUANTILES)), 4, 32))
-    log(f"measuring the {a.name} response ({per_style} latents x {styles} styles x {len(asked)} values)")
+    log(
+      f"measuring the {a.name} response ({per_style} latents x {styles} styles x {len(asked)} values)"
+    )
     out[a.name] = scores.attribute_response(synth, a.name, asked, per_style=per_style, seed=seed)
   return out
 
@@ -155,30 +180,48 @@ def _is_number(v: Any) -> bool:
 def markdown(report: dict[str, Any]) -> str:
   """The report as a Markdown table: one row per metric, one column per set."""
   sets = ("generated", "real_held_out", "noise")
-  lines = [f"# Evaluation of {report['run']} at step {report['step']}", "",
-           f"{report['n']} generated clips (seed {report['seed']}) against the real training split; "
-           f"reference classifier: {report['classifier']['kind']}, held-out accuracy "
-           f"{_fmt(report['classifier']['held_out_accuracy'])}.", "",
-           "| metric | better | generated | real held-out | noise |",
-           "| --- | --- | --- | --- | --- |"]
+  lines = [
+    f"# Evaluation of {report['run']} at step {report['step']}",
+    "",
+    f"{report['n']} generated clips (seed {report['seed']}) against the real training split; "
+    f"reference classifier: {report['classifier']['kind']}, held-out accuracy "
+    f"{_fmt(report['classifier']['held_out_accuracy'])}.",
+    "",
+    "| metric | better | generated | real held-out | noise |",
+    "| --- | --- | --- | --- | --- |",
+  ]
   for key, (label, better) in scores.METRICS.items():
     if key not in report["generated"]:
       continue
-    lines.append(f"| {label} | {better} | " + " | ".join(_fmt(report[s].get(key)) for s in sets) + " |")
+    lines.append(
+      f"| {label} | {better} | " + " | ".join(_fmt(report[s].get(key)) for s in sets) + " |"
+    )
   gen_nn, real_nn = report["generated"]["nn_distance"], report["real_held_out"]["nn_distance"]
-  ratio = (f"{gen_nn / max(real_nn, 1e-12):.2f}x" if _is_number(gen_nn) and _is_number(real_nn)
-           else "(not computed)")
-  lines += ["", f"Memorisation check: generated clips are on average {ratio} "
-            "as far from their nearest training clip as held-out real clips are "
-            "(well below 1 suggests copying)."]
+  ratio = (
+    f"{gen_nn / max(real_nn, 1e-12):.2f}x"
+    if _is_number(gen_nn) and _is_number(real_nn)
+    else "(not computed)"
+  )
+  lines += [
+    "",
+    f"Memorisation check: generated clips are on average {ratio} "
+    "as far from their nearest training clip as held-out real clips are "
+    "(well below 1 suggests copying).",
+  ]
   for name, r in report.get("attributes", {}).items():
-    lines += ["", f"Attribute {name}: asked (corpus quantiles) against measured medians; Spearman "
-              f"rho {_fmt(r['spearman'])} over the {_fmt(r['measured_share'])} share of clips "
-              "where it could be measured.", "",
-              "| style | " + " | ".join(f"asked {v:.4g}" for v in r["asked"]) + " |",
-              "| --- | " + " | ".join("---" for _ in r["asked"]) + " |"]
-    lines += [f"| {s or 'all'} | " + " | ".join(_fmt(m) for m in row) + " |"
-              for s, row in zip(r["styles"], r["median"])]
+    lines += [
+      "",
+      f"Attribute {name}: asked (corpus quantiles) against measured medians; Spearman "
+      f"rho {_fmt(r['spearman'])} over the {_fmt(r['measured_share'])} share of clips "
+      "where it could be measured.",
+      "",
+      "| style | " + " | ".join(f"asked {v:.4g}" for v in r["asked"]) + " |",
+      "| --- | " + " | ".join("---" for _ in r["asked"]) + " |",
+    ]
+    lines += [
+      f"| {s or 'all'} | " + " | ".join(_fmt(m) for m in row) + " |"
+      for s, row in zip(r["styles"], r["median"])
+    ]
   per = report["generated"].get("style_accuracy_per_style")
   if per:
     real_per = report["real_held_out"].get("style_accuracy_per_style", {})
@@ -187,8 +230,15 @@ def markdown(report: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _pictures(out: str, fake: np.ndarray, ids: np.ndarray | None, real: np.ndarray,
-              ref: scores.Reference, sample_rate: int, report: dict[str, Any]) -> None:
+def _pictures(
+  out: str,
+  fake: np.ndarray,
+  ids: np.ndarray | None,
+  real: np.ndarray,
+  ref: scores.Reference,
+  sample_rate: int,
+  report: dict[str, Any],
+) -> None:
   """spectrograms.png (per style: generated row, real row) and style_accuracy.png."""
   per_row = 4
   rows, clips = [], []
@@ -202,12 +252,18 @@ def _pictures(out: str, fake: np.ndarray, ids: np.ndarray | None, real: np.ndarr
       take = x[np.arange(per_row) % x.shape[0]]
       rows.append(label)
       clips.append(take)
-  previews.spectrogram_grid(np.concatenate(clips), rows, os.path.join(out, "spectrograms.png"),
-                            sample_rate, title=f"step {report['step']}: generated vs real")
+  previews.spectrogram_grid(
+    np.concatenate(clips),
+    rows,
+    os.path.join(out, "spectrograms.png"),
+    sample_rate,
+    title=f"step {report['step']}: generated vs real",
+  )
   per = report["generated"].get("style_accuracy_per_style")
   if not per:
     return
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 

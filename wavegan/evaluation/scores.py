@@ -13,7 +13,8 @@ import hashlib
 import json
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +39,12 @@ class Reference:
 
   classifier: Classifier
   styles: tuple[str, ...]
-  train_idx: np.ndarray      # clip indices of the training split [Nt]
-  test_idx: np.ndarray       # held-out clip indices [Nh]
-  train_emb: np.ndarray      # [Nt, E]
-  test_emb: np.ndarray       # [Nh, E]
-  test_probs: np.ndarray     # [Nh, K]
-  test_labels: np.ndarray    # [Nh]
+  train_idx: np.ndarray  # clip indices of the training split [Nt]
+  test_idx: np.ndarray  # held-out clip indices [Nh]
+  train_emb: np.ndarray  # [Nt, E]
+  test_emb: np.ndarray  # [Nh, E]
+  test_probs: np.ndarray  # [Nh, K]
+  test_labels: np.ndarray  # [Nh]
 
   @property
   def conditional(self) -> bool:
@@ -62,8 +63,12 @@ def _fingerprint(cache) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def reference(data, label_field: str = "", cfg: ClassifierConfig = ClassifierConfig(),
-              log: Callable[[str], None] = print) -> Reference:
+def reference(
+  data,
+  label_field: str = "",
+  cfg: ClassifierConfig = ClassifierConfig(),
+  log: Callable[[str], None] = print,
+) -> Reference:
   """The corpus' reference classifier (trained once, then cached in the corpus cache) and splits.
 
   Args:
@@ -86,17 +91,20 @@ def reference(data, label_field: str = "", cfg: ClassifierConfig = ClassifierCon
   if len(styles) <= 1:
     clf = Classifier(cfg, (), cache.sample_rate, None, None, {"kind": "log-mel statistics"})
   elif clf is None or clf.classes != styles:
-    log(f"training the reference classifier on {train_idx.size} clips "
-        f"({test_idx.size} held out)")
-    clf = train_classifier(cache.gather, data.labels, train_idx, test_idx, styles,
-                           cache.sample_rate, cfg, log=log)
+    log(f"training the reference classifier on {train_idx.size} clips ({test_idx.size} held out)")
+    clf = train_classifier(
+      cache.gather, data.labels, train_idx, test_idx, styles, cache.sample_rate, cfg, log=log
+    )
     save_classifier(folder, clf)
-    log(f"reference classifier: held-out accuracy {clf.held_out_accuracy:.3f} "
-        f"({clf.info['seconds']:.0f} s), cached in {folder}")
+    log(
+      f"reference classifier: held-out accuracy {clf.held_out_accuracy:.3f} "
+      f"({clf.info['seconds']:.0f} s), cached in {folder}"
+    )
   _, train_emb = clf.predict(cache.gather(train_idx))
   test_probs, test_emb = clf.predict(cache.gather(test_idx))
-  return Reference(clf, styles, train_idx, test_idx, train_emb, test_emb, test_probs,
-                   data.labels[test_idx])
+  return Reference(
+    clf, styles, train_idx, test_idx, train_emb, test_emb, test_probs, data.labels[test_idx]
+  )
 
 
 def noise_clips(n: int, like: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -112,9 +120,15 @@ def _matched(x: np.ndarray, m: int, seed: int) -> np.ndarray:
   return x[np.sort(np.random.default_rng(seed).choice(x.shape[0], m, replace=False))]
 
 
-def score_set(ref: Reference, audio: np.ndarray, style_ids: np.ndarray | None, *,
-              probs: np.ndarray | None = None, emb: np.ndarray | None = None,
-              seed: int = 0) -> dict[str, Any]:
+def score_set(
+  ref: Reference,
+  audio: np.ndarray,
+  style_ids: np.ndarray | None,
+  *,
+  probs: np.ndarray | None = None,
+  emb: np.ndarray | None = None,
+  seed: int = 0,
+) -> dict[str, Any]:
   """Every metric for one set of clips against the real training split.
 
   Args:
@@ -134,13 +148,13 @@ def score_set(ref: Reference, audio: np.ndarray, style_ids: np.ndarray | None, *
   train = ref.train_emb
   k = max(2, min(50, m // 8))
   out: dict[str, Any] = {
-      "clips": int(audio.shape[0]),
-      "fd": metrics.frechet_distance(sub, train),
-      "kid": metrics.kernel_distance(sub, train, subsets=10, subset_size=min(100, m), seed=seed)[0],
-      "ndb_over_k": metrics.ndb(train, sub, k=k, seed=seed)["ndb_over_k"],
-      "nn_distance": float(np.mean(metrics.nearest_neighbour_distance(emb, train))),
-      "silent_rate": metrics.silence_rate(audio),
-      "clipped_rate": metrics.clipping_rate(audio),
+    "clips": int(audio.shape[0]),
+    "fd": metrics.frechet_distance(sub, train),
+    "kid": metrics.kernel_distance(sub, train, subsets=10, subset_size=min(100, m), seed=seed)[0],
+    "ndb_over_k": metrics.ndb(train, sub, k=k, seed=seed)["ndb_over_k"],
+    "nn_distance": float(np.mean(metrics.nearest_neighbour_distance(emb, train))),
+    "silent_rate": metrics.silence_rate(audio),
+    "clipped_rate": metrics.clipping_rate(audio),
   }
   if ref.conditional:
     out["inception_score"] = metrics.inception_score(probs)[0]
@@ -148,21 +162,22 @@ def score_set(ref: Reference, audio: np.ndarray, style_ids: np.ndarray | None, *
       hit = np.argmax(probs, axis=1) == style_ids
       out["style_accuracy"] = float(np.mean(hit))
       out["style_accuracy_per_style"] = {
-          name: float(np.mean(hit[style_ids == i])) if np.any(style_ids == i) else None
-          for i, name in enumerate(ref.styles)}
+        name: float(np.mean(hit[style_ids == i])) if np.any(style_ids == i) else None
+        for i, name in enumerate(ref.styles)
+      }
   return out
 
 
 # name -> (label, which way is better) for reports
 METRICS = {
-    "inception_score": ("Inception score", "higher"),
-    "style_accuracy": ("Style accuracy", "higher"),
-    "fd": ("Frechet distance", "lower"),
-    "kid": ("KID", "lower"),
-    "ndb_over_k": ("NDB/K", "lower"),
-    "nn_distance": ("Mean nearest-neighbour distance to training clips", "near real"),
-    "silent_rate": ("Silent clips", "lower"),
-    "clipped_rate": ("Clipped clips", "lower"),
+  "inception_score": ("Inception score", "higher"),
+  "style_accuracy": ("Style accuracy", "higher"),
+  "fd": ("Frechet distance", "lower"),
+  "kid": ("KID", "lower"),
+  "ndb_over_k": ("NDB/K", "lower"),
+  "nn_distance": ("Mean nearest-neighbour distance to training clips", "near real"),
+  "silent_rate": ("Silent clips", "lower"),
+  "clipped_rate": ("Clipped clips", "lower"),
 }
 
 
@@ -186,17 +201,19 @@ def light_eval(ref: Reference, audio: np.ndarray, style_ids: np.ndarray | None) 
   probs, emb = ref.classifier.predict(audio)
   m = max(2, ref.test_emb.shape[0])
   sub = _matched(emb, m, 0)
-  out = {"eval/fd": metrics.frechet_distance(sub, ref.train_emb),
-         "eval/kid": metrics.kernel_distance(sub, ref.train_emb, subsets=5,
-                                             subset_size=min(100, m))[0],
-         "eval/silent_rate": metrics.silence_rate(audio)}
+  out = {
+    "eval/fd": metrics.frechet_distance(sub, ref.train_emb),
+    "eval/kid": metrics.kernel_distance(sub, ref.train_emb, subsets=5, subset_size=min(100, m))[0],
+    "eval/silent_rate": metrics.silence_rate(audio),
+  }
   if ref.conditional and style_ids is not None:
     out["eval/style_acc"] = float(np.mean(np.argmax(probs, axis=1) == style_ids))
   return out
 
 
-def attribute_response(synth, name: str, asked: np.ndarray, *, per_style: int = 16,
-                       seed: int = 0) -> dict[str, Any]:
+def attribute_response(
+  synth, name: str, asked: np.ndarray, *, per_style: int = 16, seed: int = 0
+) -> dict[str, Any]:
   """Does asking for a higher attribute value give a higher measured one?
 
   For every style of the first label field (or none) and every asked value, the same `per_style`
@@ -229,7 +246,7 @@ def attribute_response(synth, name: str, asked: np.ndarray, *, per_style: int = 
     for v in asked:
       style = {name: float(v), **({field: s} if s else {})}
       audio = synth.from_latents(z, style)
-      got = features.compute(name, audio, synth.sample_rate)             # [per_style]
+      got = features.compute(name, audio, synth.sample_rate)  # [per_style]
       ok = np.isfinite(got)
       total += got.size
       xs += [float(v)] * int(ok.sum())
@@ -237,5 +254,10 @@ def attribute_response(synth, name: str, asked: np.ndarray, *, per_style: int = 
       row.append(float(np.median(got[ok])) if ok.any() else None)
     med.append(row)
   rho = float(stats.spearmanr(xs, ys).statistic) if len(set(xs)) > 1 and len(ys) > 2 else None
-  return {"asked": [float(v) for v in asked], "styles": styles, "median": med,
-          "measured_share": len(ys) / max(total, 1), "spearman": rho}
+  return {
+    "asked": [float(v) for v in asked],
+    "styles": styles,
+    "median": med,
+    "measured_share": len(ys) / max(total, 1),
+    "spearman": rho,
+  }

@@ -18,7 +18,7 @@ Weight and spectral normalization (used by the papers) are left out; grouped con
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,18 +29,20 @@ from wavegan.dsp import frame_indices, hann
 from wavegan.models.layers import Downsample1d, lrelu
 from wavegan.training.losses import hinge_d, hinge_g, lsgan_d, lsgan_g
 
-Outputs = tuple[list[jax.Array], list[jax.Array]]   # (logits [B, N_i] each, feature maps)
+Outputs = tuple[list[jax.Array], list[jax.Array]]  # (logits [B, N_i] each, feature maps)
 
 DEFAULT_PERIODS = (2, 3, 5, 7, 11)
-DEFAULT_RESOLUTIONS = ((512, 128), (1024, 256), (256, 64))   # (n_fft, hop); window = n_fft
-_POWER_FLOOR = 1e-7        # |X|^2 floor before sqrt / log (as in Parallel WaveGAN's STFT loss)
+DEFAULT_RESOLUTIONS = ((512, 128), (1024, 256), (256, 64))  # (n_fft, hop); window = n_fft
+_POWER_FLOOR = 1e-7  # |X|^2 floor before sqrt / log (as in Parallel WaveGAN's STFT loss)
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 
 
-def pad_to_multiple(x: jax.Array, multiple: int, axis: int = 1, mode: str = "constant") -> jax.Array:
+def pad_to_multiple(
+  x: jax.Array, multiple: int, axis: int = 1, mode: str = "constant"
+) -> jax.Array:
   """Right-pads `axis` of x to a multiple of `multiple` ('constant' zeros or 'reflect')."""
   extra = -x.shape[axis] % multiple
   if extra == 0:
@@ -71,18 +73,19 @@ class SpectralConv(nnx.Module):
   is stored as [kw, kh * C_in, C_out]: the 2-D kernel K[i, j, c, o] is `kernel[j, i * C_in + c, o]`.
   """
 
-  def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], stride: int = 1, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, c_in: int, c_out: int, kernel: tuple[int, int], stride: int = 1, *, rngs: nnx.Rngs
+  ):
     self.kh = kernel[0]
     self.conv = Conv1d(self.kh * c_in, c_out, kernel[1], stride, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, f, w, c = x.shape
     lo = (self.kh - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (lo, self.kh - 1 - lo), (0, 0), (0, 0)))     # [B, F + kh - 1, W, C]
-    cols = jnp.concatenate([xp[:, i:i + f] for i in range(self.kh)], -1)   # [B, F, W, kh * C]
-    y = self.conv(cols.reshape(b * f, w, self.kh * c))                     # [B * F, W', C_out]
-    return y.reshape(b, f, y.shape[1], -1)                                 # [B, F, W', C_out]
+    xp = jnp.pad(x, ((0, 0), (lo, self.kh - 1 - lo), (0, 0), (0, 0)))  # [B, F + kh - 1, W, C]
+    cols = jnp.concatenate([xp[:, i : i + f] for i in range(self.kh)], -1)  # [B, F, W, kh * C]
+    y = self.conv(cols.reshape(b * f, w, self.kh * c))  # [B * F, W', C_out]
+    return y.reshape(b, f, y.shape[1], -1)  # [B, F, W', C_out]
 
 
 def conv_stack(layers: Sequence[nnx.Module], post: nnx.Module, x: jax.Array) -> Outputs:
@@ -91,8 +94,8 @@ def conv_stack(layers: Sequence[nnx.Module], post: nnx.Module, x: jax.Array) -> 
   for layer in layers:
     x = lrelu(layer(x))
     feats.append(x)
-  logits = post(x)                                                          # [B, ..., 1]
-  return [logits.reshape(x.shape[0], -1)], feats                           # [B, N]
+  logits = post(x)  # [B, ..., 1]
+  return [logits.reshape(x.shape[0], -1)], feats  # [B, N]
 
 
 def avg_pool(x: jax.Array) -> jax.Array:
@@ -100,12 +103,13 @@ def avg_pool(x: jax.Array) -> jax.Array:
 
   [B, T, C] -> [B, ceil(T / 2), C]; y[m] = mean(x[2m - 1 : 2m + 3]) over the samples that exist.
   """
-  def window_sum(v: jax.Array) -> jax.Array:
-    v = jnp.pad(pad_to_multiple(v, 2), ((0, 0), (1, 1), (0, 0)))          # [B, T + 2, C]
-    pairs = v.reshape(v.shape[0], -1, 2, v.shape[-1]).sum(2)               # [B, T / 2 + 1, C]
-    return pairs[:, :-1] + pairs[:, 1:]                                    # [B, T / 2, C]
 
-  counts = window_sum(jnp.ones((1, x.shape[1], 1), x.dtype))               # [1, T / 2, 1]
+  def window_sum(v: jax.Array) -> jax.Array:
+    v = jnp.pad(pad_to_multiple(v, 2), ((0, 0), (1, 1), (0, 0)))  # [B, T + 2, C]
+    pairs = v.reshape(v.shape[0], -1, 2, v.shape[-1]).sum(2)  # [B, T / 2 + 1, C]
+    return pairs[:, :-1] + pairs[:, 1:]  # [B, T / 2, C]
+
+  counts = window_sum(jnp.ones((1, x.shape[1], 1), x.dtype))  # [1, T / 2, 1]
   return window_sum(x) / counts
 
 
@@ -116,10 +120,10 @@ def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
     [B, 1 + T // hop, n_fft // 2 + 1], floored at sqrt(_POWER_FLOOR).
   """
   pad = n_fft // 2
-  xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")                   # [B, T + n_fft]
-  index = frame_indices(1 + x.shape[1] // hop, n_fft, hop)                # [F, n_fft]
-  frames = xp[:, index] * hann(n_fft).astype(np.float32)                   # [B, F, n_fft]
-  spec = jnp.fft.rfft(frames, axis=-1)                                     # [B, F, n_fft/2 + 1]
+  xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")  # [B, T + n_fft]
+  index = frame_indices(1 + x.shape[1] // hop, n_fft, hop)  # [F, n_fft]
+  frames = xp[:, index] * hann(n_fft).astype(np.float32)  # [B, F, n_fft]
+  spec = jnp.fft.rfft(frames, axis=-1)  # [B, F, n_fft/2 + 1]
   power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
   return jnp.sqrt(jnp.maximum(power, _POWER_FLOOR))
 
@@ -136,7 +140,7 @@ class ScaleDiscriminator(nnx.Module):
   """
 
   def __init__(self, channels: int, width: int, *, rngs: nnx.Rngs):
-    chans = [width * min(4**i, 16) for i in range(5)]                    # w, 4w, 16w, 16w, 16w
+    chans = [width * min(4**i, 16) for i in range(5)]  # w, 4w, 16w, 16w, 16w
     layers = [Conv1d(channels, width, 15, rngs=rngs)]
     layers += [Conv1d(ci, co, 41, 4, rngs=rngs) for ci, co in zip(chans[:-1], chans[1:])]
     layers += [Conv1d(chans[-1], chans[-1], 5, rngs=rngs)]
@@ -154,14 +158,15 @@ class MultiScaleDiscriminator(nnx.Module):
   """
 
   def __init__(self, channels: int, width: int, num_scales: int = 3, *, rngs: nnx.Rngs):
-    self.scales = nnx.List([ScaleDiscriminator(channels, width, rngs=rngs)
-                            for _ in range(num_scales)])
+    self.scales = nnx.List(
+      [ScaleDiscriminator(channels, width, rngs=rngs) for _ in range(num_scales)]
+    )
 
   def __call__(self, x: jax.Array) -> Outputs:
     logits, feats = [], []
     for k, disc in enumerate(self.scales):
       if k:
-        x = avg_pool(x)                                                   # T /= 2
+        x = avg_pool(x)  # T /= 2
       out, f = disc(x)
       logits += out
       feats += f
@@ -187,11 +192,11 @@ class PeriodDiscriminator(nnx.Module):
   def __call__(self, x: jax.Array) -> Outputs:
     b, _, c = x.shape
     p = self.period
-    x = pad_to_multiple(x, p, mode="reflect")                             # [B, p * L, C]
-    x = x.reshape(b, -1, p, c).transpose(0, 2, 1, 3).reshape(b * p, -1, c)   # [B * p, L, C]
-    logits, feats = conv_stack(self.layers, self.post, x)                 # [[B * p, L']]
-    feats = [f.reshape(b, p, *f.shape[1:]) for f in feats]               # [B, p, L', C']
-    return [logits[0].reshape(b, -1)], feats                              # [[B, p * L']]
+    x = pad_to_multiple(x, p, mode="reflect")  # [B, p * L, C]
+    x = x.reshape(b, -1, p, c).transpose(0, 2, 1, 3).reshape(b * p, -1, c)  # [B * p, L, C]
+    logits, feats = conv_stack(self.layers, self.post, x)  # [[B * p, L']]
+    feats = [f.reshape(b, p, *f.shape[1:]) for f in feats]  # [B, p, L', C']
+    return [logits[0].reshape(b, -1)], feats  # [[B, p * L']]
 
 
 def _concat_outputs(discs: Sequence[nnx.Module], x: jax.Array) -> Outputs:
@@ -207,8 +212,9 @@ def _concat_outputs(discs: Sequence[nnx.Module], x: jax.Array) -> Outputs:
 class MultiPeriodDiscriminator(nnx.Module):
   """HiFi-GAN's multi-period discriminator (Kong et al. 2020): one `PeriodDiscriminator` a period."""
 
-  def __init__(self, channels: int, width: int, periods: Sequence[int] = DEFAULT_PERIODS, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, channels: int, width: int, periods: Sequence[int] = DEFAULT_PERIODS, *, rngs: nnx.Rngs
+  ):
     self.periods = tuple(periods)
     self.discs = nnx.List([PeriodDiscriminator(channels, width, p, rngs=rngs) for p in periods])
 
@@ -233,7 +239,7 @@ class ResolutionDiscriminator(nnx.Module):
     self.post = SpectralConv(width, 1, (3, 3), rngs=rngs)
 
   def __call__(self, x: jax.Array) -> Outputs:
-    mono = jnp.mean(x, axis=-1)                                           # [B, T]
+    mono = jnp.mean(x, axis=-1)  # [B, T]
     spec = jnp.log(stft_magnitude(mono, self.n_fft, self.hop))[..., None]  # [B, F, bins, 1]
     return conv_stack(self.layers, self.post, spec)
 
@@ -244,31 +250,40 @@ class MultiResolutionSTFTDiscriminator(nnx.Module):
   `channels` is accepted for a uniform signature: the input is mixed to mono first.
   """
 
-  def __init__(self, channels: int, width: int,
-               resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS, *, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    width: int,
+    resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS,
+    *,
+    rngs: nnx.Rngs,
+  ):
     del channels
     self.resolutions = tuple(tuple(r) for r in resolutions)
-    self.discs = nnx.List([ResolutionDiscriminator(width, n, h, rngs=rngs)
-                           for n, h in self.resolutions])
+    self.discs = nnx.List(
+      [ResolutionDiscriminator(width, n, h, rngs=rngs) for n, h in self.resolutions]
+    )
 
   def __call__(self, x: jax.Array) -> Outputs:
     return _concat_outputs(self.discs, x)
 
 
 AUX_DISCRIMINATORS = {
-    "msd": MultiScaleDiscriminator,
-    "mpd": MultiPeriodDiscriminator,
-    "mrstft": MultiResolutionSTFTDiscriminator,
+  "msd": MultiScaleDiscriminator,
+  "mpd": MultiPeriodDiscriminator,
+  "mrstft": MultiResolutionSTFTDiscriminator,
 }
 
 
-def build_aux_discriminators(names: tuple[str, ...], channels: int, width: int, *,
-                             rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+def build_aux_discriminators(
+  names: tuple[str, ...], channels: int, width: int, *, rngs: nnx.Rngs
+) -> dict[str, nnx.Module]:
   """{name: discriminator} with default settings, for names in `AUX_DISCRIMINATORS`."""
   unknown = [n for n in names if n not in AUX_DISCRIMINATORS]
   if unknown:
-    raise ValueError(f"unknown auxiliary discriminator(s) {unknown}: "
-                     f"valid names are {sorted(AUX_DISCRIMINATORS)}")
+    raise ValueError(
+      f"unknown auxiliary discriminator(s) {unknown}: valid names are {sorted(AUX_DISCRIMINATORS)}"
+    )
   return {n: AUX_DISCRIMINATORS[n](channels, width, rngs=rngs) for n in names}
 
 
@@ -277,8 +292,9 @@ class AuxDiscriminators(nnx.Module):
 
   def __init__(self, names: tuple[str, ...], channels: int, width: int, *, rngs: nnx.Rngs):
     self.names = tuple(names)
-    self.discs = nnx.List(list(build_aux_discriminators(self.names, channels, width,
-                                                        rngs=rngs).values()))
+    self.discs = nnx.List(
+      list(build_aux_discriminators(self.names, channels, width, rngs=rngs).values())
+    )
 
   def __call__(self, x: jax.Array) -> Outputs:
     return _concat_outputs(self.discs, x)
@@ -288,10 +304,14 @@ class AuxDiscriminators(nnx.Module):
 # Losses
 
 
-def feature_matching_loss(real_feats: Sequence[jax.Array], fake_feats: Sequence[jax.Array]) -> jax.Array:
+def feature_matching_loss(
+  real_feats: Sequence[jax.Array], fake_feats: Sequence[jax.Array]
+) -> jax.Array:
   """Mean over feature maps of mean |D_l(x) - D_l(G(z))| (MelGAN, HiFi-GAN); real is a constant."""
-  terms = [jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f))
-           for r, f in zip(real_feats, fake_feats, strict=True)]
+  terms = [
+    jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f))
+    for r, f in zip(real_feats, fake_feats, strict=True)
+  ]
   return jnp.mean(jnp.stack(terms))
 
 
@@ -300,9 +320,9 @@ def _frobenius(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(x**2) + 1e-20)
 
 
-def multi_resolution_stft_loss(real: jax.Array, fake: jax.Array,
-                               resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
-                               ) -> jax.Array:
+def multi_resolution_stft_loss(
+  real: jax.Array, fake: jax.Array, resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
+) -> jax.Array:
   """Sum over (n_fft, hop) of spectral convergence + log-magnitude L1 (Yamamoto et al. 2020).
 
   Args:
@@ -311,11 +331,11 @@ def multi_resolution_stft_loss(real: jax.Array, fake: jax.Array,
     Scalar: sum_r ||S_x| - |S_y||_F / ||S_x||_F + mean |log|S_x| - log|S_y||.
   """
   b, t, c = real.shape
-  real = real.transpose(0, 2, 1).reshape(b * c, t)                      # [B * C, T]
+  real = real.transpose(0, 2, 1).reshape(b * c, t)  # [B * C, T]
   fake = fake.transpose(0, 2, 1).reshape(b * c, t)
   total = jnp.zeros((), jnp.float32)
   for n_fft, hop in resolutions:
-    mag_r = stft_magnitude(real, n_fft, hop)                            # [B * C, F, bins]
+    mag_r = stft_magnitude(real, n_fft, hop)  # [B * C, F, bins]
     mag_f = stft_magnitude(fake, n_fft, hop)
     convergence = _frobenius(mag_r - mag_f) / _frobenius(mag_r)
     log_l1 = jnp.mean(jnp.abs(jnp.log(mag_r) - jnp.log(mag_f)))
@@ -323,19 +343,22 @@ def multi_resolution_stft_loss(real: jax.Array, fake: jax.Array,
   return total
 
 
-def mean_feature_matching_loss(real_feats: Sequence[jax.Array],
-                               fake_feats: Sequence[jax.Array]) -> jax.Array:
+def mean_feature_matching_loss(
+  real_feats: Sequence[jax.Array], fake_feats: Sequence[jax.Array]
+) -> jax.Array:
   """`feature_matching_loss` of the batch means (Salimans et al. 2016).
 
   A vocoder compares each fake with its own real clip; a GAN sampling from noise has no such pair,
   so G matches the real batch's mean activation of every feature map instead.
   """
-  return feature_matching_loss([jnp.mean(r, axis=0) for r in real_feats],
-                               [jnp.mean(f, axis=0) for f in fake_feats])
+  return feature_matching_loss(
+    [jnp.mean(r, axis=0) for r in real_feats], [jnp.mean(f, axis=0) for f in fake_feats]
+  )
 
 
-def mean_spectrum_loss(real: jax.Array, fake: jax.Array,
-                       resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS) -> jax.Array:
+def mean_spectrum_loss(
+  real: jax.Array, fake: jax.Array, resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
+) -> jax.Array:
   """`multi_resolution_stft_loss` of the batch's average magnitude spectra (unpaired clips).
 
   Spectral convergence + log-magnitude L1 between the mean |STFT| over clips and frames of the
@@ -343,11 +366,11 @@ def mean_spectrum_loss(real: jax.Array, fake: jax.Array,
   the corpus' without asking any one clip to copy another.
   """
   b, t, c = real.shape
-  real = real.transpose(0, 2, 1).reshape(b * c, t)                      # [B * C, T]
+  real = real.transpose(0, 2, 1).reshape(b * c, t)  # [B * C, T]
   fake = fake.transpose(0, 2, 1).reshape(fake.shape[0] * c, t)
   total = jnp.zeros((), jnp.float32)
   for n_fft, hop in resolutions:
-    mag_r = jnp.mean(stft_magnitude(real, n_fft, hop), axis=(0, 1))     # [bins]
+    mag_r = jnp.mean(stft_magnitude(real, n_fft, hop), axis=(0, 1))  # [bins]
     mag_f = jnp.mean(stft_magnitude(fake, n_fft, hop), axis=(0, 1))
     convergence = _frobenius(mag_r - mag_f) / _frobenius(mag_r)
     total = total + convergence + jnp.mean(jnp.abs(jnp.log(mag_r) - jnp.log(mag_f)))

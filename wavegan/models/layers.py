@@ -47,25 +47,25 @@ def _conv1d_bwd(pad_l, pad_r, res, g):
   x, w = res
   taps = w.shape[0]
   # dx[m] = sum_t g[m + pad_l - t] w[t]^T: a correlation of g with the flipped, transposed kernel.
-  w_t = jnp.flip(w, 0).transpose(0, 2, 1)                             # [T, C_out, C_in]
-  dx = conv1d(g, w_t, taps - 1 - pad_l, taps - 1 - pad_r)             # [B, L, C_in]
-  dw = _conv1d_weight_grad(x, g, pad_l, pad_r, taps)                 # [T, C_in, C_out]
+  w_t = jnp.flip(w, 0).transpose(0, 2, 1)  # [T, C_out, C_in]
+  dx = conv1d(g, w_t, taps - 1 - pad_l, taps - 1 - pad_r)  # [B, L, C_in]
+  dw = _conv1d_weight_grad(x, g, pad_l, pad_r, taps)  # [T, C_in, C_out]
   return dx, dw.astype(w.dtype)
 
 
 def _conv1d_weight_grad(x: jax.Array, g: jax.Array, pad_l: int, pad_r: int, taps: int) -> jax.Array:
   """dw[t] = sum_{b, l} x_pad[b, l + t]^T g[b, l] for x [B, L, C_in], g [B, L_out, C_out]."""
-  xp = jnp.pad(x, ((0, 0), (pad_l, pad_r), (0, 0)))                 # [B, L_pad, C_in]
+  xp = jnp.pad(x, ((0, 0), (pad_l, pad_r), (0, 0)))  # [B, L_pad, C_in]
   if x.shape[-1] < 16:
     # Few input channels (D's first layer): a matmul per tap is quicker.
     out_len = g.shape[1]
-    return jnp.stack([jnp.einsum("bli,blo->io", xp[:, t:t + out_len], g) for t in range(taps)])
+    return jnp.stack([jnp.einsum("bli,blo->io", xp[:, t : t + out_len], g) for t in range(taps)])
   # The same sum as one canonical convolution: C_in as the batch, B as the input feature and
   # g as a kernel spanning the whole length. 1.2-2.8x faster than per-tap matmuls at batch 64.
-  lhs = xp.transpose(2, 1, 0)                                        # [C_in, L_pad, B]
-  rhs = g.transpose(1, 0, 2)                                         # [L_out, B, C_out]
+  lhs = xp.transpose(2, 1, 0)  # [C_in, L_pad, B]
+  rhs = g.transpose(1, 0, 2)  # [L_out, B, C_out]
   out = jax.lax.conv_general_dilated(lhs, rhs, (1,), [(0, 0)], dimension_numbers=_DN)
-  return out.transpose(1, 0, 2)                                      # [T, C_in, C_out]
+  return out.transpose(1, 0, 2)  # [T, C_in, C_out]
 
 
 conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)
@@ -76,7 +76,7 @@ def same_pad_before(kernel_len: int, stride: int) -> int:
   return max(kernel_len - stride, 0) // 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def polyphase_plan(kernel_len: int, stride: int) -> tuple[np.ndarray, int, int]:
   """Tap table turning a stride-s transposed conv into a stride-1 conv with s outputs per step.
 
@@ -89,13 +89,16 @@ def polyphase_plan(kernel_len: int, stride: int) -> tuple[np.ndarray, int, int]:
     (index [T, s] into W, with K marking a zero tap), left padding, right padding of x.
   """
   p = same_pad_before(kernel_len, stride)
-  js = [j for j in range(-kernel_len, kernel_len + 1)
-        if any(0 <= stride * j + r + p < kernel_len for r in range(stride))]
+  js = [
+    j
+    for j in range(-kernel_len, kernel_len + 1)
+    if any(0 <= stride * j + r + p < kernel_len for r in range(stride))
+  ]
   j_min, j_max = min(js), max(js)
   taps = j_max - j_min + 1
   t = np.arange(taps)[:, None]
   r = np.arange(stride)[None, :]
-  index = stride * (j_max - t) + r + p                            # [T, s]
+  index = stride * (j_max - t) + r + p  # [T, s]
   index = np.where((index >= 0) & (index < kernel_len), index, kernel_len)
   return index, j_max, -j_min
 
@@ -105,7 +108,7 @@ def polyphase_kernel(kernel: jax.Array, stride: int) -> tuple[jax.Array, int, in
   k, c_in, c_out = kernel.shape
   index, pad_l, pad_r = polyphase_plan(k, stride)
   padded = jnp.concatenate([kernel, jnp.zeros((1, c_in, c_out), kernel.dtype)], axis=0)
-  taps = padded[index]                                            # [T, s, C_in, C_out]
+  taps = padded[index]  # [T, s, C_in, C_out]
   taps = taps.transpose(0, 2, 1, 3).reshape(index.shape[0], c_in, stride * c_out)
   return taps, pad_l, pad_r
 
@@ -124,7 +127,7 @@ def space_to_depth_kernel(kernel: jax.Array, stride: int) -> tuple[jax.Array, in
   p = same_pad_before(k, stride)
   u_min, u_max = (-p) // stride, (k - 1 - p) // stride
   taps = u_max - u_min + 1
-  offset = -p - u_min * stride            # where W[0] lands in the flattened [T * s] taps
+  offset = -p - u_min * stride  # where W[0] lands in the flattened [T * s] taps
   padded = jnp.pad(kernel, ((offset, taps * stride - offset - k), (0, 0), (0, 0)))
   return padded.reshape(taps, stride * c_in, c_out), -u_min, u_max
 
@@ -145,9 +148,9 @@ class Upsample1d(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, length, _ = x.shape
     kernel = self.kernel[...].astype(x.dtype)
-    w, pad_l, pad_r = polyphase_kernel(kernel, self.stride)     # [T, C_in, s * C_out]
-    y = conv1d(x, w, pad_l, pad_r)                               # [B, L, s * C_out]
-    y = y.reshape(b, length * self.stride, -1)                  # [B, L, s*C] -> [B, s*L, C]
+    w, pad_l, pad_r = polyphase_kernel(kernel, self.stride)  # [T, C_in, s * C_out]
+    y = conv1d(x, w, pad_l, pad_r)  # [B, L, s * C_out]
+    y = y.reshape(b, length * self.stride, -1)  # [B, L, s*C] -> [B, s*L, C]
     return y + self.bias[...].astype(x.dtype)
 
 
@@ -163,8 +166,8 @@ class Downsample1d(nnx.Module):
     b, n, c = x.shape
     kernel = self.kernel[...].astype(x.dtype)
     w, pad_l, pad_r = space_to_depth_kernel(kernel, self.stride)  # [T, s * C_in, C_out]
-    frames = x.reshape(b, n // self.stride, self.stride * c)      # [B, L, s * C_in]
-    y = conv1d(frames, w, pad_l, pad_r)                            # [B, L, C_out]
+    frames = x.reshape(b, n // self.stride, self.stride * c)  # [B, L, s * C_in]
+    y = conv1d(frames, w, pad_l, pad_r)  # [B, L, C_out]
     return y + self.bias[...].astype(x.dtype)
 
 

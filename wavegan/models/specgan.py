@@ -42,9 +42,9 @@ from wavegan.config import ModelConfig
 from wavegan.models.layers import lrelu, polyphase_plan, same_pad_before
 from wavegan.models.waveform import critic_heads, critic_outputs, embed_style, film, style_layers
 
-KERNEL = 5       # the paper's 5 x 5 kernels
-STRIDE = 2       # every layer halves (D) or doubles (G) both image axes
-N_LAYERS = 5     # so images are 32x the first feature map on each axis
+KERNEL = 5  # the paper's 5 x 5 kernels
+STRIDE = 2  # every layer halves (D) or doubles (G) both image axes
+N_LAYERS = 5  # so images are 32x the first feature map on each axis
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -90,22 +90,22 @@ def _conv2d_bwd(pad, res, g):
   taps = w.shape[0]
   # dx[m] = sum_t g[m + before - t] w[t]^T on each axis: a correlation of g with the kernel
   # flipped on both axes and transposed in its channels.
-  w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)                    # [T, T, C_out, C_in]
-  dx = conv2d(g, w_t, (taps - 1 - pad[0], taps - 1 - pad[1]))        # [B, H, W, C_in]
-  dw = _conv2d_weight_grad(x, g, pad, taps)                          # [T, T, C_in, C_out]
+  w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)  # [T, T, C_out, C_in]
+  dx = conv2d(g, w_t, (taps - 1 - pad[0], taps - 1 - pad[1]))  # [B, H, W, C_in]
+  dw = _conv2d_weight_grad(x, g, pad, taps)  # [T, T, C_in, C_out]
   return dx, dw.astype(w.dtype)
 
 
 def _conv2d_weight_grad(x: jax.Array, g: jax.Array, pad: tuple[int, int], taps: int) -> jax.Array:
   """dw[t1, t2] = sum_{b, h, w} x_pad[b, h + t1, w + t2]^T g[b, h, w]: [T, T, C_in, C_out]."""
-  xp = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))                        # [B, H_pad, W_pad, C_in]
+  xp = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))  # [B, H_pad, W_pad, C_in]
   # The sum as one canonical convolution: C_in as the batch, B as the input feature and g as a
   # kernel spanning the whole image. Per-tap matmuls were no faster in the critic scan, and 8x
   # slower for the layers with 4 channels on one side (D's first, G's last).
-  lhs = xp.transpose(3, 1, 2, 0)                                     # [C_in, H_pad, W_pad, B]
-  rhs = g.transpose(1, 2, 0, 3)                                      # [H, W, B, C_out]
+  lhs = xp.transpose(3, 1, 2, 0)  # [C_in, H_pad, W_pad, B]
+  rhs = g.transpose(1, 2, 0, 3)  # [H, W, B, C_out]
   out = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), [(0, 0), (0, 0)], dimension_numbers=_DN)
-  return out.transpose(1, 2, 0, 3)                                   # [T, T, C_in, C_out]
+  return out.transpose(1, 2, 0, 3)  # [T, T, C_in, C_out]
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -123,10 +123,10 @@ def polyphase_kernel_2d(kernel: jax.Array, stride: int) -> tuple[jax.Array, tupl
     (kernel [T, T, C_in, s*s*C_out], (left, right) padding of each axis of x).
   """
   k, _, c_in, c_out = kernel.shape
-  index, pad_l, pad_r = polyphase_plan(k, stride)                   # [T, s], K = zero tap
+  index, pad_l, pad_r = polyphase_plan(k, stride)  # [T, s], K = zero tap
   taps = index.shape[0]
-  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))        # [K+1, K+1, C_in, C_out]
-  w = padded[index[:, None, :, None], index[None, :, None, :]]      # [T, T, s, s, C_in, C_out]
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # [K+1, K+1, C_in, C_out]
+  w = padded[index[:, None, :, None], index[None, :, None, :]]  # [T, T, s, s, C_in, C_out]
   w = w.transpose(0, 1, 4, 2, 3, 5).reshape(taps, taps, c_in, stride * stride * c_out)
   return w, (pad_l, pad_r)
 
@@ -146,9 +146,9 @@ def space_to_depth_kernel_2d(kernel: jax.Array, stride: int) -> tuple[jax.Array,
   p = same_pad_before(k, stride)
   u_min, u_max = (-p) // stride, (k - 1 - p) // stride
   taps = u_max - u_min + 1
-  offset = -p - u_min * stride             # where W[0] lands in the flattened [T * s] taps
+  offset = -p - u_min * stride  # where W[0] lands in the flattened [T * s] taps
   pad = (offset, taps * stride - offset - k)
-  w = jnp.pad(kernel, (pad, pad, (0, 0), (0, 0)))                   # [T*s, T*s, C_in, C_out]
+  w = jnp.pad(kernel, (pad, pad, (0, 0), (0, 0)))  # [T*s, T*s, C_in, C_out]
   w = w.reshape(taps, stride, taps, stride, c_in, c_out)
   w = w.transpose(0, 2, 1, 3, 4, 5).reshape(taps, taps, stride * stride * c_in, c_out)
   return w, (-u_min, u_max)
@@ -177,8 +177,9 @@ def _glorot(key: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
 class _StridedConv2d(nnx.Module):
   """The parameters of a 5 x 5, stride-s layer: kernel [K, K, C_in, C_out] and bias [C_out]."""
 
-  def __init__(self, c_in: int, c_out: int, kernel_len: int = KERNEL, stride: int = STRIDE, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, c_in: int, c_out: int, kernel_len: int = KERNEL, stride: int = STRIDE, *, rngs: nnx.Rngs
+  ):
     self.stride = stride
     self.kernel = nnx.Param(_glorot(rngs.params(), (kernel_len, kernel_len, c_in, c_out)))
     self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32))
@@ -189,9 +190,9 @@ class Upsample2d(_StridedConv2d):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(x.dtype)
-    w, pad = polyphase_kernel_2d(kernel, self.stride)             # [T, T, C_in, s*s*C_out]
-    y = conv2d(x, w, pad)                                         # [B, H, W, s*s*C_out]
-    y = _depth_to_space(y, self.stride)                           # [B, s*H, s*W, C_out]
+    w, pad = polyphase_kernel_2d(kernel, self.stride)  # [T, T, C_in, s*s*C_out]
+    y = conv2d(x, w, pad)  # [B, H, W, s*s*C_out]
+    y = _depth_to_space(y, self.stride)  # [B, s*H, s*W, C_out]
     return y + self.bias[...].astype(x.dtype)
 
 
@@ -200,9 +201,9 @@ class Downsample2d(_StridedConv2d):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(x.dtype)
-    w, pad = space_to_depth_kernel_2d(kernel, self.stride)        # [T, T, s*s*C_in, C_out]
-    blocks = _space_to_depth(x, self.stride)                      # [B, H, W, s*s*C_in]
-    y = conv2d(blocks, w, pad)                                    # [B, H, W, C_out]
+    w, pad = space_to_depth_kernel_2d(kernel, self.stride)  # [T, T, s*s*C_in, C_out]
+    blocks = _space_to_depth(x, self.stride)  # [B, H, W, s*s*C_in]
+    y = conv2d(blocks, w, pad)  # [B, H, W, C_out]
     return y + self.bias[...].astype(x.dtype)
 
 
@@ -216,8 +217,9 @@ class SpecGenerator(nnx.Module):
     self.style_embed, self.film, extra = style_layers(cfg, widths, rngs=rngs)
     in_dim = cfg.latent_dim + extra
     h0, w0 = self.base_shape
-    self.project = nnx.Linear(in_dim, h0 * w0 * widths[0], rngs=rngs,
-                              kernel_init=nnx.initializers.glorot_uniform())
+    self.project = nnx.Linear(
+      in_dim, h0 * w0 * widths[0], rngs=rngs, kernel_init=nnx.initializers.glorot_uniform()
+    )
     outs = widths[1:] + [cfg.channels]
     self.ups = nnx.List([Upsample2d(ci, co, rngs=rngs) for ci, co in zip(widths, outs)])
 
@@ -225,11 +227,11 @@ class SpecGenerator(nnx.Module):
     b = z.shape[0]
     z, emb = embed_style(self, z, style)
     h0, w0 = self.base_shape
-    x = self.project(z).reshape(b, h0, w0, -1)                                  # [B, 4, 4, 16d]
+    x = self.project(z).reshape(b, h0, w0, -1)  # [B, 4, 4, 16d]
     x = nnx.relu(film(self, x, emb, 0))
     for i, up in enumerate(self.ups[:-1]):
-      x = nnx.relu(film(self, up(x), emb, i + 1))                                # H, W *= 2, C /= 2
-    return jnp.tanh(self.ups[-1](x))                                             # [B, F, K, C]
+      x = nnx.relu(film(self, up(x), emb, i + 1))  # H, W *= 2, C /= 2
+    return jnp.tanh(self.ups[-1](x))  # [B, F, K, C]
 
 
 class SpecDiscriminator(nnx.Module):
@@ -237,7 +239,7 @@ class SpecDiscriminator(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    chans = [cfg.channels] + layer_widths(cfg)[::-1]          # C, d, 2d, 4d, 8d, 16d
+    chans = [cfg.channels] + layer_widths(cfg)[::-1]  # C, d, 2d, 4d, 8d, 16d
     self.downs = nnx.List([Downsample2d(ci, co, rngs=rngs) for ci, co in itertools.pairwise(chans)])
     h0, w0 = base_shape(cfg)
     feat = h0 * w0 * chans[-1]
@@ -251,15 +253,17 @@ class SpecDiscriminator(nnx.Module):
     """
     del rng
     for down in self.downs:
-      x = lrelu(down(x))                                     # H, W /= 2, C *= 2
+      x = lrelu(down(x))  # H, W /= 2, C *= 2
     return x.reshape(x.shape[0], -1)
 
-  def __call__(self, x: jax.Array, style: jax.Array | None, rng: jax.Array | None = None
-               ) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, style: jax.Array | None, rng: jax.Array | None = None
+  ) -> jax.Array:
     return self.logits(x, style, rng)[0]
 
-  def logits(self, x: jax.Array, style: jax.Array | None, rng: jax.Array | None = None
-             ) -> tuple[jax.Array, jax.Array | None]:
+  def logits(
+    self, x: jax.Array, style: jax.Array | None, rng: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array | None]:
     """(realness logit [B], style head [B, cond_dim] with the AC-GAN head, else None)."""
     return critic_outputs(self, self.features(x, rng), style)
 
@@ -271,24 +275,33 @@ def spec_features(audio: jax.Array, mean: jax.Array, std: jax.Array, cfg: ModelC
   corpus moments (channels pooled, see `audio_moments`).
   """
   b, t, c = audio.shape
-  mono = audio.transpose(0, 2, 1).reshape(b * c, t)                            # [B*C, T]
-  log_mag = dsp.log_magnitude(mono, cfg.n_fft, cfg.hop)                    # [B*C, F, K]
+  mono = audio.transpose(0, 2, 1).reshape(b * c, t)  # [B*C, T]
+  log_mag = dsp.log_magnitude(mono, cfg.n_fft, cfg.hop)  # [B*C, F, K]
   x = dsp.normalize(log_mag, mean, std)
-  return x.reshape(b, c, *x.shape[1:]).transpose(0, 2, 3, 1)                    # [B, F, K, C]
+  return x.reshape(b, c, *x.shape[1:]).transpose(0, 2, 3, 1)  # [B, F, K, C]
 
 
-def spec_to_waveform(images: jax.Array, mean: jax.Array, std: jax.Array, cfg: ModelConfig,
-                     seed: int = 0) -> jax.Array:
+def spec_to_waveform(
+  images: jax.Array, mean: jax.Array, std: jax.Array, cfg: ModelConfig, seed: int = 0
+) -> jax.Array:
   """Normalised images [B, F, K, C] -> audio [B, slice_len, C] in [-1, 1] by Griffin-Lim.
 
   Griffin-Lim's phase is only consistent, not bounded, so the result is clipped to the range
   real clips have.
   """
   b, f, k, c = images.shape
-  mono = jnp.asarray(images).transpose(0, 3, 1, 2).reshape(b * c, f, k)        # [B*C, F, K]
-  audio = dsp.spec_to_audio(mono, mean, std, n_iter=cfg.gl_iters, n_fft=cfg.n_fft,
-                                 hop=cfg.hop, length=cfg.slice_len, seed=seed)  # [B*C, T]
-  audio = audio.reshape(b, c, -1).transpose(0, 2, 1)                            # [B, T, C]
+  mono = jnp.asarray(images).transpose(0, 3, 1, 2).reshape(b * c, f, k)  # [B*C, F, K]
+  audio = dsp.spec_to_audio(
+    mono,
+    mean,
+    std,
+    n_iter=cfg.gl_iters,
+    n_fft=cfg.n_fft,
+    hop=cfg.hop,
+    length=cfg.slice_len,
+    seed=seed,
+  )  # [B*C, T]
+  audio = audio.reshape(b, c, -1).transpose(0, 2, 1)  # [B, T, C]
   return jnp.clip(audio, -1.0, 1.0)
 
 
@@ -311,8 +324,8 @@ def _chunks(batches: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[np.ndar
   for batch in batches:
     batch = np.asarray(batch, np.float32)
     while len(batch):
-      take = batch[:chunk - held]
-      batch = batch[len(take):]
+      take = batch[: chunk - held]
+      batch = batch[len(take) :]
       pending.append(take)
       held += len(take)
       if held == chunk:
@@ -324,8 +337,9 @@ def _chunks(batches: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[np.ndar
     yield np.concatenate([rest, pad]), held
 
 
-def audio_moments(batches: Iterable[np.ndarray], cfg: ModelConfig, chunk: int = 256
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def audio_moments(
+  batches: Iterable[np.ndarray], cfg: ModelConfig, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
   """Per-bin mean and std [n_fft // 2] (float32) of the log magnitudes of audio [N, T, C] batches.
 
   The statistics SpecGAN normalises with, channels pooled; computed chunk by chunk so a whole
@@ -334,6 +348,7 @@ def audio_moments(batches: Iterable[np.ndarray], cfg: ModelConfig, chunk: int = 
   Raises:
     ValueError: if `batches` holds no clips.
   """
+
   def log_mags() -> Iterator[np.ndarray]:
     for piece, rows in _chunks(batches, chunk):
       yield np.asarray(_log_mags(jnp.asarray(piece), cfg.n_fft, cfg.hop))[:rows]  # [n, C, F, K]

@@ -29,7 +29,7 @@ def layer_plan(cfg: ModelConfig) -> tuple[int, list[int], list[int]]:
     mult = 32
     last = 2 if cfg.slice_len == 32768 else cfg.stride
     strides = [cfg.stride] * 5 + [last]
-  widths = [mult * cfg.dim // 2**i for i in range(len(strides))]   # e.g. 16d, 8d, 4d, 2d, d
+  widths = [mult * cfg.dim // 2**i for i in range(len(strides))]  # e.g. 16d, 8d, 4d, 2d, d
   return mult, widths, strides
 
 
@@ -57,16 +57,19 @@ def style_vector(style: jax.Array, cfg: ModelConfig) -> jax.Array:
   """
   if not jnp.issubdtype(style.dtype, jnp.integer):
     return style.astype(jnp.float32)
-  ids = style[:, None] if style.ndim == 1 else style                           # [B, K]
+  ids = style[:, None] if style.ndim == 1 else style  # [B, K]
   if ids.shape[1] != len(cfg.groups):
-    raise ValueError(f"style ids for {ids.shape[1]} label field(s); the model has {len(cfg.groups)}")
+    raise ValueError(
+      f"style ids for {ids.shape[1]} label field(s); the model has {len(cfg.groups)}"
+    )
   blocks = [jax.nn.one_hot(ids[:, k], n, dtype=jnp.float32) for k, n in enumerate(cfg.groups)]
   blocks.append(jnp.zeros((ids.shape[0], cfg.num_attributes), jnp.float32))
   return jnp.concatenate(blocks, axis=-1)
 
 
-def style_layers(cfg: ModelConfig, widths: list[int], *, rngs: nnx.Rngs
-                 ) -> tuple[nnx.Param | None, nnx.List | None, int]:
+def style_layers(
+  cfg: ModelConfig, widths: list[int], *, rngs: nnx.Rngs
+) -> tuple[nnx.Param | None, nnx.List | None, int]:
   """G's conditioning layers: (style embedding [cond_dim, E], FiLM layers, width added to z).
 
   FiLM (Perez et al. 2018) is a per-channel scale and shift after every hidden layer, zero
@@ -77,22 +80,27 @@ def style_layers(cfg: ModelConfig, widths: list[int], *, rngs: nnx.Rngs
     return nnx.data(None), nnx.data(None), 0
   embed = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.cond_dim, cfg.style_dim)))
   if cfg.g_cond == "film":
-    film = nnx.List([nnx.Linear(cfg.style_dim, 2 * c, rngs=rngs,
-                                kernel_init=nnx.initializers.zeros_init()) for c in widths])
+    film = nnx.List(
+      [
+        nnx.Linear(cfg.style_dim, 2 * c, rngs=rngs, kernel_init=nnx.initializers.zeros_init())
+        for c in widths
+      ]
+    )
     return embed, film, 0
   return embed, nnx.data(None), cfg.style_dim
 
 
-def embed_style(g: nnx.Module, z: jax.Array, style: jax.Array | None
-                ) -> tuple[jax.Array, jax.Array | None]:
+def embed_style(
+  g: nnx.Module, z: jax.Array, style: jax.Array | None
+) -> tuple[jax.Array, jax.Array | None]:
   """(z, with the style embedding appended unless G uses FiLM; the embedding [B, E] or None)."""
   if g.style_embed is None:
     return z, None
   if style is None:
     raise ValueError("this generator is style-conditioned: pass style ids or weights")
-  emb = style_vector(style, g.cfg) @ g.style_embed[...]                        # [B, E]
+  emb = style_vector(style, g.cfg) @ g.style_embed[...]  # [B, E]
   if g.film is None:
-    z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)                     # [B, latent + E]
+    z = jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)  # [B, latent + E]
   return z, emb
 
 
@@ -100,13 +108,14 @@ def film(g: nnx.Module, x: jax.Array, emb: jax.Array | None, i: int) -> jax.Arra
   """x [B, ..., C] * (1 + scale) + shift from G's i-th FiLM layer (identity without FiLM)."""
   if g.film is None or emb is None:
     return x
-  scale, shift = jnp.split(g.film[i](emb.astype(x.dtype)), 2, axis=-1)           # [B, C] each
+  scale, shift = jnp.split(g.film[i](emb.astype(x.dtype)), 2, axis=-1)  # [B, C] each
   shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   return x * (1.0 + scale.reshape(shape)) + shift.reshape(shape)
 
 
-def critic_heads(cfg: ModelConfig, feat: int, *, rngs: nnx.Rngs
-                 ) -> tuple[nnx.Linear, nnx.Param | None, nnx.Linear | None]:
+def critic_heads(
+  cfg: ModelConfig, feat: int, *, rngs: nnx.Rngs
+) -> tuple[nnx.Linear, nnx.Param | None, nnx.Linear | None]:
   """D's output layers on its features [B, feat]: realness, projection, AC-GAN head.
 
   Projection (Miyato & Koyama 2018) adds <embed(style), h> to the logit; AC-GAN (Odena et al.
@@ -116,18 +125,19 @@ def critic_heads(cfg: ModelConfig, feat: int, *, rngs: nnx.Rngs
   out = nnx.Linear(feat, 1, rngs=rngs, kernel_init=nnx.initializers.glorot_uniform())
   proj, classifier = nnx.data(None), nnx.data(None)
   if cfg.conditional and cfg.d_cond == "projection":
-    proj = nnx.Param(nnx.initializers.normal(feat ** -0.5)(rngs.params(), (cfg.cond_dim, feat)))
+    proj = nnx.Param(nnx.initializers.normal(feat**-0.5)(rngs.params(), (cfg.cond_dim, feat)))
   if cfg.conditional and cfg.d_cond == "acgan":
     classifier = nnx.Linear(feat, cfg.cond_dim, rngs=rngs)
   return out, proj, classifier
 
 
-def critic_outputs(d: nnx.Module, h: jax.Array, style: jax.Array | None
-                   ) -> tuple[jax.Array, jax.Array | None]:
+def critic_outputs(
+  d: nnx.Module, h: jax.Array, style: jax.Array | None
+) -> tuple[jax.Array, jax.Array | None]:
   """(realness logit [B], style head [B, cond_dim] or None) from features h [B, F]."""
-  logit = d.out(h)[:, 0]                                                        # [B]
+  logit = d.out(h)[:, 0]  # [B]
   if d.style_proj is not None and style is not None:
-    emb = style_vector(style, d.cfg) @ d.style_proj[...]                        # [B, F]
+    emb = style_vector(style, d.cfg) @ d.style_proj[...]  # [B, F]
     logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
   classes = d.classifier(h) if d.classifier is not None else None
   return logit, classes
@@ -137,6 +147,7 @@ def generator_class(cfg: ModelConfig) -> type:
   """The generator class of `model.kind`."""
   if cfg.kind == "specgan":
     from wavegan.models.specgan import SpecGenerator  # pylint: disable=g-import-not-at-top (cycle)
+
     return SpecGenerator
   return Generator
 
@@ -150,27 +161,37 @@ class Generator(nnx.Module):
     self.base_len = base_len(cfg)
     self.style_embed, self.film, extra = style_layers(cfg, widths, rngs=rngs)
     in_dim = cfg.latent_dim + extra
-    self.project = nnx.Linear(in_dim, self.base_len * widths[0], rngs=rngs,
-                              kernel_init=nnx.initializers.glorot_uniform())
+    self.project = nnx.Linear(
+      in_dim, self.base_len * widths[0], rngs=rngs, kernel_init=nnx.initializers.glorot_uniform()
+    )
     outs = widths[1:] + [cfg.channels]
-    self.ups = nnx.List([Upsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
-                         for ci, co, s in zip(widths, outs, strides)])
+    self.ups = nnx.List(
+      [Upsample1d(ci, co, cfg.kernel_len, s, rngs=rngs) for ci, co, s in zip(widths, outs, strides)]
+    )
     self.post_filter = nnx.data(None)
     if cfg.post_filter_len:
-      self.post_filter = nnx.Param(nnx.initializers.glorot_uniform(in_axis=(0, 1), out_axis=2)(
-          rngs.params(), (cfg.post_filter_len, cfg.channels, cfg.channels)))
+      self.post_filter = nnx.Param(
+        nnx.initializers.glorot_uniform(in_axis=(0, 1), out_axis=2)(
+          rngs.params(), (cfg.post_filter_len, cfg.channels, cfg.channels)
+        )
+      )
 
   def __call__(self, z: jax.Array, style: jax.Array | None = None) -> jax.Array:
     b = z.shape[0]
     z, emb = embed_style(self, z, style)
-    x = self.project(z).reshape(b, self.base_len, -1)                             # [B, 16, 16d]
+    x = self.project(z).reshape(b, self.base_len, -1)  # [B, 16, 16d]
     x = nnx.relu(film(self, x, emb, 0))
     for i, up in enumerate(self.ups[:-1]):
-      x = nnx.relu(film(self, up(x), emb, i + 1))                                # T *= 4, C /= 2
-    x = jnp.tanh(self.ups[-1](x))                                                # [B, T, C]
+      x = nnx.relu(film(self, up(x), emb, i + 1))  # T *= 4, C /= 2
+    x = jnp.tanh(self.ups[-1](x))  # [B, T, C]
     if self.post_filter is not None:
-      x = jax.lax.conv_general_dilated(x, self.post_filter[...].astype(x.dtype), (1,), "SAME",
-                                       dimension_numbers=("NWC", "WIO", "NWC"))
+      x = jax.lax.conv_general_dilated(
+        x,
+        self.post_filter[...].astype(x.dtype),
+        (1,),
+        "SAME",
+        dimension_numbers=("NWC", "WIO", "NWC"),
+      )
     return x
 
 
@@ -180,9 +201,13 @@ class Discriminator(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     mult, widths, strides = layer_plan(cfg)
-    chans = [cfg.channels] + widths[::-1]                     # C, d, 2d, 4d, 8d, 16d (, 32d)
-    self.downs = nnx.List([Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
-                           for ci, co, s in zip(chans[:-1], chans[1:], strides[::-1])])
+    chans = [cfg.channels] + widths[::-1]  # C, d, 2d, 4d, 8d, 16d (, 32d)
+    self.downs = nnx.List(
+      [
+        Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
+        for ci, co, s in zip(chans[:-1], chans[1:], strides[::-1])
+      ]
+    )
     feat = base_len(cfg) * chans[-1]
     self.out, self.style_proj, self.classifier = critic_heads(cfg, feat, rngs=rngs)
 
@@ -190,7 +215,7 @@ class Discriminator(nnx.Module):
     """[B, T, C] -> flat features [B, 16 * 16d]."""
     keys = jax.random.split(rng, len(self.downs))
     for i, down in enumerate(self.downs):
-      x = lrelu(down(x))                                     # T /= 4, C *= 2
+      x = lrelu(down(x))  # T /= 4, C *= 2
       if i < 4:  # the TF code shuffles after the first four layers only
         x = phase_shuffle(x, keys[i], self.cfg.phase_shuffle)
     return x.reshape(x.shape[0], -1)
@@ -198,7 +223,8 @@ class Discriminator(nnx.Module):
   def __call__(self, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
     return self.logits(x, style, rng)[0]
 
-  def logits(self, x: jax.Array, style: jax.Array | None, rng: jax.Array
-             ) -> tuple[jax.Array, jax.Array | None]:
+  def logits(
+    self, x: jax.Array, style: jax.Array | None, rng: jax.Array
+  ) -> tuple[jax.Array, jax.Array | None]:
     """(realness logit [B], style head [B, cond_dim] with the AC-GAN head, else None)."""
     return critic_outputs(self, self.features(x, rng), style)

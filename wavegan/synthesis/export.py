@@ -33,12 +33,12 @@ from wavegan.files import atomic_path
 
 FORMAT = "wavegan-generator"
 FORMAT_VERSION = 2
-ARRAYS_ONLY_VERSION = 1   # older files: the digest covers the arrays, not the metadata
+ARRAYS_ONLY_VERSION = 1  # older files: the digest covers the arrays, not the metadata
 SEPARATOR = "/"
 DIGEST_KEY = "sha256"
-_PLACEHOLDER = "0" * 64   # the digest's place while the file's digest is computed
+_PLACEHOLDER = "0" * 64  # the digest's place while the file's digest is computed
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_PREFIX = 8               # safetensors: little-endian u64 header length
+_PREFIX = 8  # safetensors: little-endian u64 header length
 
 
 class ModelFileError(ConfigError):
@@ -111,8 +111,11 @@ def _damaged(path: str, why: str) -> ModelFileError:
 
 
 def _altered(path: str) -> ModelFileError:
-  return ModelFileError(one_line(f"{path}: the file does not match its checksum (it was altered "
-                                 "or damaged; export it again)"))
+  return ModelFileError(
+    one_line(
+      f"{path}: the file does not match its checksum (it was altered or damaged; export it again)"
+    )
+  )
 
 
 def _read_header(path: str, data: bytes) -> tuple[int, dict[str, str]]:
@@ -122,10 +125,12 @@ def _read_header(path: str, data: bytes) -> tuple[int, dict[str, str]]:
     raise _damaged(path, f"{len(data)} bytes: too short")
   n = int.from_bytes(data[:_PREFIX], "little")
   if not 2 <= n <= len(data) - _PREFIX:
-    raise _damaged(path, f"header length {n} does not fit in {len(data)} bytes: truncated, or "
-                   "not a safetensors file")
+    raise _damaged(
+      path,
+      f"header length {n} does not fit in {len(data)} bytes: truncated, or not a safetensors file",
+    )
   try:
-    header = json.loads(data[_PREFIX:_PREFIX + n].decode("utf-8"))
+    header = json.loads(data[_PREFIX : _PREFIX + n].decode("utf-8"))
   except ValueError as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
     raise _damaged(path, f"header: {str(err).splitlines()[0]}") from None
   if not isinstance(header, dict):
@@ -142,10 +147,15 @@ def _read_header(path: str, data: bytes) -> tuple[int, dict[str, str]]:
 def _data_size(header: dict[str, Any]) -> int:
   """The bytes of arrays a safetensors header announces (0 where it cannot tell: the checksum
   then decides)."""
-  ends = [entry["data_offsets"][1] for name, entry in header.items()
-          if name != "__metadata__" and isinstance(entry, dict)
-          and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
-          and isinstance(entry["data_offsets"][1], int)]
+  ends = [
+    entry["data_offsets"][1]
+    for name, entry in header.items()
+    if name != "__metadata__"
+    and isinstance(entry, dict)
+    and isinstance(entry.get("data_offsets"), list)
+    and len(entry["data_offsets"]) == 2
+    and isinstance(entry["data_offsets"][1], int)
+  ]
   return max(ends, default=0)
 
 
@@ -176,7 +186,9 @@ def _arrays(path: str, data: bytes) -> dict[str, np.ndarray]:
   except Exception as err:  # pylint: disable=broad-except
     # Reached only by version-1 files (a sealed file was checked byte for byte); whatever
     # safetensors or numpy say about damaged arrays, the user is told in one line.
-    raise _damaged(path, f"arrays: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    raise _damaged(
+      path, f"arrays: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    ) from None
 
 
 def read_verified(path: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
@@ -192,14 +204,19 @@ def read_verified(path: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     raise _damaged(path, err.strerror or str(err)) from None
   header_end, meta = _read_header(path, data)
   if meta.get("format") != FORMAT:
-    raise ModelFileError(one_line(f"{path}: not a WaveGAN model file (format "
-                                  f"{meta.get('format')!r})"))
+    raise ModelFileError(
+      one_line(f"{path}: not a WaveGAN model file (format {meta.get('format')!r})")
+    )
   version = meta.get("version")
   if version == str(FORMAT_VERSION):
     _check_sealed(path, data, header_end, meta)
   elif version != str(ARRAYS_ONLY_VERSION):
-    raise ModelFileError(one_line(f"{path}: model format version {version}; this version reads "
-                                  f"{ARRAYS_ONLY_VERSION} and {FORMAT_VERSION}"))
+    raise ModelFileError(
+      one_line(
+        f"{path}: model format version {version}; this version reads "
+        f"{ARRAYS_ONLY_VERSION} and {FORMAT_VERSION}"
+      )
+    )
   tensors = _arrays(path, data)
   if version == str(ARRAYS_ONLY_VERSION) and digest(tensors) != meta.get(DIGEST_KEY):
     raise _altered(path)
@@ -225,9 +242,15 @@ def generator_graph(model: ModelConfig) -> tuple[Any, Any]:
   return graph, nnx.to_pure_dict(params)
 
 
-def save_model(path: str, model: ModelConfig, styles: tuple[str, ...], sample_rate: int,
-               params: Any, info: dict[str, Any] | None = None,
-               extras: dict[str, Any] | None = None) -> str:
+def save_model(
+  path: str,
+  model: ModelConfig,
+  styles: tuple[str, ...],
+  sample_rate: int,
+  params: Any,
+  info: dict[str, Any] | None = None,
+  extras: dict[str, Any] | None = None,
+) -> str:
   """Writes an exported model file atomically: sealed, re-read and verified before it gets its
   final name, with ordinary file permissions.
 
@@ -250,10 +273,16 @@ def save_model(path: str, model: ModelConfig, styles: tuple[str, ...], sample_ra
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
   tensors = flatten(params)
-  metadata = {"format": FORMAT, "version": str(FORMAT_VERSION),
-              "model": _json(dataclasses.asdict(model)), "styles": _json(list(styles)),
-              "sample_rate": str(int(sample_rate)), "info": _json(info or {}),
-              "extras": _json(extras or {}), DIGEST_KEY: _PLACEHOLDER}
+  metadata = {
+    "format": FORMAT,
+    "version": str(FORMAT_VERSION),
+    "model": _json(dataclasses.asdict(model)),
+    "styles": _json(list(styles)),
+    "sample_rate": str(int(sample_rate)),
+    "info": _json(info or {}),
+    "extras": _json(extras or {}),
+    DIGEST_KEY: _PLACEHOLDER,
+  }
   with atomic_path(path, verify=read_verified) as tmp:
     save_file(tensors, tmp, metadata=metadata)
     _seal(tmp)
@@ -289,12 +318,18 @@ def load_model(path: str) -> ExportedModel:
   if set(expected) != set(tensors):
     missing = sorted(set(expected) - set(tensors))[:3]
     extra = sorted(set(tensors) - set(expected))[:3]
-    raise ModelFileError(one_line(f"{path}: parameters do not fit the model config (missing "
-                                  f"{missing}, unexpected {extra})"))
+    raise ModelFileError(
+      one_line(
+        f"{path}: parameters do not fit the model config (missing {missing}, unexpected {extra})"
+      )
+    )
   for name, spec in expected.items():
     if tuple(tensors[name].shape) != tuple(spec.shape):
-      raise ModelFileError(one_line(f"{path}: parameter {name} has shape {tensors[name].shape}, "
-                                    f"the model wants {spec.shape}"))
+      raise ModelFileError(
+        one_line(
+          f"{path}: parameter {name} has shape {tensors[name].shape}, the model wants {spec.shape}"
+        )
+      )
   return ExportedModel(model, styles, sample_rate, unflatten(structure, tensors), info, extras)
 
 

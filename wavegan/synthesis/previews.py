@@ -16,9 +16,9 @@ def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.n
   audio = np.asarray(audio, np.float32)
   pad = np.pad(audio, (n_fft // 2, n_fft // 2))
   n_frames = 1 + (len(pad) - n_fft) // hop
-  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]    # [frames, n_fft]
+  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]  # [frames, n_fft]
   frames = pad[idx] * np.hanning(n_fft).astype(np.float32)
-  mag = np.abs(np.fft.rfft(frames, axis=-1)).T                           # [freq, frames]
+  mag = np.abs(np.fft.rfft(frames, axis=-1)).T  # [freq, frames]
   return 20.0 * np.log10(np.maximum(mag, 1e-5))
 
 
@@ -43,10 +43,12 @@ def save_png(fig: Any, path: str, dpi: int) -> str:
   return path
 
 
-def spectrogram_grid(audio: np.ndarray, rows: list[str], path: str, sample_rate: int,
-                     title: str = "") -> str:
+def spectrogram_grid(
+  audio: np.ndarray, rows: list[str], path: str, sample_rate: int, title: str = ""
+) -> str:
   """Saves a PNG grid of spectrograms: audio [R * K, T, C], row r holds clips r*K .. r*K+K-1."""
   import matplotlib
+
   matplotlib.use("Agg")  # headless: previews are written during training, often over ssh
   import matplotlib.pyplot as plt
 
@@ -58,8 +60,15 @@ def spectrogram_grid(audio: np.ndarray, rows: list[str], path: str, sample_rate:
     for k in range(per_row):
       ax = axes[r][k]
       spec = log_spectrogram(audio[r * per_row + k].mean(axis=-1))
-      ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=spec.max(),
-                extent=(0, duration, 0, sample_rate / 2000))
+      ax.imshow(
+        spec,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=-80,
+        vmax=spec.max(),
+        extent=(0, duration, 0, sample_rate / 2000),
+      )
       ax.set_xticks([])
       ax.set_yticks([])
       if k == 0:

@@ -26,7 +26,8 @@ import json
 import os
 import string
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -38,18 +39,38 @@ from wavegan.files import atomic_path
 from wavegan.synthesis.synthesizer import LATENT_LIMIT, Synthesizer, interpolation_path
 
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
-SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
-            ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24", ("ogg", "vorbis"): "VORBIS"}
+SUBTYPES = {
+  ("wav", "16"): "PCM_16",
+  ("wav", "24"): "PCM_24",
+  ("wav", "float"): "FLOAT",
+  ("flac", "16"): "PCM_16",
+  ("flac", "24"): "PCM_24",
+  ("ogg", "vorbis"): "VORBIS",
+}
 _SAMPLE_BYTES = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4, "VORBIS": 2}
-_HEADER_BYTES = 4096            # headers, FLAC frame overhead, file-system rounding
-MAX_COUNT = 10**12              # far past any disk; the free-space check refuses long before
-ENUMERATE_LIMIT = 10**7         # past this many clips, size the render before looking for files
+_HEADER_BYTES = 4096  # headers, FLAC frame overhead, file-system rounding
+MAX_COUNT = 10**12  # far past any disk; the free-space check refuses long before
+ENUMERATE_LIMIT = 10**7  # past this many clips, size the render before looking for files
 LATENT_SOURCES = ("random", "file", "interpolate")
 NORMALIZE = ("none", "peak", "loudness")
 TEMPLATE_FIELDS = ("job", "style", "seed", "index")
-MANIFEST_FIELDS = ("file", "job", "style", "seed", "latent_index", "latents", "latent_row", "batch_size",
-                   "format", "subtype", "sample_rate", "normalize", "peak_db", "loudness_lufs",
-                   "fade_out_ms")
+MANIFEST_FIELDS = (
+  "file",
+  "job",
+  "style",
+  "seed",
+  "latent_index",
+  "latents",
+  "latent_row",
+  "batch_size",
+  "format",
+  "subtype",
+  "sample_rate",
+  "normalize",
+  "peak_db",
+  "loudness_lufs",
+  "fade_out_ms",
+)
 
 
 class JobError(ConfigError):
@@ -104,15 +125,32 @@ class RenderJob:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "count": (int,), "seed": (int,), "style": (str, dict), "latent": (str,),
-    "latent_file": (str,), "seeds": (list,), "interpolation": (str,), "format": (str,),
-    "subtype": (str, int), "sample_rate": (int,), "normalize": (str,), "peak_db": (int, float),
-    "loudness_lufs": (int, float), "fade_out_ms": (int, float), "filename": (str,),
+  "name": (str,),
+  "count": (int,),
+  "seed": (int,),
+  "style": (str, dict),
+  "latent": (str,),
+  "latent_file": (str,),
+  "seeds": (list,),
+  "interpolation": (str,),
+  "format": (str,),
+  "subtype": (str, int),
+  "sample_rate": (int,),
+  "normalize": (str,),
+  "peak_db": (int, float),
+  "loudness_lufs": (int, float),
+  "fade_out_ms": (int, float),
+  "filename": (str,),
 }
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a table",
-               list: "an array"}
+_TYPE_NAMES = {
+  str: "a string",
+  int: "an integer",
+  float: "a number",
+  dict: "a table",
+  list: "an array",
+}
 
 
 def _job_error(label: str, key: str, msg: str) -> JobError:
@@ -162,7 +200,9 @@ def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> Ren
   need(job.latent in LATENT_SOURCES, "latent", f"must be one of {', '.join(LATENT_SOURCES)}")
   if job.latent == "file":
     need(bool(job.latent_file), "latent_file", "latent = 'file' needs a .npy file")
-    path = job.latent_file if os.path.isabs(job.latent_file) else os.path.join(base_dir, job.latent_file)
+    path = (
+      job.latent_file if os.path.isabs(job.latent_file) else os.path.join(base_dir, job.latent_file)
+    )
     need(os.path.isfile(path), "latent_file", f"{path}: no such file")
     job = dataclasses.replace(job, latent_file=os.path.abspath(path))
   else:
@@ -178,28 +218,49 @@ def parse_job(table: Mapping[str, Any], number: int, base_dir: str = ".") -> Ren
   need(job.interpolation in ("linear", "slerp"), "interpolation", "must be 'linear' or 'slerp'")
   need(job.format in FORMATS, "format", f"must be one of {', '.join(FORMATS)}")
   subtypes = sorted(s for f, s in SUBTYPES if f == job.format)
-  need(not job.subtype or (job.format, job.subtype) in SUBTYPES, "subtype",
-       f"{job.format} takes {', '.join(subtypes)}")
-  need(job.sample_rate == 0 or 1000 <= job.sample_rate <= 384000, "sample_rate",
-       "must be 0 (the model's rate) or 1000..384000")
+  need(
+    not job.subtype or (job.format, job.subtype) in SUBTYPES,
+    "subtype",
+    f"{job.format} takes {', '.join(subtypes)}",
+  )
+  need(
+    job.sample_rate == 0 or 1000 <= job.sample_rate <= 384000,
+    "sample_rate",
+    "must be 0 (the model's rate) or 1000..384000",
+  )
   need(job.normalize in NORMALIZE, "normalize", f"must be one of {', '.join(NORMALIZE)}")
   need(job.peak_db <= 0, "peak_db", "must be <= 0 dBFS")
   need(job.fade_out_ms >= 0, "fade_out_ms", "must be >= 0")
   try:
     fields = [f for _, f, _, _ in string.Formatter().parse(job.filename) if f is not None]
     bad = [f for f in fields if f.split(".")[0].split("[")[0] not in TEMPLATE_FIELDS]
-    need(not bad, "filename", f"unknown field {{{bad[0] if bad else ''}}}; valid: "
-         + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS))
+    need(
+      not bad,
+      "filename",
+      f"unknown field {{{bad[0] if bad else ''}}}; valid: "
+      + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS),
+    )
     job.filename.format(job=name, style="s", seed=0, index=0)
   except (ValueError, IndexError, KeyError) as err:
     raise _job_error(label, "filename", f"not a valid template ({err})") from None
-  need(".." not in job.filename.split("/") and not job.filename.startswith("/"), "filename",
-       "must stay inside the output folder")
-  need(bool(job.filename.strip()) and all(part for part in job.filename.split("/")), "filename",
-       "must name a file (no empty parts)")
-  bad_char = next((c for c in job.filename if not c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF), None)
-  need(bad_char is None, "filename", f"holds the unprintable character {bad_char!r}; use "
-       "letters, digits and punctuation")
+  need(
+    ".." not in job.filename.split("/") and not job.filename.startswith("/"),
+    "filename",
+    "must stay inside the output folder",
+  )
+  need(
+    bool(job.filename.strip()) and all(part for part in job.filename.split("/")),
+    "filename",
+    "must name a file (no empty parts)",
+  )
+  bad_char = next(
+    (c for c in job.filename if not c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF), None
+  )
+  need(
+    bad_char is None,
+    "filename",
+    f"holds the unprintable character {bad_char!r}; use letters, digits and punctuation",
+  )
   try:
     os.fsencode(job.filename)
   except UnicodeError:
@@ -251,8 +312,8 @@ class Plan:
   job: RenderJob
   count: int
   latent_dim: int
-  points: np.ndarray | None = None       # latent = "interpolate": the seeds' latents [P, latent]
-  rows: np.ndarray | None = None         # latent = "file": the file's rows, memory-mapped
+  points: np.ndarray | None = None  # latent = "interpolate": the seeds' latents [P, latent]
+  rows: np.ndarray | None = None  # latent = "file": the file's rows, memory-mapped
 
   def latents(self, synth: Synthesizer, start: int, stop: int) -> np.ndarray:
     """Latents float32 [stop - start, latent] of clips start .. stop - 1."""
@@ -267,8 +328,12 @@ class Plan:
 
   def file(self, synth: Synthesizer, i: int) -> str:
     """Clip i's file, relative to the output folder, with its extension."""
-    name = self.job.filename.format(job=self.job.name, seed=self.job.seed, index=i,
-                                    style=_file_safe(self.style_label(synth, i)) or "clip")
+    name = self.job.filename.format(
+      job=self.job.name,
+      seed=self.job.seed,
+      index=i,
+      style=_file_safe(self.style_label(synth, i)) or "clip",
+    )
     return f"{name}.{self.job.format}"
 
   def _checked(self, synth: Synthesizer, label: str) -> Plan:
@@ -293,12 +358,16 @@ def _style_label(synth: Synthesizer, style: Any, i: int) -> str:
 def _check_latent_rows(label: str, rows: np.ndarray, chunk: int = 65536) -> None:
   """Refuses a latent file with non-finite or out-of-range values (read chunk by chunk)."""
   for start in range(0, rows.shape[0], chunk):
-    part = np.asarray(rows[start:start + chunk], np.float64)
+    part = np.asarray(rows[start : start + chunk], np.float64)
     bad = ~np.isfinite(part) | (np.abs(part) > LATENT_LIMIT)
     if bad.any():
       row = start + int(np.argwhere(bad)[0][0])
-      raise _job_error(label, "latent_file", f"row {row} holds {part[bad][0]}: latents must be "
-                       f"finite and within [-{LATENT_LIMIT:g}, {LATENT_LIMIT:g}]")
+      raise _job_error(
+        label,
+        "latent_file",
+        f"row {row} holds {part[bad][0]}: latents must be "
+        f"finite and within [-{LATENT_LIMIT:g}, {LATENT_LIMIT:g}]",
+      )
 
 
 def plan_job(synth: Synthesizer, job: RenderJob, number: int) -> Plan:
@@ -319,8 +388,9 @@ def plan_job(synth: Synthesizer, job: RenderJob, number: int) -> Plan:
   except (OSError, ValueError) as err:
     raise _job_error(label, "latent_file", f"cannot read ({one_line(str(err))})") from None
   if rows.ndim != 2 or rows.shape[1] != dim or not np.issubdtype(rows.dtype, np.floating):
-    raise _job_error(label, "latent_file", f"must hold float latents [n, {dim}]; got "
-                     f"{rows.dtype} {rows.shape}")
+    raise _job_error(
+      label, "latent_file", f"must hold float latents [n, {dim}]; got {rows.dtype} {rows.shape}"
+    )
   count = job.count or rows.shape[0]
   if count > rows.shape[0]:
     raise _job_error(label, "count", f"{count} clips but the latent file has {rows.shape[0]} rows")
@@ -364,8 +434,10 @@ def parse_style(text: str | None) -> str | dict[str, Any] | None:
     key, sep, value = part.partition("=")
     key, value = key.strip(), value.strip()
     if not sep or not key or not value:
-      raise ConfigError(f"--style {text}: expected name=value pairs separated by commas, "
-                        f"e.g. kick=0.7,tom=0.3; got {part.strip()!r}")
+      raise ConfigError(
+        f"--style {text}: expected name=value pairs separated by commas, "
+        f"e.g. kick=0.7,tom=0.3; got {part.strip()!r}"
+      )
     if key in out:
       raise ConfigError(f"--style {text}: {key!r} is given twice")
     try:
@@ -395,8 +467,10 @@ def check_plans(synth: Synthesizer, plans: list[Plan]) -> None:
     for i in range(p.count):
       f = p.file(synth, i)
       if f in seen:
-        raise JobError(f"job {p.job.name!r}: key 'filename': {one_line(f)} is also a file of job "
-                       f"{seen[f]!r}; add {{index}} or {{job}} to the template")
+        raise JobError(
+          f"job {p.job.name!r}: key 'filename': {one_line(f)} is also a file of job "
+          f"{seen[f]!r}; add {{index}} or {{job}} to the template"
+        )
       seen[f] = p.job.name
 
 
@@ -410,8 +484,9 @@ def clip_bytes(job: RenderJob, model: Any, model_rate: int) -> int:
 
 def render_bytes(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray]) -> int:
   """What a render will add to the disk: its missing clips and its latent files."""
-  audio = sum(idx.size * clip_bytes(p.job, synth.model, synth.sample_rate)
-              for p, idx in zip(plans, todo))
+  audio = sum(
+    idx.size * clip_bytes(p.job, synth.model, synth.sample_rate) for p, idx in zip(plans, todo)
+  )
   return audio + sum(p.count * p.latent_dim * 4 + _HEADER_BYTES for p in plans)
 
 
@@ -441,14 +516,18 @@ def postprocess(audio: np.ndarray, job: RenderJob, model_rate: int) -> np.ndarra
 
 def _verify_audio(frames: int, channels: int) -> Callable[[str], None]:
   """A check that a written audio file decodes whole to `frames` x `channels`."""
+
   def verify(tmp: str) -> None:
     try:
       data, _ = sf.read(tmp, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
       raise UserError(f"{one_line(tmp)}: the written file does not decode ({err})") from None
     if data.shape != (frames, channels):
-      raise UserError(f"{one_line(tmp)}: the written file holds {data.shape[0]} x "
-                      f"{data.shape[1]} frames, expected {frames} x {channels}")
+      raise UserError(
+        f"{one_line(tmp)}: the written file holds {data.shape[0]} x "
+        f"{data.shape[1]} frames, expected {frames} x {channels}"
+      )
+
   return verify
 
 
@@ -458,8 +537,9 @@ def write_clip(path: str, audio: np.ndarray, job: RenderJob, model_rate: int) ->
   x = postprocess(audio, job, model_rate)
   with atomic_path(path, _verify_audio(x.shape[0], x.shape[1])) as tmp:
     try:
-      sf.write(tmp, x, job.sample_rate or model_rate, format=FORMATS[job.format],
-               subtype=job.sound_subtype)
+      sf.write(
+        tmp, x, job.sample_rate or model_rate, format=FORMATS[job.format], subtype=job.sound_subtype
+      )
     except (AssertionError, RuntimeError) as err:
       # libsndfile reports a short write as an assertion or a generic error, not an OSError.
       if files.free_bytes(path) < x.size * _SAMPLE_BYTES[job.sound_subtype]:
@@ -471,8 +551,11 @@ def save_latents(path: str, synth: Synthesizer, plan: Plan, chunk: int = 65536) 
   """Writes a plan's latents [count, latent] to `path` chunk by chunk (never all in memory)."""
   with atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
-      header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-                "fortran_order": False, "shape": (plan.count, plan.latent_dim)}
+      header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": (plan.count, plan.latent_dim),
+      }
       np.lib.format.write_array_header_1_0(f, header)
       for start in range(0, plan.count, chunk):
         f.write(plan.latents(synth, start, min(plan.count, start + chunk)).tobytes())
@@ -482,12 +565,23 @@ def manifest_rows(synth: Synthesizer, plan: Plan, latents_path: str) -> Iterator
   """One manifest row per clip of a plan."""
   j = plan.job
   for i in range(plan.count):
-    yield {"file": plan.file(synth, i), "job": j.name, "style": plan.style_label(synth, i),
-           "seed": j.seed if j.latent == "random" else "", "latent_index": i,
-           "latents": latents_path, "latent_row": i, "batch_size": synth.batch_size,
-           "format": j.format,
-           "subtype": j.sound_subtype, "sample_rate": j.sample_rate, "normalize": j.normalize,
-           "peak_db": j.peak_db, "loudness_lufs": j.loudness_lufs, "fade_out_ms": j.fade_out_ms}
+    yield {
+      "file": plan.file(synth, i),
+      "job": j.name,
+      "style": plan.style_label(synth, i),
+      "seed": j.seed if j.latent == "random" else "",
+      "latent_index": i,
+      "latents": latents_path,
+      "latent_row": i,
+      "batch_size": synth.batch_size,
+      "format": j.format,
+      "subtype": j.sound_subtype,
+      "sample_rate": j.sample_rate,
+      "normalize": j.normalize,
+      "peak_db": j.peak_db,
+      "loudness_lufs": j.loudness_lufs,
+      "fade_out_ms": j.fade_out_ms,
+    }
 
 
 def _read_manifest(out: str) -> dict[str, dict[str, Any]]:
@@ -499,8 +593,14 @@ def _read_manifest(out: str) -> dict[str, dict[str, Any]]:
     return {}  # none yet, or unreadable: rebuilt from this render's rows
 
 
-def check_unchanged(synth: Synthesizer, plan: Plan, todo: np.ndarray, out: str,
-                    recorded: dict[str, dict[str, Any]], chunk: int = 65536) -> None:
+def check_unchanged(
+  synth: Synthesizer,
+  plan: Plan,
+  todo: np.ndarray,
+  out: str,
+  recorded: dict[str, dict[str, Any]],
+  chunk: int = 65536,
+) -> None:
   """Refuses to resume a job whose existing files were rendered from another job: the manifest
   and the latents file must go on describing the files on disk.
 
@@ -519,27 +619,36 @@ def check_unchanged(synth: Synthesizer, plan: Plan, todo: np.ndarray, out: str,
   advice = "pass --overwrite to render the job again, or choose another output folder"
   for i, row in enumerate(manifest_rows(synth, plan, f"latents/{name}.npy")):
     old = recorded.get(row["file"]) if exists[i] else None
-    changed = [k for k in MANIFEST_FIELDS
-               if old is not None and k in old and k != "batch_size" and old[k] != row[k]]
+    changed = [
+      k
+      for k in MANIFEST_FIELDS
+      if old is not None and k in old and k != "batch_size" and old[k] != row[k]
+    ]
     if changed:
       k = changed[0]
-      raise JobError(f"job {name!r}: {one_line(row['file'])} exists but was rendered with "
-                     f"{k} = {old.get(k)!r}, the job now gives {row[k]!r}; {advice}")
+      raise JobError(
+        f"job {name!r}: {one_line(row['file'])} exists but was rendered with "
+        f"{k} = {old.get(k)!r}, the job now gives {row[k]!r}; {advice}"
+      )
   path = os.path.join(out, "latents", f"{name}.npy")
   try:
     saved = np.load(path, mmap_mode="r")
   except (OSError, ValueError):
     return  # no latents were kept: nothing to compare
   if saved.ndim != 2 or saved.shape[1] != plan.latent_dim or saved.shape[0] < plan.count:
-    raise JobError(f"job {name!r}: its files exist but {path} holds latents of shape "
-                   f"{saved.shape}; {advice}")
+    raise JobError(
+      f"job {name!r}: its files exist but {path} holds latents of shape {saved.shape}; {advice}"
+    )
   for lo in range(0, plan.count, chunk):  # a chunk of latents in memory at a time
     hi = min(plan.count, lo + chunk)
     ids = np.flatnonzero(exists[lo:hi])
-    if ids.size and not np.array_equal(np.asarray(saved[lo + ids]),
-                                       plan.latents(synth, lo, hi)[ids]):
-      raise JobError(f"job {name!r}: its files exist but were rendered from other latents "
-                     f"(its seed, seeds, interpolation or latent file changed); {advice}")
+    if ids.size and not np.array_equal(
+      np.asarray(saved[lo + ids]), plan.latents(synth, lo, hi)[ids]
+    ):
+      raise JobError(
+        f"job {name!r}: its files exist but were rendered from other latents "
+        f"(its seed, seeds, interpolation or latent file changed); {advice}"
+      )
 
 
 def _write_manifest(out: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -565,9 +674,16 @@ class RenderReport:
   seconds: float
 
 
-def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bool = False,
-           progress: bool = False, writers: int = 2,
-           on_plan: Callable[[list[Plan]], None] | None = None) -> RenderReport:
+def render(
+  synth: Synthesizer,
+  jobs: list[RenderJob],
+  out: str,
+  *,
+  overwrite: bool = False,
+  progress: bool = False,
+  writers: int = 2,
+  on_plan: Callable[[list[Plan]], None] | None = None,
+) -> RenderReport:
   """Renders every job into `out`: audio files, `latents/<job>.npy` and the manifest.
 
   All jobs are resolved against the model first (styles, latent files, file names) and the
@@ -597,14 +713,26 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
   plans = [plan_job(synth, job, i + 1) for i, job in enumerate(jobs)]
   clips = sum(p.count for p in plans)
   if clips > ENUMERATE_LIMIT:  # too many to look for each file first: size them all
-    files.check_free_space(out, render_bytes(synth, plans, [np.arange(0)] * len(plans))
-                           + sum(p.count * clip_bytes(p.job, synth.model, synth.sample_rate)
-                                 for p in plans), f"rendering {clips} clips")
-  todo = [np.array([i for i in range(p.count)
-                    if overwrite or not os.path.exists(os.path.join(out, p.file(synth, i)))],
-                   dtype=np.int64) for p in plans]
-  files.check_free_space(out, render_bytes(synth, plans, todo),
-                         f"rendering {sum(idx.size for idx in todo)} clips")
+    files.check_free_space(
+      out,
+      render_bytes(synth, plans, [np.arange(0)] * len(plans))
+      + sum(p.count * clip_bytes(p.job, synth.model, synth.sample_rate) for p in plans),
+      f"rendering {clips} clips",
+    )
+  todo = [
+    np.array(
+      [
+        i
+        for i in range(p.count)
+        if overwrite or not os.path.exists(os.path.join(out, p.file(synth, i)))
+      ],
+      dtype=np.int64,
+    )
+    for p in plans
+  ]
+  files.check_free_space(
+    out, render_bytes(synth, plans, todo), f"rendering {sum(idx.size for idx in todo)} clips"
+  )
   check_plans(synth, plans)
   if on_plan is not None:
     on_plan(plans)
@@ -625,8 +753,10 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
     written = _render_clips(synth, plans, todo, out, writers, bar)
   except KeyboardInterrupt:
     done = _finish(synth, plans, out, todo, recorded)
-    raise KeyboardInterrupt(f"rendering stopped; {done} clips are in {one_line(out)}, all listed "
-                            "in its manifest; run the same command to render the rest") from None
+    raise KeyboardInterrupt(
+      f"rendering stopped; {done} clips are in {one_line(out)}, all listed "
+      "in its manifest; run the same command to render the rest"
+    ) from None
   except files.DiskFullError:
     _finish(synth, plans, out, todo, recorded)
     raise
@@ -637,8 +767,9 @@ def render(synth: Synthesizer, jobs: list[RenderJob], out: str, *, overwrite: bo
   return RenderReport(written, skipped, time.perf_counter() - t0)
 
 
-def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray], out: str,
-                  writers: int, bar: Any) -> int:
+def _render_clips(
+  synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray], out: str, writers: int, bar: Any
+) -> int:
   """Generates the missing clips batch by batch while threads write the previous ones."""
   written = 0
   pool = concurrent.futures.ThreadPoolExecutor(max(1, writers))
@@ -647,7 +778,7 @@ def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray],
     for plan, idx in zip(plans, todo):
       rows = np.load(os.path.join(out, "latents", f"{plan.job.name}.npy"), mmap_mode="r")
       for lo in range(0, idx.size, synth.batch_size):
-        ids = idx[lo:lo + synth.batch_size]
+        ids = idx[lo : lo + synth.batch_size]
         z = np.asarray(rows[ids], np.float32)
         weights = synth.style_weights(plan.job.style, ids.size, ids=ids)
         for _, audio in synth.batches(z, weights):
@@ -656,8 +787,13 @@ def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray],
             pending.pop(0).result()
           for k in range(audio.shape[0]):
             i = int(ids[k])
-            f = pool.submit(write_clip, os.path.join(out, plan.file(synth, i)), audio[k],
-                            plan.job, synth.sample_rate)
+            f = pool.submit(
+              write_clip,
+              os.path.join(out, plan.file(synth, i)),
+              audio[k],
+              plan.job,
+              synth.sample_rate,
+            )
             if bar is not None:
               f.add_done_callback(lambda _: bar.update(1))
             pending.append(f)
@@ -674,8 +810,13 @@ def _render_clips(synth: Synthesizer, plans: list[Plan], todo: list[np.ndarray],
   return written
 
 
-def _finish(synth: Synthesizer, plans: list[Plan], out: str, todo: list[np.ndarray],
-            recorded: dict[str, dict[str, Any]]) -> int:
+def _finish(
+  synth: Synthesizer,
+  plans: list[Plan],
+  out: str,
+  todo: list[np.ndarray],
+  recorded: dict[str, dict[str, Any]],
+) -> int:
   """Writes the manifest for every clip of the plans whose file exists; returns their count.
 
   Files this render skipped keep the row they were written with (e.g. their batch size)."""
@@ -693,7 +834,9 @@ def _finish(synth: Synthesizer, plans: list[Plan], out: str, todo: list[np.ndarr
   return len(rows)
 
 
-def rerender(synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str | None = None) -> str:
+def rerender(
+  synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str | None = None
+) -> str:
   """Re-renders one clip from its manifest row (as read from manifest.json or .csv).
 
   Args:
@@ -711,19 +854,33 @@ def rerender(synth: Synthesizer, row: Mapping[str, Any], out_dir: str, path: str
     label = row["style"]
     style = None if not label else json.loads(label) if label.startswith("{") else label
     subtype = {v: s for (f, s), v in SUBTYPES.items() if f == row["format"]}[row["subtype"]]
-    job = parse_job({"name": row["job"], "count": 1, "format": row["format"], "subtype": subtype,
-                     "sample_rate": int(row["sample_rate"]), "normalize": row["normalize"],
-                     "peak_db": float(row["peak_db"]), "loudness_lufs": float(row["loudness_lufs"]),
-                     "fade_out_ms": float(row["fade_out_ms"])}, 1)
+    job = parse_job(
+      {
+        "name": row["job"],
+        "count": 1,
+        "format": row["format"],
+        "subtype": subtype,
+        "sample_rate": int(row["sample_rate"]),
+        "normalize": row["normalize"],
+        "peak_db": float(row["peak_db"]),
+        "loudness_lufs": float(row["loudness_lufs"]),
+        "fade_out_ms": float(row["fade_out_ms"]),
+      },
+      1,
+    )
   except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
-    raise JobError(f"manifest row for {one_line(str(row.get('file', '?')))}: cannot be "
-                   f"re-rendered ({one_line(repr(err))})") from None
+    raise JobError(
+      f"manifest row for {one_line(str(row.get('file', '?')))}: cannot be "
+      f"re-rendered ({one_line(repr(err))})"
+    ) from None
   rendered_at = int(row.get("batch_size") or 0)  # 0: a manifest from before the field
   if rendered_at and rendered_at != synth.batch_size:
     # XLA's CPU kernels choose their summation order by shape: another batch size changes the
     # last bits of the audio.
-    raise ConfigError(f"{one_line(row['file'])} was rendered at batch size {rendered_at}; load "
-                      f"the model with batch_size={rendered_at} to re-render it bit for bit")
+    raise ConfigError(
+      f"{one_line(row['file'])} was rendered at batch size {rendered_at}; load "
+      f"the model with batch_size={rendered_at} to re-render it bit for bit"
+    )
   audio = synth.from_latents(z[None], style)[0]
   target = path or os.path.join(out_dir, row["file"])
   if path is None and os.path.exists(target):

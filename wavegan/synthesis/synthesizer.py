@@ -11,7 +11,8 @@ by field and attribute, e.g. `{"instrument": "snare", "pitch": 220}` (see `Condi
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Mapping, Union
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from wavegan.errors import NonFiniteError, ResourceError
 from wavegan.models.waveform import sample_latents
 from wavegan.synthesis import export
 
-Style = Union[None, str, Mapping[str, float], np.ndarray]
+Style = None | str | Mapping[str, float] | np.ndarray
 
 # Sane bounds for what a user may feed the generator. Its prior is U[-1, 1]: latents up to 4x that
 # range still extrapolate meaningfully, further out is garbage. Style weights are one-hot mixes:
@@ -34,7 +35,7 @@ Style = Union[None, str, Mapping[str, float], np.ndarray]
 LATENT_LIMIT = 4.0
 STYLE_WEIGHT_LIMIT = 4.0
 ATTRIBUTE_LIMIT = 8.0
-MEMORY_SHARE = 0.5        # refuse an in-memory result larger than this share of available memory
+MEMORY_SHARE = 0.5  # refuse an in-memory result larger than this share of available memory
 
 
 def available_memory() -> int:
@@ -53,8 +54,9 @@ def check_memory(nbytes: int, what: str, hint: str) -> None:
   """Raises ResourceError, before allocating, when `nbytes` would not fit in memory."""
   free = available_memory()
   if nbytes > MEMORY_SHARE * free:
-    raise ResourceError(f"{what} would need {nbytes / 1e9:.3g} GB of memory, "
-                        f"{free / 1e9:.3g} GB is available; {hint}")
+    raise ResourceError(
+      f"{what} would need {nbytes / 1e9:.3g} GB of memory, {free / 1e9:.3g} GB is available; {hint}"
+    )
 
 
 def _check_count(name: str, value: Any, low: int = 0, high: int | None = None) -> int:
@@ -79,8 +81,9 @@ def latents(seed: int, n: int, latent_dim: int, start: int = 0) -> np.ndarray:
   return np.asarray(jax.vmap(lambda k: sample_latents(k, 1, latent_dim)[0])(keys))
 
 
-def interpolation_path(points: np.ndarray, steps: int, method: str = "linear", start: int = 0,
-                       stop: int | None = None) -> np.ndarray:
+def interpolation_path(
+  points: np.ndarray, steps: int, method: str = "linear", start: int = 0, stop: int | None = None
+) -> np.ndarray:
   """`steps` latents evenly spaced along the path through `points` [P, latent] (P >= 2).
 
   Args:
@@ -103,10 +106,10 @@ def interpolation_path(points: np.ndarray, steps: int, method: str = "linear", s
   span = float(points.shape[0] - 1)
   index = np.arange(start, stop)
   pos = index * (span / (steps - 1)) if steps > 1 else np.zeros(index.size)
-  pos = np.where(index == steps - 1, span, pos) if steps > 1 else pos       # [stop - start]
+  pos = np.where(index == steps - 1, span, pos) if steps > 1 else pos  # [stop - start]
   seg = np.minimum(pos.astype(int), points.shape[0] - 2)
-  t = (pos - seg)[:, None]                                                # [steps, 1]
-  a, b = points[seg], points[seg + 1]                                     # [steps, latent]
+  t = (pos - seg)[:, None]  # [steps, 1]
+  a, b = points[seg], points[seg + 1]  # [steps, latent]
   if method == "linear":
     return (a + t * (b - a)).astype(np.float32)
   na, nb = np.linalg.norm(a, axis=1, keepdims=True), np.linalg.norm(b, axis=1, keepdims=True)
@@ -130,12 +133,13 @@ def audio_fn(model: ModelConfig, graph: Any, moments: tuple[Any, Any] | None = N
     if moments is None:
       raise ConfigError("a specgan generator needs its STFT moments (spec_moments)")
     from wavegan.models.specgan import spec_to_waveform  # pylint: disable=g-import-not-at-top
+
     mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
 
   def fn(params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
     out = nnx.merge(graph, params)(z, style if conditional else None)
     if model.kind == "specgan":
-      out = spec_to_waveform(out, mean, std, model)                      # [B, T, C]
+      out = spec_to_waveform(out, mean, std, model)  # [B, T, C]
     return out
 
   return fn
@@ -155,9 +159,17 @@ class Synthesizer:
     conditioning: `extras["conditioning"]` read.
   """
 
-  def __init__(self, model: ModelConfig, styles: tuple[str, ...], sample_rate: int, params: Any,
-               *, batch_size: int = 64, info: dict[str, Any] | None = None,
-               extras: dict[str, Any] | None = None):
+  def __init__(
+    self,
+    model: ModelConfig,
+    styles: tuple[str, ...],
+    sample_rate: int,
+    params: Any,
+    *,
+    batch_size: int = 64,
+    info: dict[str, Any] | None = None,
+    extras: dict[str, Any] | None = None,
+  ):
     self.model = model
     self.styles = tuple(styles)
     self.sample_rate = int(sample_rate)
@@ -168,8 +180,9 @@ class Synthesizer:
     moments = self.extras.get("spec_moments")
     graph, _ = export.generator_graph(model)
     self._params = jax.device_put(params)
-    self._generate = jax.jit(audio_fn(model, graph, None if moments is None else
-                                      dsp.moments_from_dict(moments)))
+    self._generate = jax.jit(
+      audio_fn(model, graph, None if moments is None else dsp.moments_from_dict(moments))
+    )
 
   @classmethod
   def load(cls, path: str, batch_size: int = 64) -> Synthesizer:
@@ -183,15 +196,29 @@ class Synthesizer:
     if not os.path.exists(path):
       raise ConfigError(f"{path}: no such run folder or model file")
     m = export.load_model(path)
-    return cls(m.model, m.styles, m.sample_rate, m.params, batch_size=batch_size, info=m.info,
-               extras=m.extras)
+    return cls(
+      m.model,
+      m.styles,
+      m.sample_rate,
+      m.params,
+      batch_size=batch_size,
+      info=m.info,
+      extras=m.extras,
+    )
 
   @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = 64) -> Synthesizer:
     """The EMA generator of a run folder's latest checkpoint."""
     ema, run, step = load_run_generator(workdir)
-    return cls(run.config.model, run.styles, run.config.data.sample_rate, ema,
-               batch_size=batch_size, info={"preset": run.preset, "step": step}, extras=run.extras)
+    return cls(
+      run.config.model,
+      run.styles,
+      run.config.data.sample_rate,
+      ema,
+      batch_size=batch_size,
+      info={"preset": run.preset, "step": step},
+      extras=run.extras,
+    )
 
   @property
   def params(self) -> Any:
@@ -200,8 +227,9 @@ class Synthesizer:
   def export(self, path: str) -> str:
     """Writes this generator as a self-contained model file (see `wavegan.synthesis.export`)."""
     host = jax.device_get(self._params)
-    return export.save_model(path, self.model, self.styles, self.sample_rate, host, self.info,
-                             self.extras)
+    return export.save_model(
+      path, self.model, self.styles, self.sample_rate, host, self.info, self.extras
+    )
 
   def style_weights(self, style: Style, n: int, ids: np.ndarray | None = None) -> np.ndarray | None:
     """Any style form -> mixing weights float32 [n, S] (None for an unconditional model).
@@ -228,12 +256,15 @@ class Synthesizer:
   def _check_style_range(self, w: np.ndarray) -> None:
     attrs = self.model.num_attributes
     labels, values = (w[:, :-attrs], w[:, -attrs:]) if attrs else (w, w[:, :0])
-    for part, limit, what in ((labels, STYLE_WEIGHT_LIMIT, "style weights"),
-                              (values, ATTRIBUTE_LIMIT, "attribute values (in standard deviations)")):
+    for part, limit, what in (
+      (labels, STYLE_WEIGHT_LIMIT, "style weights"),
+      (values, ATTRIBUTE_LIMIT, "attribute values (in standard deviations)"),
+    ):
       bad = ~np.isfinite(part) | (np.abs(part) > limit)
       if bad.any():
-        raise NonFiniteError(f"{what} must be finite and within [-{limit:g}, {limit:g}]; got "
-                             f"{part[bad].flat[0]:g}")
+        raise NonFiniteError(
+          f"{what} must be finite and within [-{limit:g}, {limit:g}]; got {part[bad].flat[0]:g}"
+        )
 
   def _style_weights(self, style: Style, n: int) -> np.ndarray | None:
     s = len(self.styles)
@@ -242,8 +273,10 @@ class Synthesizer:
     if not self.model.conditional:
       if style is None or (isinstance(style, str) and style in self.styles):
         return None
-      raise ConfigError(f"this model is unconditional (trained on {', '.join(self.styles) or 'one style'}); "
-                        "leave the style out")
+      raise ConfigError(
+        f"this model is unconditional (trained on {', '.join(self.styles) or 'one style'}); "
+        "leave the style out"
+      )
     if style is None:
       return np.eye(s, dtype=np.float32)[np.arange(n) % s]
     if isinstance(style, str):
@@ -254,8 +287,10 @@ class Synthesizer:
       for name, weight in style.items():
         value = style_number(name, weight)
         if abs(value) > STYLE_WEIGHT_LIMIT:
-          raise NonFiniteError(f"style weight for {name!r} is {value:g}: must be within "
-                               f"[-{STYLE_WEIGHT_LIMIT:g}, {STYLE_WEIGHT_LIMIT:g}]")
+          raise NonFiniteError(
+            f"style weight for {name!r} is {value:g}: must be within "
+            f"[-{STYLE_WEIGHT_LIMIT:g}, {STYLE_WEIGHT_LIMIT:g}]"
+          )
         w += value * self._one_hot(name)
       return np.repeat(w[None], n, axis=0)
     arr = np.asarray(style)
@@ -263,8 +298,10 @@ class Synthesizer:
       return np.eye(s, dtype=np.float32)[self._check_ids(arr)]
     if arr.shape == (n, s):
       return arr.astype(np.float32)
-    raise ConfigError(f"style must be a name, a mix, ids [{n}] or weights [{n}, {s}]; "
-                      f"got an array of shape {arr.shape}")
+    raise ConfigError(
+      f"style must be a name, a mix, ids [{n}] or weights [{n}, {s}]; "
+      f"got an array of shape {arr.shape}"
+    )
 
   def _style_vectors(self, style: Style, n: int) -> np.ndarray:
     """`style_weights` for runs with several label fields or attributes: vectors [n, cond_dim]."""
@@ -278,8 +315,10 @@ class Synthesizer:
       return c.for_first_field(self._check_ids(arr))
     if arr.shape == (n, c.dim):
       return arr.astype(np.float32)
-    raise ConfigError(f"style must be a name, a mapping, ids [{n}] or style vectors [{n}, {c.dim}]; "
-                      f"got an array of shape {arr.shape}")
+    raise ConfigError(
+      f"style must be a name, a mapping, ids [{n}] or style vectors [{n}, {c.dim}]; "
+      f"got an array of shape {arr.shape}"
+    )
 
   def _check_ids(self, ids: np.ndarray) -> np.ndarray:
     """Style ids [n] of `self.styles`, or a ConfigError naming the valid range."""
@@ -296,25 +335,37 @@ class Synthesizer:
   def latents(self, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
     """Latents float32 [n, latent] for indices start .. start + n - 1 of `seed`."""
     n = _check_count("n", n)
-    check_memory(n * self.model.latent_dim * 4, f"{n} latents",
-                 "ask for fewer at a time (latents(n, seed, start) makes any slice)")
+    check_memory(
+      n * self.model.latent_dim * 4,
+      f"{n} latents",
+      "ask for fewer at a time (latents(n, seed, start) makes any slice)",
+    )
     return latents(seed, n, self.model.latent_dim, start)
 
   def _check_latents(self, z: Any) -> np.ndarray:
     z = np.asarray(z)
-    if z.ndim != 2 or z.shape[1] != self.model.latent_dim or not (
-        np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
-      raise ConfigError(f"latents must be numbers [n, {self.model.latent_dim}]; got {z.dtype} "
-                        f"{z.shape}")
+    if (
+      z.ndim != 2
+      or z.shape[1] != self.model.latent_dim
+      or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer))
+    ):
+      raise ConfigError(
+        f"latents must be numbers [n, {self.model.latent_dim}]; got {z.dtype} {z.shape}"
+      )
     bad = ~np.isfinite(z) | (np.abs(z) > LATENT_LIMIT)
     if bad.any():
-      raise NonFiniteError(f"latents must be finite and within [-{LATENT_LIMIT:g}, "
-                           f"{LATENT_LIMIT:g}] (the prior is U[-1, 1]); got {z[bad][0]:g}")
+      raise NonFiniteError(
+        f"latents must be finite and within [-{LATENT_LIMIT:g}, "
+        f"{LATENT_LIMIT:g}] (the prior is U[-1, 1]); got {z[bad][0]:g}"
+      )
     return z.astype(np.float32)
 
   def _check_output_memory(self, n: int) -> None:
-    check_memory(n * self.model.slice_len * self.model.channels * 4, f"{n} clips in memory",
-                 "use batches() or `wavegan render`, which stream to disk")
+    check_memory(
+      n * self.model.slice_len * self.model.channels * 4,
+      f"{n} clips in memory",
+      "use batches() or `wavegan render`, which stream to disk",
+    )
 
   def batches(self, z: np.ndarray, style: Style = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (first index, audio float32 [b, T, C]) batch by batch.
@@ -327,16 +378,16 @@ class Synthesizer:
     w = self.style_weights(style, n)
     pending = None
     for start in range(0, n, b):
-      zb = z[start:start + b]
+      zb = z[start : start + b]
       count = zb.shape[0]
       pad = ((0, b - count), (0, 0))
-      wb = None if w is None else np.pad(w[start:start + b], pad)
+      wb = None if w is None else np.pad(w[start : start + b], pad)
       out = self._generate(self._params, np.pad(zb, pad), wb)  # dispatched, not awaited
       if pending is not None:
-        yield pending[0], np.asarray(pending[1])[:pending[2]]
+        yield pending[0], np.asarray(pending[1])[: pending[2]]
       pending = (start, out, count)
     if pending is not None:
-      yield pending[0], np.asarray(pending[1])[:pending[2]]
+      yield pending[0], np.asarray(pending[1])[: pending[2]]
 
   def from_latents(self, z: np.ndarray, style: Style = None) -> np.ndarray:
     """Latents [n, latent] (+ style) -> float32 audio [n, T, C]."""
@@ -352,8 +403,9 @@ class Synthesizer:
     self._check_output_memory(n)
     return self.from_latents(self.latents(n, seed), style)
 
-  def interpolate(self, z_a: np.ndarray, z_b: np.ndarray, steps: int, style: Style = None,
-                  method: str = "linear") -> np.ndarray:
+  def interpolate(
+    self, z_a: np.ndarray, z_b: np.ndarray, steps: int, style: Style = None, method: str = "linear"
+  ) -> np.ndarray:
     """`steps` clips float32 [steps, T, C] along the line (or great circle) from z_a to z_b."""
     steps = _check_count("steps", steps)
     self._check_output_memory(steps)
@@ -377,8 +429,9 @@ def load_run_generator(workdir: str) -> tuple[Any, Any, int]:
     run = RunInfo.from_metadata(ck.read_metadata())
     tree, _ = ck.restore(abstract_state(run.config))
   except CheckpointNotFoundError:
-    raise ConfigError(f"{workdir}: holds no run (no checkpoint; train one with "
-                      "`wavegan train --workdir`)") from None
+    raise ConfigError(
+      f"{workdir}: holds no run (no checkpoint; train one with `wavegan train --workdir`)"
+    ) from None
   finally:
     ck.close()
   return tree["ema_params"], run, int(step or 0)

@@ -20,7 +20,8 @@ that is what lets the two-process test run on one machine.
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from wavegan.config import ConfigError
 
@@ -37,8 +38,13 @@ def auto_detected() -> str:
   return ""
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, log: Callable[[str], None] = print) -> bool:
+def initialize(
+  coordinator: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  log: Callable[[str], None] = print,
+) -> bool:
   """Joins a multi-process job; returns whether one was joined.
 
   Args:
@@ -62,16 +68,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if ":" not in coordinator:
       raise ConfigError(f"--coordinator {coordinator}: expected HOST:PORT")
     _cpu_collectives(jax)
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
   elif auto_detected():
     _cpu_collectives(jax)
     jax.distributed.initialize()
   else:
     return False
   if jax.process_index() == 0:
-    log(f"joined a {jax.process_count()}-process job: {jax.device_count()} devices "
-        f"({jax.local_device_count()} here)")
+    log(
+      f"joined a {jax.process_count()}-process job: {jax.device_count()} devices "
+      f"({jax.local_device_count()} here)"
+    )
   return True
 
 
@@ -108,4 +117,5 @@ def barrier(name: str) -> None:
 
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)

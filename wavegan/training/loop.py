@@ -16,7 +16,8 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +39,29 @@ from wavegan.training import distributed
 from wavegan.training import step as ts
 
 # Resuming may change how long and how often, never what is trained.
-RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.preview_every", "data.path",
-                     "data.manifest", "data.prepare_workers", "data.loader_workers",
-                     "data.prefetch", "data.store_dtype", "train.tensorboard", "train.max_minutes",
-                     "train.max_cpu_minutes", "compute.dtype", "compute.grad_accum",
-                     "compute.remat",
-                     "eval.every", "eval.clips", "eval.classifier_steps", "eval.classifier_width"}
+RESUMABLE_CHANGES = {
+  "train.steps",
+  "train.log_every",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+  "train.preview_every",
+  "data.path",
+  "data.manifest",
+  "data.prepare_workers",
+  "data.loader_workers",
+  "data.prefetch",
+  "data.store_dtype",
+  "train.tensorboard",
+  "train.max_minutes",
+  "train.max_cpu_minutes",
+  "compute.dtype",
+  "compute.grad_accum",
+  "compute.remat",
+  "eval.every",
+  "eval.clips",
+  "eval.classifier_steps",
+  "eval.classifier_width",
+}
 # CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
 # device at least this often even when logging is rarer.
 MAX_STEPS_IN_FLIGHT = 8
@@ -56,8 +73,9 @@ def config_diff(a: Config, b: Config) -> list[str]:
   return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
 
 
-def with_styles(cfg: Config, styles: tuple[str, ...],
-                conditioning: Conditioning = Conditioning()) -> Config:
+def with_styles(
+  cfg: Config, styles: tuple[str, ...], conditioning: Conditioning = Conditioning()
+) -> Config:
   """Sets the model's conditioning from the corpus.
 
   One label field: conditional only with two or more styles (model.num_styles). Several fields or
@@ -67,37 +85,59 @@ def with_styles(cfg: Config, styles: tuple[str, ...],
     n = len(styles) if len(styles) > 1 else 0
     model = dataclasses.replace(cfg.model, num_styles=n, style_groups="", num_attributes=0)
   else:
-    model = dataclasses.replace(cfg.model, num_styles=sum(conditioning.groups),
-                                style_groups=",".join(map(str, conditioning.groups)),
-                                num_attributes=len(conditioning.attributes))
+    model = dataclasses.replace(
+      cfg.model,
+      num_styles=sum(conditioning.groups),
+      style_groups=",".join(map(str, conditioning.groups)),
+      num_attributes=len(conditioning.attributes),
+    )
   return dataclasses.replace(cfg, model=model)
 
 
-def resolve_run(requested: Config, workdir: str, preset: str, styles: tuple[str, ...],
-                conditioning: Conditioning = Conditioning(),
-                spec_moments: dict[str, list[float]] | None = None) -> RunInfo:
+def resolve_run(
+  requested: Config,
+  workdir: str,
+  preset: str,
+  styles: tuple[str, ...],
+  conditioning: Conditioning = Conditioning(),
+  spec_moments: dict[str, list[float]] | None = None,
+) -> RunInfo:
   """Combines the requested config with the run already in `workdir`, if any.
 
   A resumed run keeps the attribute and STFT moments it started with.
   """
-  fresh = RunInfo(with_styles(requested, styles, conditioning).validate(), styles, preset,
-                  conditioning, spec_moments)
+  fresh = RunInfo(
+    with_styles(requested, styles, conditioning).validate(),
+    styles,
+    preset,
+    conditioning,
+    spec_moments,
+  )
   saved = saved_run(workdir)
   if saved is None:
     return fresh
   if (saved.conditioning.fields, saved.conditioning.attribute_names) != (
-      conditioning.fields, conditioning.attribute_names):
-    raise ConfigError(f"{workdir} was trained on other label fields or attributes "
-                      f"({saved.conditioning.to_dict()}); use the same data or a new --workdir")
+    conditioning.fields,
+    conditioning.attribute_names,
+  ):
+    raise ConfigError(
+      f"{workdir} was trained on other label fields or attributes "
+      f"({saved.conditioning.to_dict()}); use the same data or a new --workdir"
+    )
   changed = [k for k in config_diff(saved.config, fresh.config) if k not in RESUMABLE_CHANGES]
   if changed:
-    raise ConfigError(f"{workdir} holds a run with a different config ({', '.join(changed)}); "
-                      "resume it unchanged or use a new --workdir")
+    raise ConfigError(
+      f"{workdir} holds a run with a different config ({', '.join(changed)}); "
+      "resume it unchanged or use a new --workdir"
+    )
   if saved.styles != styles:
-    raise ConfigError(f"{workdir} was trained on styles {list(saved.styles)} but the data has "
-                      f"{list(styles)}; use the same data or a new --workdir")
-  return RunInfo(fresh.config, saved.styles, saved.preset or preset, saved.conditioning,
-                 saved.spec_moments)
+    raise ConfigError(
+      f"{workdir} was trained on styles {list(saved.styles)} but the data has "
+      f"{list(styles)}; use the same data or a new --workdir"
+    )
+  return RunInfo(
+    fresh.config, saved.styles, saved.preset or preset, saved.conditioning, saved.spec_moments
+  )
 
 
 def preview_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, jax.Array, list[str]]:
@@ -143,8 +183,11 @@ class _Budget:
   """
 
   def __init__(self, wall_minutes: float, cpu_minutes: float):
-    self._limits = [(clock, 60.0 * m, clock()) for clock, m in
-                    ((time.perf_counter, wall_minutes), (time.process_time, cpu_minutes)) if m > 0]
+    self._limits = [
+      (clock, 60.0 * m, clock())
+      for clock, m in ((time.perf_counter, wall_minutes), (time.process_time, cpu_minutes))
+      if m > 0
+    ]
     self._paused = [0.0] * len(self._limits)
 
   def untimed(self, fn: Callable[[int], None], at: int) -> None:
@@ -161,7 +204,9 @@ class _Budget:
 
   def __str__(self) -> str:
     names = {time.perf_counter: "wall", time.process_time: "CPU"}
-    return ", ".join(f"{u / 60:.1f} min {names[c]}" for u, (c, _, _) in zip(self._used(), self._limits))
+    return ", ".join(
+      f"{u / 60:.1f} min {names[c]}" for u, (c, _, _) in zip(self._used(), self._limits)
+    )
 
 
 EVAL_CHUNK = 64  # clips per generator call in light evaluations (one compiled shape)
@@ -183,8 +228,9 @@ def first_bad_step(first: jax.Array, step: jax.Array, metrics: dict[str, jax.Arr
   return jnp.where((first < 0) & ~finite, step, first)
 
 
-def check_finite(first_bad: jax.Array, metrics: dict[str, Any], last_good: int | None,
-                 workdir: str) -> None:
+def check_finite(
+  first_bad: jax.Array, metrics: dict[str, Any], last_good: int | None, workdir: str
+) -> None:
   """Stops the run, before anything of the bad step is saved, when a step went non-finite.
 
   Raises:
@@ -193,20 +239,29 @@ def check_finite(first_bad: jax.Array, metrics: dict[str, Any], last_good: int |
   bad = int(jax.device_get(first_bad))
   if bad < 0:
     return
-  bad_values = [f"{k}={float(v):.4g}" for k, v in sorted(jax.device_get(metrics).items())
-                if not np.isfinite(float(v))]
+  bad_values = [
+    f"{k}={float(v):.4g}"
+    for k, v in sorted(jax.device_get(metrics).items())
+    if not np.isfinite(float(v))
+  ]
   values = ", ".join(bad_values[:3]) + (", ..." if len(bad_values) > 3 else "")
-  kept = (f"the last good checkpoint, step {last_good}, is kept" if last_good else
-          "no checkpoint was saved")
-  raise NonFiniteError(f"step {bad}: a loss or gradient is not finite ({values or 'see metrics'}); "
-                       f"training stopped and {kept} in {checkpoint_dir(workdir)}; lower "
-                       "optim.g_lr / optim.d_lr or raise optim.eps, then resume")
+  kept = (
+    f"the last good checkpoint, step {last_good}, is kept"
+    if last_good
+    else "no checkpoint was saved"
+  )
+  raise NonFiniteError(
+    f"step {bad}: a loss or gradient is not finite ({values or 'see metrics'}); "
+    f"training stopped and {kept} in {checkpoint_dir(workdir)}; lower "
+    "optim.g_lr / optim.d_lr or raise optim.eps, then resume"
+  )
 
 
 def _truncate_jsonl(path: str, last_step: int) -> None:
   """Drops records of steps after `last_step` (left by a run killed after its last save)."""
   if not os.path.exists(path):
     return
+
   def keep(line: str) -> bool:
     try:
       return json.loads(line)["step"] <= last_step
@@ -222,8 +277,14 @@ def _append_jsonl(path: str, record: dict[str, Any]) -> None:
   files.append_line(path, json.dumps(record))
 
 
-def train(requested: Config, workdir: str, *, preset: str = "", progress: bool = True,
-          log: Callable[[str], None] = print) -> tuple[RunInfo, ts.GANState]:
+def train(
+  requested: Config,
+  workdir: str,
+  *,
+  preset: str = "",
+  progress: bool = True,
+  log: Callable[[str], None] = print,
+) -> tuple[RunInfo, ts.GANState]:
   """Trains (or resumes) the run in `workdir` until `train.steps` G updates are done.
 
   Ctrl-C or SIGTERM ends the current step, saves it and raises KeyboardInterrupt (the CLI
@@ -238,8 +299,9 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
 
   def load():
     loaded_cfg, loaded = inputs.load_data(requested, progress=progress, log=log)
-    moments = (inputs.stft_moments(loaded.cache, loaded_cfg)
-               if loaded_cfg.model.kind == "specgan" else None)
+    moments = (
+      inputs.stft_moments(loaded.cache, loaded_cfg) if loaded_cfg.model.kind == "specgan" else None
+    )
     return loaded_cfg, loaded, moments
 
   requested, data, spec_moments = distributed.main_first(load, "data prepared")
@@ -272,16 +334,26 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
 
   # Each JAX process reads its own rows of every global batch.
   source = data.batch_source(cfg, num_shards=jax.process_count(), shard_index=jax.process_index())
-  loader = Loader(source, start_step=start, state=loader_state, workers=cfg.data.loader_workers,
-                  prefetch=cfg.data.prefetch)
+  loader = Loader(
+    source,
+    start_step=start,
+    state=loader_state,
+    workers=cfg.data.loader_workers,
+    prefetch=cfg.data.prefetch,
+  )
   if start:
-    log("data loader state restored from the checkpoint" if loader.restored else
-        f"data loader restarted at step {start} (no matching saved state)")
+    log(
+      "data loader state restored from the checkpoint"
+      if loader.restored
+      else f"data loader restarted at step {start} (no matching saved state)"
+    )
   z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
   ref = None
   if cfg.eval.every:
-    ref = distributed.main_first(lambda: scores.reference(
-        data, cfg.data.label_field, scores.classifier_config(cfg), log=log), "classifier")
+    ref = distributed.main_first(
+      lambda: scores.reference(data, cfg.data.label_field, scores.classifier_config(cfg), log=log),
+      "classifier",
+    )
     z_eval, y_eval = eval_inputs(cfg, run.styles)
   logger = None
   if cfg.train.tensorboard and main:
@@ -299,8 +371,15 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
   def save(step: int) -> None:
     check_finite(first_bad, pending, last_good[0], workdir)
     last_good[0] = step
-    ckpt.save(step, _to_tree(state), {**run.metadata(), "loader": loader.state(),
-                                      "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()}})
+    ckpt.save(
+      step,
+      _to_tree(state),
+      {
+        **run.metadata(),
+        "loader": loader.state(),
+        "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()},
+      },
+    )
 
   def preview(step: int) -> None:
     audio = np.asarray(preview_fn(state.ema_params, z_prev, styles_of(y_prev)))
@@ -310,21 +389,25 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
       return
     out = os.path.join(workdir, "previews", f"step_{step:07d}")
     previews.write_wavs(audio, names, out, cfg.data.sample_rate)
-    grid = previews.spectrogram_grid(audio, rows, os.path.join(out, "grid.png"),
-                                     cfg.data.sample_rate, title=f"step {step}")
+    grid = previews.spectrogram_grid(
+      audio, rows, os.path.join(out, "grid.png"), cfg.data.sample_rate, title=f"step {step}"
+    )
     if logger is not None:
-      for r, name in enumerate(rows):  # the first clip of each style, from the same latent each time
+      for r, name in enumerate(
+        rows
+      ):  # the first clip of each style, from the same latent each time
         logger.audio(step, f"preview/{name}", audio[r * k], cfg.data.sample_rate)
       logger.image(step, "preview/spectrograms", grid)
 
   def light_eval(step: int) -> None:
     chunks = []
     for i in range(0, z_eval.shape[0], EVAL_CHUNK):
-      y = jnp.zeros(EVAL_CHUNK, jnp.int32) if y_eval is None else y_eval[i:i + EVAL_CHUNK]
-      chunks.append(np.asarray(preview_fn(state.ema_params, z_eval[i:i + EVAL_CHUNK], styles_of(y))))
-    audio = np.concatenate(chunks)[:cfg.eval.clips]                # [eval_clips, T, C]
-    values = scores.light_eval(ref, audio, None if y_eval is None else
-                                   y_eval[:cfg.eval.clips])
+      y = jnp.zeros(EVAL_CHUNK, jnp.int32) if y_eval is None else y_eval[i : i + EVAL_CHUNK]
+      chunks.append(
+        np.asarray(preview_fn(state.ema_params, z_eval[i : i + EVAL_CHUNK], styles_of(y)))
+      )
+    audio = np.concatenate(chunks)[: cfg.eval.clips]  # [eval_clips, T, C]
+    values = scores.light_eval(ref, audio, None if y_eval is None else y_eval[: cfg.eval.clips])
     if main:
       _append_jsonl(metrics_path, {"step": step, "time": time.time(), **values})
     if logger is not None:
@@ -341,7 +424,7 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
       light_eval(0)  # the untrained generator: where every curve starts
     with _StopFlag() as stop:
       while step < total and not stop.requested:
-        real, labels = next(loader)                          # [n_critic, b, T, C], [n_critic, b]
+        real, labels = next(loader)  # [n_critic, b, T, C], [n_critic, b]
         # This process's rows b of the global batch B, laid out over the mesh's data axis.
         real = jax.make_array_from_process_local_data(batch_sharding, real)
         labels = jax.make_array_from_process_local_data(batch_sharding, labels)
@@ -358,12 +441,15 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
           rate = (step - step_last) / max(now - t_last, 1e-9)
           t_last, step_last = now, step
           if main:
-            _append_jsonl(metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate,
-                                         **values})
+            _append_jsonl(
+              metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate, **values}
+            )
           if logger is not None:
             logger.scalars(step, {**values, "steps_per_s": rate})
-          bar.set_postfix({"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}",
-                           "it/s": f"{rate:.2f}"}, refresh=False)
+          bar.set_postfix(
+            {"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}", "it/s": f"{rate:.2f}"},
+            refresh=False,
+          )
         elif step % MAX_STEPS_IN_FLIGHT == 0:
           check_finite(first_bad, pending, last_good[0], workdir)  # waits on the device
         bar.update(1)
@@ -376,8 +462,10 @@ def train(requested: Config, workdir: str, *, preset: str = "", progress: bool =
       if stop.requested and step < total:
         log(f"\nstopping: saving step {step} to {checkpoint_dir(workdir)}")
         save(step)
-        raise KeyboardInterrupt(f"training stopped at step {step}, saved in "
-                                f"{checkpoint_dir(workdir)}; run the same command to resume")
+        raise KeyboardInterrupt(
+          f"training stopped at step {step}, saved in "
+          f"{checkpoint_dir(workdir)}; run the same command to resume"
+        )
   finally:
     bar.close()
     ckpt.close()

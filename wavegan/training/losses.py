@@ -7,7 +7,7 @@ any objective can use it; its weight comes from `OptimConfig.gp_weight`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -49,16 +49,19 @@ def nonsaturating_g(fake: jax.Array) -> jax.Array:
   return jnp.mean(jax.nn.softplus(-fake))
 
 
-LOSSES: dict[str, tuple[Callable[[jax.Array, jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]] = {
-    "wgan-gp": (wgan_d, wgan_g),
-    "hinge": (hinge_d, hinge_g),
-    "lsgan": (lsgan_d, lsgan_g),
-    "nonsaturating": (nonsaturating_d, nonsaturating_g),
+LOSSES: dict[
+  str, tuple[Callable[[jax.Array, jax.Array], jax.Array], Callable[[jax.Array], jax.Array]]
+] = {
+  "wgan-gp": (wgan_d, wgan_g),
+  "hinge": (hinge_d, hinge_g),
+  "lsgan": (lsgan_d, lsgan_g),
+  "nonsaturating": (nonsaturating_d, nonsaturating_g),
 }
 
 
-def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array,
-                     rng: jax.Array) -> jax.Array:
+def gradient_penalty(
+  critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, rng: jax.Array
+) -> jax.Array:
   """WGAN-GP's two-sided penalty E[(||grad D(x_hat)|| - 1)^2] at random interpolates.
 
   Args:
@@ -77,10 +80,13 @@ def interpolation_weights(rng: jax.Array, batch: int, ndim: int) -> jax.Array:
   return jax.random.uniform(rng, (batch,) + (1,) * (ndim - 1), jnp.float32)
 
 
-def gradient_penalty_at(critic: Callable[[jax.Array], jax.Array], real: jax.Array,
-                        fake: jax.Array, eps: jax.Array) -> jax.Array:
+def gradient_penalty_at(
+  critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, eps: jax.Array
+) -> jax.Array:
   """`gradient_penalty` with given interpolation weights eps [B, 1, ...]."""
-  x_hat = eps * real + (1.0 - eps) * fake                               # [B, T, C]
-  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)                 # [B, T, C]
-  norms = jnp.sqrt(jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, real.ndim))) + 1e-12)   # [B]
+  x_hat = eps * real + (1.0 - eps) * fake  # [B, T, C]
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)  # [B, T, C]
+  norms = jnp.sqrt(
+    jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, real.ndim))) + 1e-12
+  )  # [B]
   return jnp.mean((norms - 1.0) ** 2)

@@ -50,8 +50,11 @@ class TensorBoardLogger:
     # tensorboardX names event files by the second and opens them with "wb": a writer reopened
     # within the same second (a quick resume) would overwrite the previous file. A nanosecond
     # suffix keeps the names unique and still sorting in time order, which TensorBoard relies on.
-    self._writer = SummaryWriter(self.logdir, purge_step=start_step if start_step > 0 else None,
-                                 filename_suffix=f".{time.time_ns()}")
+    self._writer = SummaryWriter(
+      self.logdir,
+      purge_step=start_step if start_step > 0 else None,
+      filename_suffix=f".{time.time_ns()}",
+    )
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
     """Logs each numeric entry of `values` under its own tag (e.g. "d/loss"); skips the rest.
@@ -148,8 +151,9 @@ def _smooth(values: np.ndarray) -> np.ndarray | None:
   return np.convolve(padded, kernel, mode="valid")
 
 
-def _draw(ax, series: dict[str, tuple[np.ndarray, np.ndarray]], keys: list[str], title: str,
-          smooth: bool) -> None:
+def _draw(
+  ax, series: dict[str, tuple[np.ndarray, np.ndarray]], keys: list[str], title: str, smooth: bool
+) -> None:
   """Draws `keys` on one axis against step; a log y scale when positive values span decades."""
   for key in keys:
     steps, values = series[key]
@@ -158,7 +162,7 @@ def _draw(ax, series: dict[str, tuple[np.ndarray, np.ndarray]], keys: list[str],
     if smoothed is None:
       ax.plot(steps, values, label=key, marker=marker, markersize=3)
     else:
-      line, = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
+      (line,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
       ax.plot(steps, smoothed, color=line.get_color(), label=key)
   values = np.concatenate([series[k][1] for k in keys])
   if values.min() > 0 and values.max() / values.min() > 30:
@@ -212,6 +216,7 @@ def plot_run(workdir: str, out: str | None = None) -> str:
     raise ValueError(f"no metrics to plot: {path} has no records with a step and a numeric value")
 
   import matplotlib
+
   matplotlib.use("Agg")  # headless: runs are often watched over ssh
   import matplotlib.pyplot as plt
 
@@ -222,7 +227,7 @@ def plot_run(workdir: str, out: str | None = None) -> str:
   flat = axes.ravel()
   for ax, (title, keys, smooth) in zip(flat, panels):
     _draw(ax, series, keys, title, smooth)
-  for ax in flat[len(panels):]:
+  for ax in flat[len(panels) :]:
     ax.set_visible(False)
   name = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
   fig.suptitle(f"{name} (last step {max(int(s[-1]) for s, _ in series.values())})", fontsize=11)

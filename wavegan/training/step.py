@@ -9,7 +9,8 @@ device this is an ordinary jit.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -30,10 +31,10 @@ DATA_AXIS = "data"
 
 @flax.struct.dataclass
 class GANState:
-  step: jax.Array          # int32 [], number of G updates done
+  step: jax.Array  # int32 [], number of G updates done
   g_params: Any
   d_params: Any
-  ema_params: Any          # EMA of g_params, used for synthesis
+  ema_params: Any  # EMA of g_params, used for synthesis
   g_opt: Any
   d_opt: Any
 
@@ -66,6 +67,7 @@ def model_classes(m: ModelConfig) -> tuple[type, type]:
   """(generator, critic) classes of `model.kind`."""
   if m.kind == "specgan":
     from wavegan.models.specgan import SpecDiscriminator, SpecGenerator
+
     return SpecGenerator, SpecDiscriminator
   return Generator, Discriminator
 
@@ -84,19 +86,22 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
   d_graph, d_params = _pure(d_cls(cfg.model, rngs=nnx.Rngs(params=d_key)))
   aux_graph = None
   if cfg.model.aux_names:
-    aux_graph, aux_params = _pure(aux_lib.AuxDiscriminators(
-        cfg.model.aux_names, cfg.model.channels, cfg.model.aux_width, rngs=nnx.Rngs(params=a_key)))
+    aux_graph, aux_params = _pure(
+      aux_lib.AuxDiscriminators(
+        cfg.model.aux_names, cfg.model.channels, cfg.model.aux_width, rngs=nnx.Rngs(params=a_key)
+      )
+    )
     d_params = {"main": d_params, "aux": aux_params}
   o = cfg.optim
   g_tx = optax.adam(o.g_lr, b1=o.b1, b2=o.b2, eps=o.eps)
   d_tx = optax.adam(o.d_lr, b1=o.b1, b2=o.b2, eps=o.eps)
   state = GANState(
-      step=jnp.zeros((), jnp.int32),
-      g_params=g_params,
-      d_params=d_params,
-      ema_params=jax.tree.map(jnp.copy, g_params),
-      g_opt=g_tx.init(g_params),
-      d_opt=d_tx.init(d_params),
+    step=jnp.zeros((), jnp.int32),
+    g_params=g_params,
+    d_params=d_params,
+    ema_params=jax.tree.map(jnp.copy, g_params),
+    g_opt=g_tx.init(g_params),
+    d_opt=d_tx.init(d_params),
   )
   return Models(g_graph, d_graph, g_tx, d_tx, aux_graph), state
 
@@ -107,9 +112,9 @@ def ema_decay(step: jax.Array, decay: float) -> jax.Array:
   return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
-                    moments: tuple[Any, Any] | None = None
-                    ) -> Callable[[GANState, jax.Array, jax.Array], tuple[GANState, Metrics]]:
+def make_train_step(
+  models: Models, cfg: Config, mesh: Mesh | None = None, moments: tuple[Any, Any] | None = None
+) -> Callable[[GANState, jax.Array, jax.Array], tuple[GANState, Metrics]]:
   """Returns `step(state, real [n_critic, B, T, C], styles [n_critic, B, ...]) -> (state, metrics)`.
 
   `styles` is any form `models.style_vector` accepts: ids [n_critic, B] or [n_critic, B, K], or
@@ -130,6 +135,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     if moments is None:
       raise ValueError("a specgan step needs the corpus' STFT moments")
     from wavegan.models.specgan import spec_features
+
     mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
 
   def shard_batch(x: jax.Array) -> jax.Array:
@@ -145,10 +151,14 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
   def compute(fn: Callable[..., Any]) -> Callable[..., Any]:
     """fn(params, x, *rest) run in the compute dtype (f32 parameters cast on the way in, the
     results cast back to f32), its activations recomputed in the backward pass with remat."""
+
     def wrapped(params, x, *rest):
-      cast = lambda t: jax.tree.map(lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
+      cast = lambda t: jax.tree.map(
+        lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t
+      )
       out = fn(cast(params), x.astype(cdt), *cast(rest))
       return jax.tree.map(lambda a: a.astype(jnp.float32), out)
+
     if cdt == jnp.float32 and not cfg.compute.remat:
       return fn
     return jax.checkpoint(wrapped) if cfg.compute.remat else wrapped
@@ -179,7 +189,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     """Styles -> (vector given to G and D [B, D], full vector [B, D]); dropped rows get zeros."""
     if not conditional:
       return styles, styles
-    vec = style_vector(styles, m)                                           # [B, D]
+    vec = style_vector(styles, m)  # [B, D]
     return vec * kept[:, None], vec
 
   def class_loss(head: jax.Array | None, vec: jax.Array, kept: jax.Array) -> jax.Array:
@@ -188,7 +198,7 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
       return jnp.zeros(())
     per_row, start = jnp.zeros(head.shape[:1]), 0
     for n in m.groups:
-      per_row += optax.softmax_cross_entropy(head[:, start:start + n], vec[:, start:start + n])
+      per_row += optax.softmax_cross_entropy(head[:, start : start + n], vec[:, start : start + n])
       start += n
     if m.num_attributes:
       per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
@@ -198,12 +208,17 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
   # the critic calls (phase shuffle: one shift per call) are shared by them. So accumulating
   # `compute.grad_accum` micro-batches gives the full batch's gradient, not another sample of it.
 
-  def d_draws(rng: jax.Array, real: jax.Array) -> tuple[dict[str, jax.Array], tuple[jax.Array, ...]]:
+  def d_draws(
+    rng: jax.Array, real: jax.Array
+  ) -> tuple[dict[str, jax.Array], tuple[jax.Array, ...]]:
     kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
     b = real.shape[0]
     ndim = 4 if m.kind == "specgan" else real.ndim  # what the critic reads: images or audio
-    rows = {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc),
-            "eps": losses.interpolation_weights(ke, b, ndim)}
+    rows = {
+      "z": sample_latents(kz, b, m.latent_dim),
+      "kept": kept_rows(b, kc),
+      "eps": losses.interpolation_weights(ke, b, ndim),
+    }
     return rows, (kr, kf, kg)
 
   def d_objective(d_params, g_params, batch, keys):
@@ -211,15 +226,16 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     kr, kf, kg = keys
     style, vec = conditioning(styles, rows["kept"])
     z = shard_batch(rows["z"])
-    fake = jax.lax.stop_gradient(generate(g_params, z, style))            # [B, T, C] or image
+    fake = jax.lax.stop_gradient(generate(g_params, z, style))  # [B, T, C] or image
     x_real = as_input(real)
-    d_real, c_real = critic_classes(d_params, x_real, style, kr)          # [B], [B, D]
+    d_real, c_real = critic_classes(d_params, x_real, style, kr)  # [B], [B, D]
     d_fake, _ = critic_classes(d_params, fake, style, kf)
     adv = d_loss_fn(d_real, d_fake)
     gp = jnp.zeros(())
     if o.gp_weight > 0:
-      gp = losses.gradient_penalty_at(lambda x: critic(d_params, x, style, kg), x_real, fake,
-                                      rows["eps"])
+      gp = losses.gradient_penalty_at(
+        lambda x: critic(d_params, x, style, kg), x_real, fake, rows["eps"]
+      )
     ac = class_loss(c_real, vec, rows["kept"])  # D learns styles from real clips only
     metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
     if c_real is not None:
@@ -273,8 +289,9 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
       return jax.tree.map(jnp.add, total, out), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         jax.eval_shape(fn, params, other, first, keys))
+    zeros = jax.tree.map(
+      lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, params, other, first, keys)
+    )
     total, _ = jax.lax.scan(body, zeros, micro)
     return jax.tree.map(lambda x: x / accum, total)
 
@@ -287,20 +304,26 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
       d_params, d_opt = carry
       x, y, key = xs
       rows, keys = d_draws(key, x)
-      (loss, metrics), grads = value_and_grad(d_objective, d_params, state.g_params,
-                                              {"real": x, "styles": y, "rows": rows}, keys)
+      (loss, metrics), grads = value_and_grad(
+        d_objective, d_params, state.g_params, {"real": x, "styles": y, "rows": rows}, keys
+      )
       updates, d_opt = models.d_tx.update(grads, d_opt, d_params)
       metrics = {**metrics, "d/loss": loss, "d/grad_norm": optax.tree.norm(grads)}
       return (optax.apply_updates(d_params, updates), d_opt), metrics
 
     (d_params, d_opt), d_metrics = jax.lax.scan(
-        d_update, (state.d_params, state.d_opt), (real, styles, jax.random.split(d_rng, n_critic)))
-    d_metrics = jax.tree.map(jnp.mean, d_metrics)                          # mean over critic steps
+      d_update, (state.d_params, state.d_opt), (real, styles, jax.random.split(d_rng, n_critic))
+    )
+    d_metrics = jax.tree.map(jnp.mean, d_metrics)  # mean over critic steps
 
     rows, keys = g_draws(g_rng, styles[-1])
     (g_loss, g_metrics), g_grads = value_and_grad(
-        g_objective, state.g_params, d_params,
-        {"real": real[-1], "styles": styles[-1], "rows": rows}, keys)
+      g_objective,
+      state.g_params,
+      d_params,
+      {"real": real[-1], "styles": styles[-1], "rows": rows},
+      keys,
+    )
     updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     decay = ema_decay(state.step, o.ema_decay)
@@ -309,16 +332,26 @@ def make_train_step(models: Models, cfg: Config, mesh: Mesh | None = None,
     metrics = {**d_metrics, **g_metrics, "g/loss": g_loss, "g/grad_norm": optax.tree.norm(g_grads)}
     if o.loss == "wgan-gp":
       metrics["d/wdist"] = d_metrics["d/real"] - d_metrics["d/fake"]
-    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
-                              ema_params=ema, g_opt=g_opt, d_opt=d_opt)
+    new_state = state.replace(
+      step=state.step + 1,
+      g_params=g_params,
+      d_params=d_params,
+      ema_params=ema,
+      g_opt=g_opt,
+      d_opt=d_opt,
+    )
     return new_state, metrics
 
   if mesh is None:
     return jax.jit(step, donate_argnums=0)
   replicated = NamedSharding(mesh, P())
-  batch_in = NamedSharding(mesh, P(None, DATA_AXIS))                      # [n_critic, B, ...]
-  return jax.jit(step, in_shardings=(replicated, batch_in, batch_in),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  batch_in = NamedSharding(mesh, P(None, DATA_AXIS))  # [n_critic, B, ...]
+  return jax.jit(
+    step,
+    in_shardings=(replicated, batch_in, batch_in),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
 
 
 def data_mesh(devices: list[Any] | None = None) -> Mesh:
@@ -332,5 +365,7 @@ def check_batch(batch_size: int, mesh: Mesh, grad_accum: int = 1) -> None:
   n = mesh.size
   if batch_size % (n * grad_accum):
     what = f"{grad_accum} micro-batches over {n} devices" if grad_accum > 1 else f"{n} devices"
-    raise ValueError(f"train.batch_size={batch_size} does not divide into {what}; "
-                     f"use a multiple of {n * grad_accum}")
+    raise ValueError(
+      f"train.batch_size={batch_size} does not divide into {what}; "
+      f"use a multiple of {n * grad_accum}"
+    )
