@@ -1,0 +1,132 @@
+"""The registry of model kinds: what `model.kind` selects, decided here and nowhere else.
+
+A kind is one object: its generator and critic classes, how a real clip becomes what the critic reads,
+how the generator's output becomes audio, which corpus statistics it needs (measured once per corpus
+and kept with the run and its exported model files) and the config combinations it refuses. Code
+elsewhere looks the kind up once (`kind_of`) and calls these; a new kind is one entry in `KINDS`.
+
+Statistics travel as the JSON-ready dict the run stores (`{"mean": [...], "std": [...]}`, or None for
+a kind that needs none); `arrays` turns them into float32 device arrays for the compiled functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wavegan import dsp
+from wavegan.config import Config, ConfigError, ModelConfig
+from wavegan.models import specgan, waveform
+
+Stats = Mapping[str, Any]  # as stored with the run: lists of floats per name
+Arrays = dict[str, jax.Array]
+
+
+def arrays(stats: Stats | None) -> Arrays:
+  """A run's statistics as float32 arrays (empty for a kind that needs none)."""
+  return {k: jnp.asarray(v, jnp.float32) for k, v in (stats or {}).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+  """One model kind.
+
+  Attributes:
+    name: the value of `model.kind`.
+    generator: the generator class, `cls(model: ModelConfig, *, rngs)`; called as
+      `g(z [B, latent], style)`.
+    critic: the critic class, `cls(model, *, rngs)`; called as `d(x, style, rng)`.
+    critic_input: `(audio [B, T, C], stats arrays, model) -> x`, a real clip as the critic reads it.
+    to_audio: `(generator output, stats arrays, model) -> audio [B, T, C]`.
+    critic_ndim: rank of what the critic reads (3: audio [B, T, C]; 4: images [B, F, K, C]).
+    statistics: the name the run stores the corpus statistics under (e.g. "spec_moments"), or None.
+    measure: `(batches of audio [N, T, C], model) -> stats`, for a kind with statistics.
+    check: `(config) -> None`, raising `ConfigError` for what this kind cannot train.
+  """
+
+  name: str
+  generator: type
+  critic: type
+  critic_input: Callable[[jax.Array, Arrays, ModelConfig], jax.Array]
+  to_audio: Callable[[jax.Array, Arrays, ModelConfig], jax.Array]
+  critic_ndim: int = 3
+  statistics: str | None = None
+  measure: Callable[[Iterable[np.ndarray], ModelConfig], dict[str, list[float]]] | None = None
+  check: Callable[[Config], None] = lambda cfg: None
+
+  def needs(self, stats: Stats | None) -> Arrays:
+    """`stats` as arrays; refuses a kind with statistics given none."""
+    if self.statistics is not None and not stats:
+      raise ConfigError(f"a {self.name} model needs its corpus statistics ({self.statistics})")
+    return arrays(stats)
+
+
+def _identity(x: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
+  return x
+
+
+def _spec_input(audio: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
+  return specgan.spec_features(audio, stats["mean"], stats["std"], model)
+
+
+def _spec_audio(images: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
+  return specgan.spec_to_waveform(images, stats["mean"], stats["std"], model)
+
+
+def _spec_measure(batches: Iterable[np.ndarray], model: ModelConfig) -> dict[str, list[float]]:
+  return dsp.moments_to_dict(*specgan.audio_moments(batches, model))
+
+
+def _spec_check(cfg: Config) -> None:
+  m = cfg.model
+  bins, frames = m.n_fft // 2, m.slice_len // max(m.hop, 1)
+  if bins % 32 or frames % 32 or m.slice_len % max(m.hop, 1):
+    raise ConfigError(
+      f"model.kind=specgan needs n_fft // 2 ({bins}) and slice_len // hop "
+      f"({m.slice_len}/{m.hop}) to be multiples of 32"
+    )
+  if m.aux_names:
+    raise ConfigError("model.aux_discs are waveform discriminators: use them with kind=wavegan")
+  if cfg.optim.stft_weight > 0:
+    raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
+
+
+KINDS: dict[str, ModelKind] = {
+  "wavegan": ModelKind(
+    name="wavegan",
+    generator=waveform.Generator,
+    critic=waveform.Discriminator,
+    critic_input=_identity,
+    to_audio=_identity,
+  ),
+  "specgan": ModelKind(
+    name="specgan",
+    generator=specgan.SpecGenerator,
+    critic=specgan.SpecDiscriminator,
+    critic_input=_spec_input,
+    to_audio=_spec_audio,
+    critic_ndim=4,
+    statistics="spec_moments",
+    measure=_spec_measure,
+    check=_spec_check,
+  ),
+}
+
+
+def kind_of(model: ModelConfig) -> ModelKind:
+  """The registered kind of `model.kind`; a `ConfigError` naming the valid ones otherwise."""
+  try:
+    return KINDS[model.kind]
+  except KeyError:
+    raise ConfigError(f"model.kind={model.kind!r}: must be one of {sorted(KINDS)}") from None
+
+
+def check(cfg: Config) -> Config:
+  """`cfg` after the checks of its model kind (the generic ones are `Config.validate`)."""
+  kind_of(cfg.model).check(cfg)
+  return cfg
