@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from wavegan.models import critics as aux
+from wavegan.training import losses
 
 B, WIDTH = 2, 4
 NAMES = ("msd", "mpd", "mrstft")
@@ -58,7 +59,7 @@ def test_forward_is_finite_and_generator_gradients_flow(name, channels):
 
   def g_loss(y):
     fake_logits, fake_feats = disc(y)
-    return aux.hinge_g_loss(fake_logits) + aux.feature_matching_loss(feats, fake_feats)
+    return losses.hinge_g_loss(fake_logits) + losses.feature_matching_loss(feats, fake_feats)
 
   grad = jax.jit(jax.grad(g_loss))(fake)
   assert grad.shape == fake.shape
@@ -68,11 +69,11 @@ def test_forward_is_finite_and_generator_gradients_flow(name, channels):
 
 def test_feature_matching_loss():
   feats = [jax.random.normal(jax.random.key(i), (B, 8, 3)) for i in range(3)]
-  assert float(aux.feature_matching_loss(feats, feats)) == 0.0
+  assert float(losses.feature_matching_loss(feats, feats)) == 0.0
   other = [f + 0.1 for f in feats]
-  np.testing.assert_allclose(float(aux.feature_matching_loss(feats, other)), 0.1, rtol=1e-5)
+  np.testing.assert_allclose(float(losses.feature_matching_loss(feats, other)), 0.1, rtol=1e-5)
   # The real features are constants: no gradient reaches them.
-  grad = jax.grad(lambda r: aux.feature_matching_loss(r, other))(feats)
+  grad = jax.grad(lambda r: losses.feature_matching_loss(r, other))(feats)
   assert all(float(jnp.max(jnp.abs(g))) == 0 for g in grad)
 
 
@@ -80,40 +81,40 @@ def test_multi_resolution_stft_loss():
   t = jnp.arange(8192) / 16000.0
   tone = (0.5 * jnp.sin(2 * jnp.pi * 440.0 * t))[None, :, None].repeat(B, 0)  # [B, T, 1]
   noise = audio(3, t=8192, scale=0.1)
-  loss = jax.jit(aux.multi_resolution_stft_loss)
+  loss = jax.jit(losses.multi_resolution_stft_loss)
   assert float(loss(tone, tone)) < 1e-6
   assert float(loss(tone, noise)) > 1.0
-  grad = jax.jit(jax.grad(lambda y: aux.multi_resolution_stft_loss(tone, y)))(tone)
+  grad = jax.jit(jax.grad(lambda y: losses.multi_resolution_stft_loss(tone, y)))(tone)
   assert bool(jnp.all(jnp.isfinite(grad)))
 
 
 def test_unpaired_losses_compare_batch_means():
   # Mean feature matching: batches with the same per-position mean match, whatever their rows.
   feats = [jax.random.normal(jax.random.key(i), (B, 8, 3)) for i in range(2)]
-  assert float(aux.mean_feature_matching_loss(feats, [f[::-1] for f in feats])) < 1e-6
-  assert float(aux.mean_feature_matching_loss(feats, [f + 0.1 for f in feats])) == pytest.approx(
+  assert float(losses.mean_feature_matching_loss(feats, [f[::-1] for f in feats])) < 1e-6
+  assert float(losses.mean_feature_matching_loss(feats, [f + 0.1 for f in feats])) == pytest.approx(
     0.1
   )
   # Mean spectrum: the same clips in another order match; a different spectrum does not, and its
   # gradient reaches the generated audio only.
   t = jnp.arange(8192) / 16000.0
   tones = jnp.stack([jnp.sin(2 * jnp.pi * f * t) for f in (220.0, 440.0, 880.0, 1760.0)])[..., None]
-  loss = jax.jit(aux.mean_spectrum_loss)
+  loss = jax.jit(losses.mean_spectrum_loss)
   assert float(loss(tones, tones[::-1])) < 1e-5
   noise = audio(4, t=8192, scale=0.1)
   assert float(loss(tones, noise)) > 1.0
-  g_real, g_fake = jax.jit(jax.grad(aux.mean_spectrum_loss, argnums=(0, 1)))(tones, noise)
+  g_real, g_fake = jax.jit(jax.grad(losses.mean_spectrum_loss, argnums=(0, 1)))(tones, noise)
   assert bool(jnp.all(jnp.isfinite(g_fake))) and float(jnp.max(jnp.abs(g_fake))) > 0
   assert bool(jnp.all(jnp.isfinite(g_real)))
 
 
 def test_adversarial_losses_sum_over_sub_discriminators():
   ones, zeros = [jnp.ones((B, 5)), jnp.ones((B, 7))], [jnp.zeros((B, 5)), jnp.zeros((B, 7))]
-  assert float(aux.hinge_d_loss(ones, [-o for o in ones])) == 0.0
-  assert float(aux.hinge_d_loss(zeros, zeros)) == 4.0
-  assert float(aux.hinge_g_loss(ones)) == -2.0
-  assert float(aux.lsgan_d_loss(ones, zeros)) == 0.0
-  assert float(aux.lsgan_g_loss(zeros)) == 1.0
+  assert float(losses.hinge_d_loss(ones, [-o for o in ones])) == 0.0
+  assert float(losses.hinge_d_loss(zeros, zeros)) == 4.0
+  assert float(losses.hinge_g_loss(ones)) == -2.0
+  assert float(losses.lsgan_d_loss(ones, zeros)) == 0.0
+  assert float(losses.lsgan_g_loss(zeros)) == 1.0
 
 
 def test_stft_magnitude_peaks_at_the_tone_bin():

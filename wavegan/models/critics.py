@@ -1,4 +1,4 @@
-"""Auxiliary waveform discriminators (MelGAN, HiFi-GAN, UnivNet) and their losses, in Flax NNX.
+"""Auxiliary waveform discriminators (MelGAN, HiFi-GAN, UnivNet), in Flax NNX.
 
 Each discriminator takes audio [B, T, C] (channels-last, any T) and returns `(logits, features)`:
 one logits tensor [B, N_i] per sub-discriminator, and every sub-discriminator's hidden activations
@@ -27,7 +27,6 @@ from flax import nnx
 
 from wavegan.dsp import frame_indices, hann
 from wavegan.models.layers import Downsample1d, lrelu
-from wavegan.training.losses import hinge_d, hinge_g, lsgan_d, lsgan_g
 
 Outputs = tuple[list[jax.Array], list[jax.Array]]  # (logits [B, N_i] each, feature maps)
 
@@ -298,103 +297,3 @@ class AuxDiscriminators(nnx.Module):
 
   def __call__(self, x: jax.Array) -> Outputs:
     return _concat_outputs(self.discs, x)
-
-
-# ---------------------------------------------------------------------------------------------
-# Losses
-
-
-def feature_matching_loss(
-  real_feats: Sequence[jax.Array], fake_feats: Sequence[jax.Array]
-) -> jax.Array:
-  """Mean over feature maps of mean |D_l(x) - D_l(G(z))| (MelGAN, HiFi-GAN); real is a constant."""
-  terms = [
-    jnp.mean(jnp.abs(jax.lax.stop_gradient(r) - f))
-    for r, f in zip(real_feats, fake_feats, strict=True)
-  ]
-  return jnp.mean(jnp.stack(terms))
-
-
-def _frobenius(x: jax.Array) -> jax.Array:
-  # A tiny offset keeps the gradient finite (zero) where x == 0, e.g. identical signals.
-  return jnp.sqrt(jnp.sum(x**2) + 1e-20)
-
-
-def multi_resolution_stft_loss(
-  real: jax.Array, fake: jax.Array, resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
-) -> jax.Array:
-  """Sum over (n_fft, hop) of spectral convergence + log-magnitude L1 (Yamamoto et al. 2020).
-
-  Args:
-    real, fake: audio [B, T, C]; every channel is compared.
-  Returns:
-    Scalar: sum_r ||S_x| - |S_y||_F / ||S_x||_F + mean |log|S_x| - log|S_y||.
-  """
-  b, t, c = real.shape
-  real = real.transpose(0, 2, 1).reshape(b * c, t)  # [B * C, T]
-  fake = fake.transpose(0, 2, 1).reshape(b * c, t)
-  total = jnp.zeros((), jnp.float32)
-  for n_fft, hop in resolutions:
-    mag_r = stft_magnitude(real, n_fft, hop)  # [B * C, F, bins]
-    mag_f = stft_magnitude(fake, n_fft, hop)
-    convergence = _frobenius(mag_r - mag_f) / _frobenius(mag_r)
-    log_l1 = jnp.mean(jnp.abs(jnp.log(mag_r) - jnp.log(mag_f)))
-    total = total + convergence + log_l1
-  return total
-
-
-def mean_feature_matching_loss(
-  real_feats: Sequence[jax.Array], fake_feats: Sequence[jax.Array]
-) -> jax.Array:
-  """`feature_matching_loss` of the batch means (Salimans et al. 2016).
-
-  A vocoder compares each fake with its own real clip; a GAN sampling from noise has no such pair,
-  so G matches the real batch's mean activation of every feature map instead.
-  """
-  return feature_matching_loss(
-    [jnp.mean(r, axis=0) for r in real_feats], [jnp.mean(f, axis=0) for f in fake_feats]
-  )
-
-
-def mean_spectrum_loss(
-  real: jax.Array, fake: jax.Array, resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
-) -> jax.Array:
-  """`multi_resolution_stft_loss` of the batch's average magnitude spectra (unpaired clips).
-
-  Spectral convergence + log-magnitude L1 between the mean |STFT| over clips and frames of the
-  real and the generated batch, summed over resolutions: it pulls G's long-term spectrum towards
-  the corpus' without asking any one clip to copy another.
-  """
-  b, t, c = real.shape
-  real = real.transpose(0, 2, 1).reshape(b * c, t)  # [B * C, T]
-  fake = fake.transpose(0, 2, 1).reshape(fake.shape[0] * c, t)
-  total = jnp.zeros((), jnp.float32)
-  for n_fft, hop in resolutions:
-    mag_r = jnp.mean(stft_magnitude(real, n_fft, hop), axis=(0, 1))  # [bins]
-    mag_f = jnp.mean(stft_magnitude(fake, n_fft, hop), axis=(0, 1))
-    convergence = _frobenius(mag_r - mag_f) / _frobenius(mag_r)
-    total = total + convergence + jnp.mean(jnp.abs(jnp.log(mag_r) - jnp.log(mag_f)))
-  return total
-
-
-def hinge_d_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:
-  """`losses.hinge_d` per sub-discriminator, summed."""
-  return sum(hinge_d(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
-
-
-def hinge_g_loss(fake_logits: Sequence[jax.Array]) -> jax.Array:
-  """`losses.hinge_g` per sub-discriminator, summed."""
-  return sum(hinge_g(f) for f in fake_logits)
-
-
-def lsgan_d_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:
-  """`losses.lsgan_d` (0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]) per sub-discriminator, summed."""
-  return sum(lsgan_d(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
-
-
-def lsgan_g_loss(fake_logits: Sequence[jax.Array]) -> jax.Array:
-  """`losses.lsgan_g` (0.5 E[(D(G(z)) - 1)^2]) per sub-discriminator, summed."""
-  return sum(lsgan_g(f) for f in fake_logits)
-
-
-AUX_LOSSES = {"hinge": (hinge_d_loss, hinge_g_loss), "lsgan": (lsgan_d_loss, lsgan_g_loss)}

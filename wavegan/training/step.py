@@ -125,7 +125,7 @@ def make_train_step(
   randomness comes from `fold_in(key(seed), step)`, so a resumed run repeats an uninterrupted one.
   """
   d_loss_fn, g_loss_fn = losses.LOSSES[cfg.optim.loss]
-  aux_d_loss, aux_g_loss = aux_lib.AUX_LOSSES[cfg.optim.aux_loss]
+  aux_d_loss, aux_g_loss = losses.AUX_LOSSES[cfg.optim.aux_loss]
   o, m = cfg.optim, cfg.model
   base_key = jax.random.key(cfg.train.seed + 1)
   conditional = m.conditional
@@ -268,11 +268,11 @@ def make_train_step(
       fake_logits, fake_feats = aux_critics(d_params, fake)
       real_feats = aux_critics(d_params, real)[1]
       aux_adv = aux_g_loss(fake_logits)
-      fm = aux_lib.mean_feature_matching_loss(real_feats, fake_feats)
+      fm = losses.mean_feature_matching_loss(real_feats, fake_feats)
       metrics.update({"g/aux": aux_adv, "g/fm": fm})
       total = total + o.aux_weight * aux_adv + o.fm_weight * fm
     if o.stft_weight > 0:
-      spectrum = aux_lib.mean_spectrum_loss(real, fake)
+      spectrum = losses.mean_spectrum_loss(real, fake)
       metrics["g/stft"] = spectrum
       total = total + o.stft_weight * spectrum
     return total, metrics
