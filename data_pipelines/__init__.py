@@ -13,6 +13,7 @@ from data_pipelines.audio_io import (
   is_audio_path,
   scan_folder,
 )
+from data_pipelines.batches import BatchSource
 from data_pipelines.cache import (
   FileEntry,
   PreparedCache,
@@ -21,6 +22,7 @@ from data_pipelines.cache import (
   open_cache,
   prepare,
 )
+from data_pipelines.clips import ClipSet, load_clips
 from data_pipelines.corpus import (
   CORPUS_VERSION,
   STYLES,
@@ -30,19 +32,11 @@ from data_pipelines.corpus import (
   make_corpus,
   synthesize,
 )
-from data_pipelines.dataset import (
-  NORMALIZE_MODES,
-  NORMALIZE_PEAK,
-  BatchSource,
-  ClipSet,
-  SliceOptions,
-  load_clips,
-  process_file,
-  reason_kind,
-  skip_summary,
-)
 from data_pipelines.loader import Loader, step_dataset
 from data_pipelines.manifest import Manifest, read_manifest
+from data_pipelines.normalization import NORMALIZE_MODES, NORMALIZE_PEAK
+from data_pipelines.preprocess import SliceOptions, process_file
+from data_pipelines.reports import reason_kind, skip_summary
 from data_pipelines.slicing import (
   PAD_MODES,
   SLICE_MODES,

@@ -45,8 +45,10 @@ from data_pipelines.audio_io import (
   DataError,
   scan_folder,
 )
-from data_pipelines.dataset import SliceOptions, _progress, process_file, reason_kind, summarize
 from data_pipelines.manifest import Manifest, read_manifest
+from data_pipelines.preprocess import SliceOptions, process_file
+from data_pipelines.progress import progress_bar
+from data_pipelines.reports import reason_kind, summarize
 from wavegan.errors import DiskFullError, describe_os_error, one_line
 from wavegan.files import (
   PART_SUFFIX,
@@ -571,7 +573,7 @@ def _decode_into(
     n_workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     results = _run_jobs(jobs, n_workers)
     for entry, (reason, windows, starts, seconds) in zip(
-      pending, _progress(results, progress and bool(jobs), "preparing", total=len(jobs))
+      pending, progress_bar(results, progress and bool(jobs), "preparing", total=len(jobs))
     ):
       done += 1
       if reason:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data_pipelines.dataset import BatchSource
+from data_pipelines.batches import BatchSource
 
 if TYPE_CHECKING:
   import grain

@@ -29,7 +29,7 @@ from data_pipelines import (
   open_cache,
   prepare,
 )
-from data_pipelines.dataset import summarize
+from data_pipelines.reports import summarize
 from wavegan import files
 from wavegan.conditioning import Attribute, Conditioning
 from wavegan.config import Config, ConfigError

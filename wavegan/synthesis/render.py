@@ -503,7 +503,7 @@ def postprocess(audio: np.ndarray, job: RenderJob, model_rate: int) -> np.ndarra
   if job.normalize == "peak" and peak > 0:
     x = x * (peak_limit / peak)
   elif job.normalize == "loudness" and peak > 0:
-    from data_pipelines.dataset import loudness_gain  # pylint: disable=g-import-not-at-top
+    from data_pipelines.normalization import loudness_gain  # pylint: disable=g-import-not-at-top
 
     x = x * min(loudness_gain(x, rate, job.loudness_lufs), peak_limit / peak)
   if job.fade_out_ms > 0:
