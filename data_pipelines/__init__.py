@@ -22,7 +22,7 @@ from data_pipelines.cache import (
   open_cache,
   prepare,
 )
-from data_pipelines.clips import ClipSet, load_clips
+from data_pipelines.clips import ClipSet, load_clips, skip_summary
 from data_pipelines.corpus import (
   CORPUS_VERSION,
   STYLES,
@@ -36,7 +36,7 @@ from data_pipelines.loader import Loader, step_dataset
 from data_pipelines.manifest import Manifest, read_manifest
 from data_pipelines.normalization import NORMALIZE_MODES, NORMALIZE_PEAK
 from data_pipelines.preprocess import SliceOptions, process_file
-from data_pipelines.reports import reason_kind, skip_summary
+from data_pipelines.reports import reason_kind
 from data_pipelines.slicing import (
   PAD_MODES,
   SLICE_MODES,

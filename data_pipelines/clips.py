@@ -1,4 +1,4 @@
-"""Training clips held in memory: `ClipSet`, and `load_clips` to read a folder into one."""
+"""Training clips held in memory: `ClipSet`, `load_clips` to read a folder into one, `skip_summary`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from data_pipelines.audio_io import AUDIO_EXTENSIONS, AudioDecodeError, DataErro
 from data_pipelines.manifest import read_manifest
 from data_pipelines.preprocess import SliceOptions, process_file
 from data_pipelines.progress import progress_bar
+from data_pipelines.reports import summarize
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -50,6 +51,12 @@ class ClipSet:
   @property
   def num_styles(self) -> int:
     return len(self.styles)
+
+
+def skip_summary(clips: ClipSet) -> str:
+  """`summarize` for clips loaded into memory."""
+  used = len(set(clips.sources)) if clips.sources else len(clips)
+  return summarize(used, len(clips), clips.skipped)
 
 
 def load_clips(

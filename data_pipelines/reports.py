@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-  from data_pipelines.clips import ClipSet
-
 
 def reason_kind(reason: str) -> str:
   """A skip reason's category for summaries, e.g. 'cannot decode (...)' -> 'unreadable'.
@@ -50,9 +45,3 @@ def summarize(files_used: int, clips: int, skipped: tuple[tuple[str, str], ...])
     + ": "
     + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
   )
-
-
-def skip_summary(clips: ClipSet) -> str:
-  """`summarize` for clips loaded into memory."""
-  used = len(set(clips.sources)) if clips.sources else len(clips)
-  return summarize(used, len(clips), clips.skipped)
