@@ -1,4 +1,4 @@
-"""Training clips held in memory: `ClipSet`, `load_clips` to read a folder into one, `skip_summary`."""
+"""Training clips in memory: `ClipSet`, `load_clips` (a folder into one) and `skip_summary`."""
 
 from __future__ import annotations
 
