@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test test-under-load bench clean
+.PHONY: setup demo lint test test-under-load bench clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,13 @@ demo: setup
 	$(BIN)/wavegan plot --workdir $(DEMO_DIR)
 	@echo "clips: $(DEMO_DIR)/clips   previews: $(DEMO_DIR)/previews   report: $(DEMO_DIR)/eval/report.md   curves: $(DEMO_DIR)/curves.png"
 
-test: setup
+# Formatting, lint and the import contracts (pyproject.toml), before any test runs.
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
+
+test: setup lint
 	$(BIN)/python -m pytest -q tests
 
 # The suite beside one busy loop per core: what a shared CI machine does to thread timing. Each hog
