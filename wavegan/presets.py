@@ -45,6 +45,17 @@ PRESETS: dict[str, Config] = {
 
 
 def preset(name: str) -> Config:
+  """The preset `name`, unvalidated (the corpus still sets `model.num_styles`).
+
+  Args:
+    name: one of PRESETS.
+
+  Returns:
+    Its config.
+
+  Raises:
+    ConfigError: an unknown name; the message lists the valid ones.
+  """
   if name not in PRESETS:
     raise ConfigError(f"unknown preset {name!r}; valid: {sorted(PRESETS)}")
   return PRESETS[name]
