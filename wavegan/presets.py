@@ -45,7 +45,7 @@ PRESETS: dict[str, Config] = {
 
 
 def preset(name: str) -> Config:
-  """The preset `name`, unvalidated (the corpus still sets `model.num_styles`).
+  """The config of preset `name` as written (validated after any overrides, by the caller).
 
   Args:
     name: one of PRESETS.
