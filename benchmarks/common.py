@@ -186,7 +186,11 @@ def g_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
 
 
 def d_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
-  """D's strided convs: channels -> d -> 2d -> ... down to length 16."""
+  """D's strided convs: channels -> d -> 2d -> ... down to length 16.
+
+  The strides are G's in the same order, as in the TF code: the longer slices' sixth layer
+  (stride 2 for 32768) is D's last (32768 -> 8192 -> 2048 -> 512 -> 128 -> 32 -> 16).
+  """
   strides = _strides(slice_len)
   chans = [channels] + [dim * 2**i for i in range(len(strides))]
   layers, length = [], slice_len

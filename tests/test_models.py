@@ -1,6 +1,9 @@
 """WaveGAN G and D: parameter counts, shapes, ranges, layer equivalences, determinism."""
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -184,3 +187,67 @@ def test_conv1d_gradients_match_xla_to_second_order(pads, c_in):
     return jax.grad(lambda w: jnp.sum(jax.grad(loss(conv), 0)(x, w) ** 2))(w)
 
   np.testing.assert_allclose(penalty_grad(conv1d), penalty_grad(xla_conv), rtol=1e-4, atol=1e-4)
+
+
+# The TF code's critic: five stride-4 layers, then for the longer slices a sixth with stride 2
+# (32768) or 4 (65536), each time length the output of one layer.
+REFERENCE_CRITIC_LENGTHS = {
+  16384: [4096, 1024, 256, 64, 16],
+  32768: [8192, 2048, 512, 128, 32, 16],
+  65536: [16384, 4096, 1024, 256, 64, 16],
+}
+# ... and its generator: five stride-4 upsamplings, then the longer slices' sixth (stride 2 or 4).
+REFERENCE_GENERATOR_LENGTHS = {
+  16384: [64, 256, 1024, 4096, 16384],
+  32768: [64, 256, 1024, 4096, 16384, 32768],
+  65536: [64, 256, 1024, 4096, 16384, 65536],
+}
+
+
+def _layer_shapes(layers, shape):
+  """Output shapes of `layers` applied in order to a float32 input of `shape` (nothing computed)."""
+  x, shapes = jax.ShapeDtypeStruct(shape, jnp.float32), []
+  for layer in layers:
+    x = jax.eval_shape(layer, x)
+    shapes.append(x.shape)
+  return shapes
+
+
+@pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
+def test_layer_lengths_follow_the_reference(slice_len):
+  cfg = ModelConfig(slice_len=slice_len, dim=1, latent_dim=4)
+  d = Discriminator(cfg, rngs=nnx.Rngs(0))
+  lengths = [s[1] for s in _layer_shapes(d.downs, (1, slice_len, 1))]
+  assert lengths == REFERENCE_CRITIC_LENGTHS[slice_len]
+  g = Generator(cfg, rngs=nnx.Rngs(0))
+  lengths = [s[1] for s in _layer_shapes(g.ups, (1, g.base_len, g.ups[0].kernel.shape[1]))]
+  assert lengths == REFERENCE_GENERATOR_LENGTHS[slice_len]
+
+
+def _bench_common():
+  """benchmarks/common.py (no JAX inside), imported from its path."""
+  path = Path(__file__).resolve().parent.parent / "benchmarks" / "common.py"
+  spec = importlib.util.spec_from_file_location("bench_common", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # its dataclasses look their module up
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
+def test_analytic_flops_count_the_layers_as_built(slice_len):
+  """The benchmarks' FLOP formulas (conv: L_out * C_in * C_out * K MACs, transposed conv: L_in *
+  ..., dense: in * out) applied to the shapes of the models this package builds."""
+  cfg = ModelConfig(slice_len=slice_len, dim=2, latent_dim=4, channels=2)
+  g, d = Generator(cfg, rngs=nnx.Rngs(0)), Discriminator(cfg, rngs=nnx.Rngs(1))
+  flops = _bench_common().flop_counts(
+    cfg.dim, slice_len, latent_dim=cfg.latent_dim, kernel_len=cfg.kernel_len, channels=2
+  )
+  outs = _layer_shapes(d.downs, (1, slice_len, 2))
+  d_convs = [2 * out[1] * math.prod(down.kernel.shape) for down, out in zip(d.downs, outs)]
+  assert flops["d_layers"] == d_convs
+  assert flops["d_fwd"] == sum(d_convs) + 2 * math.prod(d.out.kernel.shape)
+  ins = [(1, g.base_len)] + _layer_shapes(g.ups, (1, g.base_len, g.ups[0].kernel.shape[1]))[:-1]
+  g_convs = [2 * shape[1] * math.prod(up.kernel.shape) for up, shape in zip(g.ups, ins)]
+  assert flops["g_layers"] == g_convs
+  assert flops["g_fwd"] == 2 * math.prod(g.project.kernel.shape) + sum(g_convs)

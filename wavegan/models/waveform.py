@@ -22,7 +22,11 @@ from wavegan.models.layers import Downsample1d, Upsample1d, lrelu, phase_shuffle
 
 
 def layer_plan(cfg: ModelConfig) -> tuple[int, list[int], list[int]]:
-  """(G's first-layer width multiplier, channel list from widest to d, stride list)."""
+  """(G's first-layer width multiplier, channel list from widest to d, stride list).
+
+  The strides are in the order both G and D apply them, as in the TF code: five of
+  `cfg.stride`, then the longer slices' sixth layer (stride 2 for 32768, `cfg.stride` for 65536).
+  """
   if cfg.slice_len == 16384:
     mult, strides = 16, [cfg.stride] * 5
   else:
@@ -202,10 +206,12 @@ class Discriminator(nnx.Module):
     self.cfg = cfg
     mult, widths, strides = layer_plan(cfg)
     chans = [cfg.channels] + widths[::-1]  # C, d, 2d, 4d, 8d, 16d (, 32d)
+    # Widths mirror G's, strides do not: the longer slices' stride-2 layer is D's last, as in
+    # the TF code (32768 -> 8192 -> ... -> 32 -> 16).
     self.downs = nnx.List(
       [
         Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
-        for ci, co, s in zip(chans[:-1], chans[1:], strides[::-1])
+        for ci, co, s in zip(chans[:-1], chans[1:], strides)
       ]
     )
     feat = base_len(cfg) * chans[-1]
