@@ -1,4 +1,8 @@
-"""SpecGAN's spectral front end: STFT, log-magnitude images, corpus moments and Griffin-Lim.
+"""The project's spectral toolkit: STFT, log-magnitude and log-mel features, Griffin-Lim.
+
+`stft` is the one short-time Fourier transform: SpecGAN's images, the spectral critics and losses
+(`stft_magnitude`), the reference classifier's features (`log_mel`) and the preview spectrograms
+all frame, window and transform through it (the previews in numpy, with `xp=np`).
 
 SpecGAN (Donahue et al. 2019) trains a 2-D GAN on 128 x 128 log-magnitude images: 16384 samples
 at 16 kHz, `n_fft=256`, `hop=128`, 128 frames, the Nyquist bin dropped to leave 128 frequency
@@ -17,12 +21,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 STD_FLOOR = 1e-6
+ArrayT = TypeVar("ArrayT", jax.Array, np.ndarray)  # JAX, or numpy where `xp=np`
 
 
 def hann(n_fft: int) -> np.ndarray:
@@ -35,25 +41,108 @@ def frame_indices(n_frames: int, n_fft: int, hop: int) -> np.ndarray:
   return np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
 
 
-def stft(audio: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array:
-  """Short-time Fourier transform with SpecGAN's framing.
+def frame(
+  audio: ArrayT, n_fft: int, hop: int, *, center: bool = False, pad_mode: str = "reflect", xp=jnp
+) -> ArrayT:
+  """Cuts audio [B, T] into frames [B, F, n_fft] (padding, then one static gather).
 
-  Frames start at sample 0 (no centring) and the end is zero-padded just enough that there are
-  exactly `T // hop` frames: 128 for 16384 samples, matching tf.contrib.signal.stft(pad_end=True).
+  Two framings:
+    * `center=False` (SpecGAN's, tf.contrib.signal.stft(pad_end=True)): frames start at sample 0
+      and the end is zero-padded just enough that there are exactly F = T // hop frames.
+    * `center=True` (librosa's and torch's): frame f is centred on sample f * hop; n_fft // 2
+      samples are added on either side (`pad_mode` "reflect" or "constant" zeros), so that
+      F = 1 + (T + 2 (n_fft // 2) - n_fft) // hop, which is 1 + T // hop for an even n_fft.
+
+  Args:
+    audio: [B, T].
+    n_fft: frame length.
+    hop: frame step.
+    center: which framing (above).
+    pad_mode: how a centred framing pads the ends, as `np.pad`'s `mode`.
+    xp: `jax.numpy`, or `numpy` to frame numpy arrays in numpy.
+
+  Returns:
+    [B, F, n_fft], audio's dtype.
+  """
+  if center:
+    x = xp.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)  # [B, T + 2 (n_fft // 2)]
+    n_frames = 1 + (x.shape[-1] - n_fft) // hop
+  else:
+    x = xp.pad(audio, ((0, 0), (0, max(n_fft - hop, 0))))  # [B, T + n_fft - hop]
+    n_frames = audio.shape[-1] // hop
+  return x[:, frame_indices(n_frames, n_fft, hop)]  # [B, F, n_fft]
+
+
+def stft(
+  audio: ArrayT,
+  n_fft: int = 256,
+  hop: int = 128,
+  *,
+  center: bool = False,
+  pad_mode: str = "reflect",
+  window: ArrayT | None = None,
+  xp=jnp,
+) -> ArrayT:
+  """Short-time Fourier transform: `frame`, times a window, then a real FFT of each frame.
+
+  The defaults are SpecGAN's: no centring, 128 frames for 16384 samples at hop 128.
 
   Args:
     audio: mono audio [B, T].
     n_fft: frame (and FFT) length.
     hop: frame step.
+    center: framing, see `frame`.
+    pad_mode: how a centred framing pads the ends.
+    window: [n_fft], multiplied into every frame as given (so a float32 window promotes bfloat16
+      frames to float32); default the periodic Hann window `hann(n_fft)` in the frames' dtype.
+    xp: `jax.numpy`, or `numpy` for a numpy STFT of numpy arrays.
 
   Returns:
-    Complex spectrum [B, T // hop, n_fft // 2 + 1].
+    Complex spectrum [B, F, n_fft // 2 + 1].
   """
-  n_frames = audio.shape[-1] // hop
-  x = jnp.pad(audio, ((0, 0), (0, max(n_fft - hop, 0))))  # [B, T + n_fft - hop]
-  idx = frame_indices(n_frames, n_fft, hop)  # [F, n_fft], static
-  frames = x[:, idx] * jnp.asarray(hann(n_fft), x.dtype)  # [B, F, n_fft]
-  return jnp.fft.rfft(frames, axis=-1)  # [B, F, n_fft/2+1]
+  x = frame(audio, n_fft, hop, center=center, pad_mode=pad_mode, xp=xp)  # [B, F, n_fft]
+  if window is None:
+    window = xp.asarray(hann(n_fft), x.dtype)
+  return xp.fft.rfft(x * window, axis=-1)  # [B, F, n_fft/2+1]
+
+
+def stft_magnitude(x: jax.Array, n_fft: int, hop: int, floor: float = 1e-7) -> jax.Array:
+  """|STFT| of x [B, T] as the spectral critics and losses read it (Parallel WaveGAN's STFT loss).
+
+  Centred, reflect-padded frames every `hop` samples and a Hann window of n_fft in float32, so
+  that bfloat16 audio is transformed in float32; the power |X|^2 is floored at `floor` before the
+  square root, which keeps the log and its gradient finite in silence.
+
+  Returns:
+    [B, 1 + T // hop, n_fft // 2 + 1] (even n_fft), at least sqrt(floor).
+  """
+  spec = stft(x, n_fft, hop, center=True, window=hann(n_fft).astype(np.float32))
+  power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2  # [B, F, n_fft/2+1]
+  return jnp.sqrt(jnp.maximum(power, floor))
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+  """Mel filterbank float32 [n_fft // 2 + 1, n_mels] (librosa's Slaney mel scale and norm)."""
+  import librosa  # pylint: disable=g-import-not-at-top
+
+  return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype(np.float32)
+
+
+def log_mel(audio: jax.Array, mel: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """Audio [B, T] -> log-mel power [B, 1 + T // hop, mels]: log(1e-5 + |STFT|^2 @ mel).
+
+  Centred, reflect-padded frames with the symmetric Hann window (`jnp.hanning`, np.hanning's),
+  which the reference classifiers' features have always used.
+
+  Args:
+    audio: mono audio [B, T].
+    mel: filterbank [n_fft // 2 + 1, mels], e.g. `mel_filterbank`.
+    n_fft: frame length.
+    hop: frame step.
+  """
+  window = jnp.hanning(n_fft).astype(audio.dtype)
+  power = jnp.abs(stft(audio, n_fft, hop, center=True, window=window)) ** 2  # [B, F, n_fft/2+1]
+  return jnp.log(1e-5 + power @ mel)  # [B, F, mels]
 
 
 def istft(

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from wavegan.dsp import frame_indices
+from wavegan import dsp
 from wavegan.files import atomic_path, write_json
 from wavegan.synthesis.export import digest, flatten, unflatten
 
@@ -51,21 +51,9 @@ class ClassifierConfig:
   seed: int = 0
 
 
-def mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-  """Mel filterbank [n_fft // 2 + 1, n_mels] (librosa's Slaney mel scale)."""
-  import librosa  # pylint: disable=g-import-not-at-top
-
-  return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype(np.float32)
-
-
 def log_mel(audio: jax.Array, mel: jax.Array, n_fft: int, hop: int) -> jax.Array:
-  """Audio [B, T, C] -> log-mel features [B, frames, mels] (mono mix, Hann window, log(1e-5 + x))."""
-  x = jnp.mean(audio, axis=-1)  # [B, T]
-  x = jnp.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
-  idx = frame_indices(1 + (x.shape[1] - n_fft) // hop, n_fft, hop)  # [F, n_fft], static
-  frames = x[:, idx] * jnp.hanning(n_fft).astype(x.dtype)  # [B, F, n_fft]
-  power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2  # [B, F, n_fft/2+1]
-  return jnp.log(1e-5 + power @ mel)  # [B, F, mels]
+  """Audio [B, T, C] -> the classifier's features, `dsp.log_mel` of the mono mix [B, F, mels]."""
+  return dsp.log_mel(jnp.mean(audio, axis=-1), mel, n_fft, hop)
 
 
 class StyleNet(nnx.Module):
@@ -107,7 +95,7 @@ class Classifier:
   info: dict[str, Any]
 
   def __post_init__(self):
-    mel = jnp.asarray(mel_matrix(self.sample_rate, self.cfg.n_fft, self.cfg.n_mels))
+    mel = jnp.asarray(dsp.mel_filterbank(self.sample_rate, self.cfg.n_fft, self.cfg.n_mels))
     c = self.cfg
 
     def features(audio):
@@ -193,7 +181,7 @@ def train_classifier(
   model = StyleNet(cfg, len(classes), rngs=nnx.Rngs(cfg.seed))
   graph, params = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(params)
-  mel = jnp.asarray(mel_matrix(sample_rate, cfg.n_fft, cfg.n_mels))
+  mel = jnp.asarray(dsp.mel_filterbank(sample_rate, cfg.n_fft, cfg.n_mels))
   tx = optax.adamw(optax.cosine_decay_schedule(cfg.lr, cfg.steps), weight_decay=1e-4)
   opt = tx.init(params)
 

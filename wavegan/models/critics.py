@@ -22,17 +22,15 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from wavegan.dsp import frame_indices, hann
+from wavegan.dsp import stft_magnitude
 from wavegan.models.layers import Downsample1d, lrelu
 
 Outputs = tuple[list[jax.Array], list[jax.Array]]  # (logits [B, N_i] each, feature maps)
 
 DEFAULT_PERIODS = (2, 3, 5, 7, 11)
 DEFAULT_RESOLUTIONS = ((512, 128), (1024, 256), (256, 64))  # (n_fft, hop); window = n_fft
-_POWER_FLOOR = 1e-7  # |X|^2 floor before sqrt / log (as in Parallel WaveGAN's STFT loss)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,21 +108,6 @@ def avg_pool(x: jax.Array) -> jax.Array:
 
   counts = window_sum(jnp.ones((1, x.shape[1], 1), x.dtype))  # [1, T / 2, 1]
   return window_sum(x) / counts
-
-
-def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
-  """|STFT| of x [B, T]: Hann window of n_fft, centred (reflect-padded) frames every hop samples.
-
-  Returns:
-    [B, 1 + T // hop, n_fft // 2 + 1], floored at sqrt(_POWER_FLOOR).
-  """
-  pad = n_fft // 2
-  xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")  # [B, T + n_fft]
-  index = frame_indices(1 + x.shape[1] // hop, n_fft, hop)  # [F, n_fft]
-  frames = xp[:, index] * hann(n_fft).astype(np.float32)  # [B, F, n_fft]
-  spec = jnp.fft.rfft(frames, axis=-1)  # [B, F, n_fft/2 + 1]
-  power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
-  return jnp.sqrt(jnp.maximum(power, _POWER_FLOOR))
 
 
 # ---------------------------------------------------------------------------------------------

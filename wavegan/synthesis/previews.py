@@ -8,17 +8,19 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from wavegan import dsp
 from wavegan.files import atomic_path
 
 
 def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-  """Mono audio [T] -> log-magnitude STFT in dB [freq, frames] (numpy; no JAX, no numba)."""
-  audio = np.asarray(audio, np.float32)
-  pad = np.pad(audio, (n_fft // 2, n_fft // 2))
-  n_frames = 1 + (len(pad) - n_fft) // hop
-  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]  # [frames, n_fft]
-  frames = pad[idx] * np.hanning(n_fft).astype(np.float32)
-  mag = np.abs(np.fft.rfft(frames, axis=-1)).T  # [freq, frames]
+  """Mono audio [T] -> log-magnitude STFT in dB [freq, frames], in numpy (`dsp.stft`, xp=np).
+
+  Centred frames with zeros at the ends and the symmetric Hann window (np.hanning).
+  """
+  x = np.asarray(audio, np.float32)[None]  # [1, T]
+  window = np.hanning(n_fft).astype(np.float32)
+  spec = dsp.stft(x, n_fft, hop, center=True, pad_mode="constant", window=window, xp=np)
+  mag = np.abs(spec[0]).T  # [freq, frames]
   return 20.0 * np.log10(np.maximum(mag, 1e-5))
 
 

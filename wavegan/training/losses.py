@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from wavegan.models.critics import DEFAULT_RESOLUTIONS, stft_magnitude
+from wavegan.dsp import stft_magnitude
+from wavegan.models.critics import DEFAULT_RESOLUTIONS
 
 
 def wgan_d(real: jax.Array, fake: jax.Array) -> jax.Array:
