@@ -23,9 +23,8 @@ import os
 import re
 from typing import Any
 
-import jax
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 from wavegan.config import ConfigError, ModelConfig
 from wavegan.errors import one_line
@@ -68,22 +67,14 @@ class ExportedModel:
 
 
 def _key(path: tuple[Any, ...]) -> str:
-  """A pytree path -> "ups/0/kernel"."""
-  parts = []
-  for p in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(p, attr):
-        parts.append(str(getattr(p, attr)))
-        break
-    else:
-      parts.append(str(p))
-  return SEPARATOR.join(parts)
+  """A path of nested dict keys, ("ups", 0, "kernel") -> "ups/0/kernel"."""
+  return SEPARATOR.join(str(k) for k in path)
 
 
-def flatten(params: Any) -> dict[str, np.ndarray]:
-  """Parameter pytree -> {"ups/0/kernel": array}."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-  return {_key(path): np.asarray(leaf) for path, leaf in leaves}
+def flatten(params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Parameters as nested dicts (`nnx.to_pure_dict`'s) -> {"ups/0/kernel": array}."""
+  flat = traverse_util.flatten_dict(params)  # {("ups", 0, "kernel"): array}
+  return {_key(path): np.asarray(leaf) for path, leaf in flat.items()}
 
 
 def digest(tensors: dict[str, np.ndarray]) -> str:
@@ -333,17 +324,19 @@ def load_model(path: str) -> ExportedModel:
   return ExportedModel(model, styles, sample_rate, unflatten(structure, tensors), info, extras)
 
 
-def unflatten(structure: Any, tensors: dict[str, np.ndarray]) -> Any:
-  """The inverse of `flatten`: arrays named like `structure`'s leaves, in its tree.
+def unflatten(structure: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+  """The inverse of `flatten`: arrays named like `structure`'s leaves, in its nested dicts.
 
   Raises:
     KeyError: a leaf of `structure` has no array in `tensors`.
   """
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(structure)
-  return jax.tree_util.tree_unflatten(treedef, [tensors[_key(path)] for path, _ in leaves])
+  flat = traverse_util.flatten_dict(structure, keep_empty_nodes=True)
+  empty = traverse_util.empty_node
+  return traverse_util.unflatten_dict(
+    {path: leaf if leaf is empty else tensors[_key(path)] for path, leaf in flat.items()}
+  )
 
 
-def flatten_abstract(structure: Any) -> dict[str, Any]:
-  """Like `flatten`, for a pytree of shape/dtype structs."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(structure)
-  return {_key(path): leaf for path, leaf in leaves}
+def flatten_abstract(structure: dict[str, Any]) -> dict[str, Any]:
+  """Like `flatten`, for nested dicts of shape/dtype structs."""
+  return {_key(path): leaf for path, leaf in traverse_util.flatten_dict(structure).items()}
