@@ -155,43 +155,33 @@ def test_kernel_distance_matches_the_unbiased_estimator():
 # k-means and NDB.
 
 
-def test_kmeans_recovers_separated_blobs():
+def test_ndb_bins_recover_separated_blobs_and_are_seeded():
   rng = np.random.default_rng(6)
   truth = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
   x, ids = _blobs(rng, truth, per=60)
-  centers, labels = metrics.kmeans(x, 3, seed=0)
-  assert centers.shape == (3, 2) and labels.shape == (180,)
-  mapping = {}
+  centers = metrics._bins(x, 3, seed=0)
+  assert centers.shape == (3, 2)
+  labels = np.argmin(((x[:, None] - centers[None]) ** 2).sum(-1), axis=1)
   for blob in range(3):
-    found = np.unique(labels[ids == blob])
-    assert len(found) == 1  # each cluster is pure
-    mapping[blob] = int(found[0])
-  assert sorted(mapping.values()) == [0, 1, 2]
-  for blob, label in mapping.items():
-    assert np.linalg.norm(centers[label] - truth[blob]) < 0.3
-  again = metrics.kmeans(x, 3, seed=0)
-  np.testing.assert_array_equal(again[0], centers)
-  np.testing.assert_array_equal(again[1], labels)
+    assert len(np.unique(labels[ids == blob])) == 1  # each bin is pure
+  assert sorted(np.argmin(np.linalg.norm(centers[:, None] - truth[None], axis=-1), 1)) == [0, 1, 2]
+  np.testing.assert_allclose(np.sort(centers, axis=0), np.sort(truth, axis=0), atol=0.3)
+  # The same seed gives the same bins, and so the same NDB.
+  np.testing.assert_array_equal(metrics._bins(x, 3, seed=0), centers)
+  fake = x[ids != 0]
+  assert metrics.ndb(x, fake, k=3, seed=5) == metrics.ndb(x, fake, k=3, seed=5)
+  assert metrics.ndb(x, fake, k=3)["ndb"] == 3  # one mode missing: its bin and both others
 
 
-def test_kmeans_with_more_clusters_than_distinct_points():
-  # Three distinct points, five clusters: duplicates seed coincident centers and empty clusters.
+def test_ndb_with_more_bins_than_distinct_points(recwarn):
+  # Three distinct points, five bins: k-means++ seeds coincident centers, two bins stay empty.
   x = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 4, axis=0)
-  centers, labels = metrics.kmeans(x, 5, seed=0)
-  assert np.all(np.isfinite(centers)) and labels.min() >= 0 and labels.max() < 5
-  # Every center sits on a data point and every point is at distance 0 from its center.
-  np.testing.assert_allclose(np.linalg.norm(x - centers[labels], axis=1), 0.0, atol=1e-12)
-  with pytest.raises(ValueError, match="k must be"):
-    metrics.kmeans(x, 13)
-
-
-def test_kmeans_reseeds_empty_clusters(monkeypatch):
-  # A center far from every point owns nothing; left alone it would stay there for good.
-  monkeypatch.setattr(metrics, "_kmeans_pp", lambda x, k, rng: np.array([[0.0], [1.0], [100.0]]))
-  x = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0])[:, None]
-  centers, labels = metrics.kmeans(x, 3)
-  assert np.bincount(labels, minlength=3).min() > 0 and centers.max() <= 12.0
-  assert len(np.unique(labels[3:])) == 1 and labels[0] != labels[3]  # the far group stays whole
+  centers = metrics._bins(x, 5, seed=0)
+  assert np.all(np.isfinite(centers))
+  out = metrics.ndb(x, x, k=5)
+  assert out["k"] == 5 and out["ndb"] == 0 and sum(out["real_share"]) == pytest.approx(1.0)
+  assert sorted(out["real_share"])[:2] == [0.0, 0.0]
+  assert not recwarn.list  # scipy's empty-cluster warning and 0/0 are expected, not shown
 
 
 def test_ndb_of_a_set_with_itself_is_zero():

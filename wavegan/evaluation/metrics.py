@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 from scipy import linalg, special, stats
+from scipy.cluster import vq
 
 
 def _matrix(name: str, x: np.ndarray, min_rows: int = 1) -> np.ndarray:
@@ -155,60 +156,16 @@ def kernel_distance(
 # Mode coverage and memorisation.
 
 
-def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-  """k-means++ seeding (Arthur & Vassilvitskii 2007): centers [k, D] drawn from the rows of x."""
-  n = x.shape[0]
-  chosen = [int(rng.integers(n))]
-  d2 = _sq_dists(x, x[chosen[0]][None])[:, 0]  # [N]
-  for _ in range(1, k):
-    total = d2.sum()
-    if total > 0:
-      nxt = int(rng.choice(n, p=d2 / total))
-    else:
-      # Every point coincides with a center (fewer distinct points than k): any unused row will do.
-      nxt = int(rng.choice(np.setdiff1d(np.arange(n), chosen)))
-    chosen.append(nxt)
-    d2 = np.minimum(d2, _sq_dists(x, x[nxt][None])[:, 0])
-  return x[chosen].copy()
+def _bins(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+  """k-means centers [k, D] of x [N, D]: `scipy.cluster.vq.kmeans2`, k-means++ seeded by `seed`.
 
-
-def kmeans(
-  x: np.ndarray, k: int, *, seed: int = 0, iters: int = 50
-) -> tuple[np.ndarray, np.ndarray]:
-  """Lloyd's k-means with k-means++ seeding.
-
-  Args:
-    x: [N, D] points, N >= k.
-    k: number of clusters.
-    seed: seeds the k-means++ draws; a seed always gives the same clustering.
-    iters: at most this many Lloyd updates; stops early once the labels stop changing.
-  Returns:
-    (centers [k, D], labels [N]) with labels[i] the nearest center of x[i].
+  With fewer distinct points than k, k-means++ seeds coincident centers and some bins stay empty
+  (scipy warns); an empty bin holds no real and no fake point, so it is never a different bin.
   """
-  x = _matrix("x", x)
-  if not 1 <= k <= x.shape[0]:
-    raise ValueError(f"k must be in [1, {x.shape[0]}], got {k}")
-  centers = _kmeans_pp(x, k, np.random.default_rng(seed))  # [k, D]
-  labels = None
-  for _ in range(iters):
-    d2 = _sq_dists(x, centers)  # [N, k]
-    new = np.argmin(d2, axis=1)  # [N]
-    if labels is not None and np.array_equal(new, labels):
-      break
-    labels = new
-    onehot = (labels[:, None] == np.arange(k)[None, :]).astype(np.float64)  # [N, k]
-    counts = onehot.sum(axis=0)  # [k]
-    sums = onehot.T @ x  # [k, D]
-    full = counts > 0
-    centers[full] = sums[full] / counts[full, None]
-    empty = np.flatnonzero(~full)
-    if empty.size:
-      # An empty cluster would keep a stale center forever; move it to the worst-served points.
-      own = d2[np.arange(x.shape[0]), labels]  # [N]
-      centers[empty] = x[np.argsort(-own, kind="stable")[: empty.size]]
-  # Labels of the returned centers, computed exactly as `ndb` assigns new points.
-  labels = np.argmin(_sq_dists(x, centers), axis=1)
-  return centers, labels
+  with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+    warnings.filterwarnings("ignore", "One of the clusters is empty")
+    centers, _ = vq.kmeans2(x, k, iter=50, minit="++", seed=seed)
+  return centers
 
 
 def ndb(
@@ -236,7 +193,8 @@ def ndb(
   k = min(k, real.shape[0] // 2)
   if k < 1:
     raise ValueError(f"k must be >= 1, got {k}")
-  centers, real_labels = kmeans(real, k, seed=seed)  # [k, D], [N]
+  centers = _bins(real, k, seed)  # [k, D]
+  real_labels = np.argmin(_sq_dists(real, centers), axis=1)  # [N], as the fakes are assigned
   fake_labels = np.argmin(_sq_dists(fake, centers), axis=1)  # [M]
   n, m = real.shape[0], fake.shape[0]
   real_share = np.bincount(real_labels, minlength=k) / n  # [k]
