@@ -138,6 +138,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
   """The config a `train` invocation asks for: the saved run's, or a preset, plus overrides."""
+  from wavegan.models import kinds
   from wavegan.run import saved_run
 
   saved = saved_run(args.workdir)
@@ -163,7 +164,7 @@ def requested_config(args: argparse.Namespace) -> tuple[Config, str]:
     )
   if args.steps is not None:
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
-  return cfg.validate(), name
+  return kinds.check(cfg.validate()), name
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -65,7 +65,7 @@ class ModelConfig:
   d_cond: str = "projection"  # how D uses it: "projection" or "acgan" (auxiliary classifier)
   style_groups: str = ""  # set from the corpus with several label fields: block sizes, e.g. "4,3"
   num_attributes: int = 0  # set from the corpus: continuous attributes in the style vector
-  kind: str = "wavegan"  # "wavegan" (waveform G and D) or "specgan" (log-magnitude images)
+  kind: str = "wavegan"  # see models.kinds: "wavegan" (waveforms) or "specgan" (spectrograms)
   n_fft: int = 256  # specgan: STFT frame; n_fft // 2 bins are modelled
   hop: int = 128  # specgan: STFT step; slice_len // hop frames are modelled
   gl_iters: int = 32  # specgan: Griffin-Lim iterations when turning images into audio
@@ -73,17 +73,9 @@ class ModelConfig:
   aux_width: int = 16  # channels of the extra discriminators' first layers
 
   def validate(self) -> None:
-    if self.kind not in ("wavegan", "specgan"):
-      raise ConfigError(f"model.kind={self.kind!r}: must be 'wavegan' or 'specgan'")
-    if self.kind == "specgan":
-      bins, frames = self.n_fft // 2, self.slice_len // max(self.hop, 1)
-      if bins % 32 or frames % 32 or self.slice_len % max(self.hop, 1):
-        raise ConfigError(
-          f"model.kind=specgan needs n_fft // 2 ({bins}) and slice_len // hop "
-          f"({self.slice_len}/{self.hop}) to be multiples of 32"
-        )
-      if self.aux_discs:
-        raise ConfigError("model.aux_discs are waveform discriminators: use them with kind=wavegan")
+    """The checks every model kind shares; a kind's own are `wavegan.models.kinds.check`."""
+    if not isinstance(self.kind, str) or not self.kind:
+      raise ConfigError(f"model.kind={self.kind!r}: must name a model kind, e.g. 'wavegan'")
     if self.gl_iters < 1:
       raise ConfigError(f"model.gl_iters={self.gl_iters}: must be >= 1")
     unknown = set(self.aux_names) - {"mrstft", "msd", "mpd"}
@@ -305,6 +297,11 @@ class Config:
   compute: ComputeConfig = ComputeConfig()
 
   def validate(self) -> Config:
+    """`self` after the checks of every section and across them.
+
+    The checks of the model kind (`model.kind`) are `wavegan.models.kinds.check`, which code
+    that builds models runs after this.
+    """
     for section in (self.model, self.data, self.optim, self.train, self.eval, self.compute):
       check_magnitudes(section)
     self.model.validate()
@@ -318,8 +315,6 @@ class Config:
         f"train.batch_size={self.train.batch_size} does not split into "
         f"compute.grad_accum={self.compute.grad_accum} micro-batches"
       )
-    if self.model.kind == "specgan" and self.optim.stft_weight > 0:
-      raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
     return self
 
   def to_dict(self) -> dict[str, Any]:

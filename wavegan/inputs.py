@@ -294,17 +294,24 @@ def attribute_values_of(cache: PreparedCache, name: str) -> tuple[np.ndarray, bo
   return values, True
 
 
-def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
-  """SpecGAN's per-bin log-magnitude mean and std over every clip of the cache.
+def corpus_statistics(cache: PreparedCache, cfg: Config) -> dict[str, list[float]] | None:
+  """The corpus statistics the run's model kind needs, over every clip of the cache.
 
-  Computed once per cache and STFT shape and kept next to the cache (JSON, keyed by its index),
-  so there is no separate statistics step; runs store the moments they trained with.
+  SpecGAN's are the per-bin log-magnitude mean and std; a kind without statistics gets None.
+  Measured once per cache and model settings (`ModelKind.statistics_file`) and kept next to the
+  cache (JSON, keyed by its index), so there is no separate statistics step; runs store the
+  statistics they trained with.
+
+  Raises:
+    ConfigError: `model.kind` is unknown.
   """
-  from wavegan import dsp
-  from wavegan.models import specgan  # pylint: disable=g-import-not-at-top  (jax)
+  from wavegan.models import kinds  # pylint: disable=g-import-not-at-top  (jax)
 
-  m = cfg.model
-  path = os.path.join(cache.path, FEATURE_DIR, f"stft-{m.n_fft}-{m.hop}-{_cache_key(cache)}.json")
+  kind = kinds.kind_of(cfg.model)
+  if kind.statistics is None:
+    return None
+  stem = kind.statistics_file(cfg.model)
+  path = os.path.join(cache.path, FEATURE_DIR, f"{stem}-{_cache_key(cache)}.json")
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
@@ -312,6 +319,6 @@ def stft_moments(cache: PreparedCache, cfg: Config) -> dict[str, list[float]]:
   batches = (
     cache.gather(np.arange(i, min(i + chunk, len(cache)))) for i in range(0, len(cache), chunk)
   )
-  moments = dsp.moments_to_dict(*specgan.audio_moments(batches, m, chunk=chunk))
-  files.write_json(path, moments, indent=None)
-  return moments
+  stats = kind.measure(batches, cfg.model)
+  files.write_json(path, stats, indent=None)
+  return stats

@@ -46,6 +46,8 @@ class ModelKind:
     critic_ndim: rank of what the critic reads (3: audio [B, T, C]; 4: images [B, F, K, C]).
     statistics: the name the run stores the corpus statistics under (e.g. "spec_moments"), or None.
     measure: `(batches of audio [N, T, C], model) -> stats`, for a kind with statistics.
+    statistics_file: `(model) -> str`, the file-name stem the statistics of a corpus are cached
+      under; it names every model setting they depend on (SpecGAN: "stft-256-128").
     check: `(config) -> None`, raising `ConfigError` for what this kind cannot train.
   """
 
@@ -57,6 +59,7 @@ class ModelKind:
   critic_ndim: int = 3
   statistics: str | None = None
   measure: Callable[[Iterable[np.ndarray], ModelConfig], dict[str, list[float]]] | None = None
+  statistics_file: Callable[[ModelConfig], str] | None = None
   check: Callable[[Config], None] = lambda cfg: None
 
   def needs(self, stats: Stats | None) -> Arrays:
@@ -80,6 +83,10 @@ def _spec_audio(images: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Arr
 
 def _spec_measure(batches: Iterable[np.ndarray], model: ModelConfig) -> dict[str, list[float]]:
   return dsp.moments_to_dict(*specgan.audio_moments(batches, model))
+
+
+def _spec_statistics_file(model: ModelConfig) -> str:
+  return f"stft-{model.n_fft}-{model.hop}"
 
 
 def _spec_check(cfg: Config) -> None:
@@ -113,6 +120,7 @@ KINDS: dict[str, ModelKind] = {
     critic_ndim=4,
     statistics="spec_moments",
     measure=_spec_measure,
+    statistics_file=_spec_statistics_file,
     check=_spec_check,
   ),
 }

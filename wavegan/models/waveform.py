@@ -147,15 +147,6 @@ def critic_outputs(
   return logit, classes
 
 
-def generator_class(cfg: ModelConfig) -> type:
-  """The generator class of `model.kind`."""
-  if cfg.kind == "specgan":
-    from wavegan.models.specgan import SpecGenerator  # pylint: disable=g-import-not-at-top (cycle)
-
-    return SpecGenerator
-  return Generator
-
-
 class Generator(nnx.Module):
   """WaveGAN generator: z [B, latent] (+ style [B] or [B, S]) -> audio [B, T, C] in [-1, 1]."""
 

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from flax import nnx, traverse_util
 
-from wavegan.config import ConfigError, ModelConfig
+from wavegan.config import Config, ConfigError, ModelConfig
 from wavegan.errors import one_line
 from wavegan.files import atomic_path
+from wavegan.models import kinds
 
 FORMAT = "wavegan-generator"
 FORMAT_VERSION = 2
@@ -225,10 +226,14 @@ def _seal(tmp: str) -> None:
 
 
 def generator_graph(model: ModelConfig) -> tuple[Any, Any]:
-  """The generator's graph definition and parameter pytree of shapes (nothing is computed)."""
-  from wavegan.models.waveform import generator_class  # pylint: disable=g-import-not-at-top
+  """The generator's graph definition and parameter pytree of shapes (nothing is computed).
 
-  abstract = nnx.eval_shape(lambda: generator_class(model)(model, rngs=nnx.Rngs(0)))
+  Raises:
+    ConfigError: `model.kind` is unknown, or its kind refuses the model's settings.
+  """
+  kind = kinds.kind_of(model)
+  kinds.check(Config(model=model))
+  abstract = nnx.eval_shape(lambda: kind.generator(model, rngs=nnx.Rngs(0)))
   graph, params = nnx.split(abstract, nnx.Param)
   return graph, nnx.to_pure_dict(params)
 

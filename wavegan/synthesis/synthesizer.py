@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegan import dsp
 from wavegan.conditioning import Conditioning, style_number
 from wavegan.config import MAX_SEED, ConfigError, ModelConfig
 from wavegan.errors import NonFiniteError, ResourceError
+from wavegan.models import kinds
 from wavegan.models.waveform import sample_latents
 from wavegan.synthesis import export
 
@@ -122,25 +122,28 @@ def interpolation_path(
   return (wa * a + wb * b).astype(np.float32)
 
 
-def audio_fn(model: ModelConfig, graph: Any, moments: tuple[Any, Any] | None = None):
+def audio_fn(model: ModelConfig, graph: Any, stats: Mapping[str, Any] | None = None):
   """`f(params, z [B, latent], style) -> audio [B, T, C]` for a generator graph (jit it).
 
-  SpecGAN's images go back to audio through Griffin-Lim (`model.gl_iters` iterations) with the
-  run's STFT moments, inside the same compiled call.
-  """
-  conditional = model.conditional
-  if model.kind == "specgan":
-    if moments is None:
-      raise ConfigError("a specgan generator needs its STFT moments (spec_moments)")
-    from wavegan.models.specgan import spec_to_waveform  # pylint: disable=g-import-not-at-top
+  The model kind turns the generator's output into audio inside the same compiled call (SpecGAN:
+  Griffin-Lim, `model.gl_iters` iterations, with the run's STFT moments).
 
-    mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
+  Args:
+    model: the generator's config.
+    graph: its graph definition (`export.generator_graph`).
+    stats: the run's corpus statistics as stored (`{"mean": [...], "std": [...]}`), for a kind
+      that has them; None for one that has none.
+
+  Raises:
+    ConfigError: the kind needs statistics and `stats` is None.
+  """
+  kind = kinds.kind_of(model)
+  arrays = kind.needs(stats)  # float32 arrays
+  conditional = model.conditional
 
   def fn(params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
     out = nnx.merge(graph, params)(z, style if conditional else None)
-    if model.kind == "specgan":
-      out = spec_to_waveform(out, mean, std, model)  # [B, T, C]
-    return out
+    return kind.to_audio(out, arrays, model)  # [B, T, C]
 
   return fn
 
@@ -154,8 +157,8 @@ class Synthesizer:
     sample_rate: output rate in Hz.
     batch_size: clips per compiled call (every call has this shape: compiled once).
     info: facts about the source run (preset, step), when known.
-    extras: the run's conditioning (several label fields, attributes) and SpecGAN's STFT
-      moments, when it has them.
+    extras: the run's conditioning (several label fields, attributes) and the corpus statistics
+      of its model kind (SpecGAN's STFT moments, `spec_moments`), when it has them.
     conditioning: `extras["conditioning"]` read.
   """
 
@@ -177,12 +180,11 @@ class Synthesizer:
     self.info = info or {}
     self.extras = dict(extras or {})
     self.conditioning = Conditioning.from_dict(self.extras.get("conditioning"))
-    moments = self.extras.get("spec_moments")
     graph, _ = export.generator_graph(model)
+    kind = kinds.kind_of(model)
+    stats = self.extras.get(kind.statistics) if kind.statistics else None
     self._params = jax.device_put(params)
-    self._generate = jax.jit(
-      audio_fn(model, graph, None if moments is None else dsp.moments_from_dict(moments))
-    )
+    self._generate = jax.jit(audio_fn(model, graph, stats))
 
   @classmethod
   def load(cls, path: str, batch_size: int = 64) -> Synthesizer:

@@ -33,6 +33,7 @@ from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
 from wavegan.errors import NonFiniteError
 from wavegan.evaluation import scores
+from wavegan.models import kinds
 from wavegan.run import RunInfo, checkpoint_dir, saved_run
 from wavegan.synthesis import previews, synthesizer
 from wavegan.training import distributed
@@ -113,6 +114,7 @@ def resolve_run(
     conditioning,
     spec_moments,
   )
+  kinds.check(fresh.config)
   saved = saved_run(workdir)
   if saved is None:
     return fresh
@@ -299,9 +301,7 @@ def train(
 
   def load():
     loaded_cfg, loaded = inputs.load_data(requested, progress=progress, log=log)
-    moments = (
-      inputs.stft_moments(loaded.cache, loaded_cfg) if loaded_cfg.model.kind == "specgan" else None
-    )
+    moments = inputs.corpus_statistics(loaded.cache, loaded_cfg)
     return loaded_cfg, loaded, moments
 
   requested, data, spec_moments = distributed.main_first(load, "data prepared")
@@ -320,7 +320,7 @@ def train(
   state = jax.device_put(state, replicated)
   moments = None if run.spec_moments is None else dsp.moments_from_dict(run.spec_moments)
   step_fn = ts.make_train_step(models, cfg, mesh, moments)
-  preview_fn = jax.jit(synthesizer.audio_fn(cfg.model, models.g_graph, moments))
+  preview_fn = jax.jit(synthesizer.audio_fn(cfg.model, models.g_graph, run.spec_moments))
   styles_of = (lambda ids: ids) if run.conditioning.simple else run.conditioning.for_first_field
 
   ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
