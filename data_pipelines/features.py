@@ -10,11 +10,17 @@ the attribute is undefined for (silence, and noise for pitch) gets NaN, and so d
 NaN or Inf. All the work is vectorised over clips and frames with numpy; at most `chunk` clips are
 processed at a time to bound memory (about 0.5 GB at the default 256 clips of 16384 samples; it
 grows with the clips' length), and the results do not depend on `chunk`.
+
+Brightness is librosa's spectral centroid. Pitch is YIN written here rather than `librosa.yin`:
+it decides per frame whether the sound is periodic at all (librosa.yin gives every frame an f0,
+noise included) and analyses only the loud frames, which makes it about 4x faster than the same
+pitch built on librosa.yin (benchmarks/bench_features.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.fft import next_fast_len
 
 ATTRIBUTES = ("pitch", "brightness")
 
@@ -55,22 +61,6 @@ def _check(clips: np.ndarray, sample_rate: int, chunk: int) -> None:
 def _scaled(samples: int, sample_rate: int) -> int:
   """`samples` at REFERENCE_RATE expressed at `sample_rate` (at least 1)."""
   return max(1, int(round(samples * sample_rate / REFERENCE_RATE)))
-
-
-def _fft_size(n: int) -> int:
-  """The smallest 2^a 3^b 5^c >= n: pocketfft is fastest on such sizes."""
-  best = 1 << max(0, n - 1).bit_length()
-  p5 = 1
-  while p5 < best:
-    p35 = p5
-    while p35 < best:
-      p = p35
-      while p < n:
-        p *= 2
-      best = min(best, p)
-      p35 *= 3
-    p5 *= 5
-  return best
 
 
 def _mono(clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +107,7 @@ def _yin(
   if m == 0:
     return np.zeros(0)
   lags = tau_max + 2  # tau = 0 .. tau_max + 1: the last is the right neighbour for the parabola
-  n_fft = _fft_size(length)
+  n_fft = next_fast_len(length, real=True)  # 2^a 3^b 5^c: pocketfft is fastest on these
   # r[tau] = sum_{j < W} x_j x_{j + tau}, by FFT: the window correlated with the whole frame. With
   # n_fft >= L no lag we read wraps around (j + tau <= W - 1 + tau_max + 1 < L).
   spec = np.fft.rfft(frames, n_fft)  # [M, K]
@@ -216,8 +206,11 @@ def pitch(
 def brightness(clips: np.ndarray, sample_rate: int, chunk: int = 256) -> np.ndarray:
   """Spectral centroid in Hz of each clip, float32 [N]; NaN for silence.
 
-  Each STFT frame's centroid is its magnitude-weighted mean frequency; the clip's is the mean of
-  its frames' weighted by their energy, so quiet tails and silence count for little.
+  Each STFT frame's centroid (`librosa.feature.spectral_centroid`) is its magnitude-weighted mean
+  frequency; the clip's is the mean of its frames' weighted by their energy, so quiet tails and
+  silence count for little. Frames are centred with zeros beyond the ends (Hann window, hop a
+  quarter frame), which gives every sample the same total weight: an onset at sample 0 counts as
+  much as the rest.
 
   Args:
     clips: audio float32 [N, T, C].
@@ -227,31 +220,24 @@ def brightness(clips: np.ndarray, sample_rate: int, chunk: int = 256) -> np.ndar
   Raises:
     ValueError: bad shape.
   """
+  import librosa  # pylint: disable=g-import-not-at-top
+
   _check(clips, sample_rate, chunk)
   # A multiple of 4 (the hop is exactly a quarter) with a fast FFT size: 2048 at 16 kHz.
-  hop = _fft_size(-(-_scaled(STFT_SIZE, sample_rate) // 4))
+  hop = next_fast_len(-(-_scaled(STFT_SIZE, sample_rate) // 4), real=True)
   n_fft = 4 * hop
-  # Half a frame of zeros on either side, with Hann frames at a quarter-frame hop, gives every
-  # sample the same total weight; an onset at sample 0 counts as much as the rest.
-  length = clips.shape[1] + n_fft
-  starts, padded = _frame_starts(length, n_fft, hop)
-  hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-  freqs = (np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)).astype(np.float32)  # [K]
   out = np.full(clips.shape[0], np.nan, np.float32)
   for i in range(0, clips.shape[0], chunk):
     x, finite = _mono(clips[i : i + chunk])  # [n, T], [n]
     silent = np.square(x, dtype=np.float64).sum(axis=1) <= SILENCE_POWER * x.shape[1]  # [n]
-    x = _pad_to(x, padded, before=n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, starts]  # [n, F, L]
-    mag = np.abs(np.fft.rfft(frames * hann, axis=2))  # [n, F, K]
-    total = mag.sum(axis=2, dtype=np.float64)  # [n, F]
-    # Sums, not `mag @ freqs`: BLAS may block a product differently for different chunk sizes.
-    weighted = (mag * freqs).sum(axis=2, dtype=np.float64)  # [n, F]
-    centroid = np.divide(weighted, total, out=np.zeros_like(total), where=total > 0)  # [n, F]
-    energy = np.square(mag).sum(axis=2, dtype=np.float64)  # [n, F]
+    mag = np.abs(
+      librosa.stft(x, n_fft=n_fft, hop_length=hop, center=True, pad_mode="constant")
+    )  # [n, K, F]
+    centroid = librosa.feature.spectral_centroid(S=mag, sr=sample_rate, n_fft=n_fft)  # [n, 1, F]
+    energy = np.square(mag).sum(axis=1, dtype=np.float64)  # [n, F]
     weight = energy.sum(axis=1)  # [n]
     mean = np.divide(
-      (energy * centroid).sum(axis=1), weight, out=np.zeros_like(weight), where=weight > 0
+      (energy * centroid[:, 0]).sum(axis=1), weight, out=np.zeros_like(weight), where=weight > 0
     )
     out[i : i + chunk] = np.where(finite & ~silent & (weight > 0), mean, np.nan)
   return out
