@@ -49,12 +49,14 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   import jax.numpy as jnp
 
   from wavegan.config import apply_overrides
+  from wavegan.models import kinds
   from wavegan.presets import preset
   from wavegan.training import step as ts
 
   cfg = apply_overrides(
     preset("paper"), [f"model.dim={args.dim}", f"model.slice_len={args.slice_len}"]
   ).validate()
+  kinds.check(cfg)
   m = cfg.model
   common.emit(
     "env",

@@ -241,13 +241,14 @@ def bench(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
   import jax
   from flax import nnx
 
-  from wavegan.config import ModelConfig
-  from wavegan.models import specgan
+  from wavegan.config import Config, ModelConfig
+  from wavegan.models import kinds, specgan
 
   cfg = ModelConfig(dim=args.dim, kind="specgan")
-  cfg.validate()
-  g = specgan.SpecGenerator(cfg, rngs=nnx.Rngs(args.seed))
-  d = specgan.SpecDiscriminator(cfg, rngs=nnx.Rngs(args.seed + 1))
+  kinds.check(Config(model=cfg).validate())
+  kind = kinds.kind_of(cfg)
+  g = kind.generator(cfg, rngs=nnx.Rngs(args.seed))
+  d = kind.critic(cfg, rngs=nnx.Rngs(args.seed + 1))
   ours = measured_fns(g, d, args)
   xla = measured_fns(xla_variant(g), xla_variant(d), args)
   frames, bins = specgan.image_shape(cfg)
