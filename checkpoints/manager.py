@@ -69,6 +69,35 @@ def _replicated_sharding() -> jax.sharding.Sharding:
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
+def _reader(directory: str) -> ocp.CheckpointManager:
+  """An orbax manager that only reads `directory`: it creates, deletes and writes nothing."""
+  options = ocp.CheckpointManagerOptions(
+    preservation_policy=None, enable_async_checkpointing=False, create=False
+  )
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+  """`a/0/b` for the path of `tree["a"][0]["b"]`."""
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _partial_restore_args(abstract_part: Any) -> ocp.args.PyTreeRestore:
+  """Orbax arguments restoring only the leaves of `abstract_part` (see `Checkpointer.restore`).
+
+  Orbax's `StandardRestore` cannot leave saved leaves out; `PyTreeRestore` can, given every
+  leaf's sharding.
+  """
+  shardings = jax.tree.map(
+    lambda leaf: getattr(leaf, "sharding", None) or _replicated_sharding(), abstract_part
+  )
+  return ocp.args.PyTreeRestore(
+    abstract_part,
+    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_part, shardings),
+    partial_restore=True,
+  )
+
+
 def _check_json(metadata: dict[str, Any]) -> None:
   """Raises TypeError now, rather than later in orbax's background thread.
 
@@ -185,7 +214,9 @@ class Checkpointer:
     # force=True: this class, not orbax's save-interval policy, decides what to save.
     return bool(self._manager.save(step, args=args, force=True))
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+  def restore(
+    self, abstract_state: Any, step: int | None = None, *, partial: bool = False
+  ) -> tuple[Any, dict[str, Any]]:
     """Restores checkpoint `step` (default: the latest) into `abstract_state`'s layout.
 
     Args:
@@ -195,22 +226,51 @@ class Checkpointer:
         different device count. A leaf without a sharding gets the saved one
         when this topology has it, else is replicated over all devices.
       step: which step; None means the latest.
+      partial: if True, `abstract_state` is part of the saved tree (nested dicts
+        naming some of its entries, e.g. `{"ema_params": ...}`): only those
+        leaves are read; the others need not even be readable. A leaf without
+        a sharding is then replicated over all devices (finding the saved one
+        would open every saved array).
 
     Returns:
       (state, metadata): the restored pytree and the JSON metadata dict.
 
     Raises:
       CheckpointNotFoundError: no checkpoint, or no such step.
+      KeyError: with `partial`, a leaf of `abstract_state` that the step does not hold.
     """
     step = self._resolve_step(step)
-    args = ocp.args.Composite(
-      **{
-        _STATE: ocp.args.StandardRestore(abstract_state, fallback_sharding=_replicated_sharding()),
-        _METADATA: ocp.args.JsonRestore(),
-      }
-    )
-    restored = self._manager.restore(step, args=args)
+    if partial:
+      state_args = _partial_restore_args(abstract_state)
+    else:
+      state_args = ocp.args.StandardRestore(
+        abstract_state, fallback_sharding=_replicated_sharding()
+      )
+    args = ocp.args.Composite(**{_STATE: state_args, _METADATA: ocp.args.JsonRestore()})
+    if partial:
+      # A manager of its own: orbax binds an item to the handler of the first arguments it
+      # saves or restores it with (here `StandardSave`/`StandardRestore`), and refuses others.
+      reader = _reader(self._directory)
+      try:
+        restored = reader.restore(step, args=args)
+      finally:
+        reader.close()
+      self._check_restored(step, abstract_state, restored[_STATE])
+    else:
+      restored = self._manager.restore(step, args=args)
     return restored[_STATE], restored[_METADATA]
+
+  def _check_restored(self, step: int, abstract_part: Any, restored: Any) -> None:
+    """Raises KeyError for a leaf of a partial restore that the checkpoint does not hold.
+
+    Orbax hands such a leaf back unchanged (the template's own object) instead of failing.
+    """
+
+    def check(path: tuple[Any, ...], want: Any, got: Any) -> None:
+      if got is want:
+        raise KeyError(f"step {step} in {self._directory} holds no {_path_name(path)}")
+
+    jax.tree_util.tree_map_with_path(check, abstract_part, restored)
 
   def read_metadata(self, step: int | None = None) -> dict[str, Any]:
     """Returns the JSON metadata of `step` (default: the latest) without reading the state.

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorstore as ts
 
 from checkpoints import Checkpointer, CheckpointNotFoundError
 
@@ -184,6 +185,53 @@ def test_read_metadata_without_template(tmp_path: pathlib.Path) -> None:
   with Checkpointer(str(tmp_path)) as fresh:
     assert fresh.read_metadata() == METADATA
     assert fresh.read_metadata(10) == {"config": {"a": 1}, "styles": ["x"]}
+
+
+def _delete_arrays(state_dir: pathlib.Path, keep_prefix: str) -> list[str]:
+  """Deletes from a saved step's OCDBT store every array not named `keep_prefix...`.
+
+  Orbax keeps a step's arrays in one key-value store: `<name>/.zarray` and chunks per array, named
+  by their path with dots (`params.dense.kernel`). Returns the deleted names.
+  """
+  store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state_dir}/"}).result()
+  names = sorted({key.decode().split("/")[0] for key in store.list().result()})
+  dropped = [n for n in names if not n.startswith(keep_prefix)]
+  for name in dropped:
+    store.delete_range(ts.KvStore.KeyRange(f"{name}/", f"{name}0")).result()  # "0" follows "/"
+  return dropped
+
+
+def test_partial_restore_reads_only_the_leaves_asked_for(tmp_path: pathlib.Path) -> None:
+  state = _state(4)
+  part = {"params": _abstract(state["params"])}
+  with Checkpointer(str(tmp_path / "ck")) as ckpt:
+    ckpt.save(4, state, METADATA)
+    # In the writing process too (the save still in flight), before and after a full restore.
+    _assert_bitwise_equal(ckpt.restore(part, partial=True)[0], {"params": state["params"]})
+    _assert_bitwise_equal(ckpt.restore(_abstract(state))[0], state)
+    _assert_bitwise_equal(ckpt.restore(part, partial=True)[0], {"params": state["params"]})
+  bare = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), part["params"])}
+  dropped = _delete_arrays(tmp_path / "ck" / "4" / "state", "params.")
+  assert dropped == ["ema", "rng", "step"]
+  before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+  with Checkpointer(str(tmp_path / "ck"), read_only=True) as ckpt:
+    with pytest.raises(ValueError, match="does not exist"):  # the rest is gone
+      ckpt.restore(_abstract(state))
+    restored, meta = ckpt.restore(part, partial=True)
+    _assert_bitwise_equal(restored, {"params": state["params"]})
+    assert meta == METADATA
+    # Leaves with a sharding land there; those without are replicated.
+    kernel = restored["params"]["dense"]["kernel"]
+    assert kernel.sharding == part["params"]["dense"]["kernel"].sharding
+    restored, _ = ckpt.restore(bare, step=4, partial=True)
+    _assert_bitwise_equal(restored, {"params": state["params"]})
+    assert restored["params"]["dense"]["kernel"].sharding.is_fully_replicated
+    # A leaf the checkpoint does not hold is an error, not the template handed back.
+    missing = {"params": {"dense": {"gamma": jax.ShapeDtypeStruct((8,), jnp.float32)}}}
+    with pytest.raises(KeyError, match="holds no params/dense/gamma"):
+      ckpt.restore(missing, partial=True)
+  after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+  assert after == before
 
 
 def test_no_checkpoint_raises_with_directory(tmp_path: pathlib.Path) -> None:
