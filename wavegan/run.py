@@ -6,11 +6,16 @@ import dataclasses
 import os
 from typing import Any
 
-from checkpoints import Checkpointer
+import jax
+from flax import nnx
+
+from checkpoints import Checkpointer, CheckpointNotFoundError
 from wavegan.conditioning import Conditioning
-from wavegan.config import Config
+from wavegan.config import Config, ConfigError, ModelConfig
+from wavegan.models.kinds import kind_of
 
 CHECKPOINT_DIR = "checkpoints"
+EMA_PARAMS = "ema_params"  # the checkpointed state's entry for the generator synthesis uses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,3 +69,46 @@ def saved_run(workdir: str) -> RunInfo | None:
     if ck.latest_step() is None:
       return None
     return RunInfo.from_metadata(ck.read_metadata())
+
+
+def abstract_generator(model: ModelConfig) -> tuple[Any, Any]:
+  """A generator's graph definition and its parameters as a pure dict of jax.ShapeDtypeStruct.
+
+  Nothing is computed: the layout a run's checkpoint stores its generator parameters in.
+  """
+  abstract = nnx.eval_shape(lambda: kind_of(model).generator(model, rngs=nnx.Rngs(0)))
+  graph, params = nnx.split(abstract, nnx.Param)
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(params))
+  return graph, shapes
+
+
+def restore_generator(workdir: str, step: int | None = None) -> tuple[RunInfo, Any, Any, int]:
+  """The EMA generator of a run folder's checkpoint `step` (default: the latest).
+
+  Only the EMA parameters are read from the checkpoint: not the generator being trained, the
+  critics or the optimiser states, which synthesis does not need. Nothing is written (a read-only
+  run folder can be read).
+
+  Returns:
+    (run, graph, ema_params, step): the run's description, the generator's graph definition, its
+    EMA parameters (a pure dict of arrays, for `nnx.merge(graph, ema_params)`) and the step.
+
+  Raises:
+    ConfigError: `workdir` is not a folder, holds no checkpoint, or not that step.
+  """
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"{workdir}: no such run folder")
+  # Read-only: a folder that holds no run is left exactly as it was (no empty checkpoints/).
+  with Checkpointer(checkpoint_dir(workdir), keep=1, read_only=True) as ck:
+    try:
+      step = ck.latest_step() if step is None else int(step)
+      run = RunInfo.from_metadata(ck.read_metadata(step))
+      graph, abstract = abstract_generator(run.config.model)
+      tree, _ = ck.restore({EMA_PARAMS: abstract}, step, partial=True)
+    except CheckpointNotFoundError as e:
+      if ck.latest_step() is not None:
+        raise ConfigError(f"{workdir}: {e}") from None
+      raise ConfigError(
+        f"{workdir}: holds no run (no checkpoint; train one with `wavegan train --workdir`)"
+      ) from None
+  return run, graph, tree[EMA_PARAMS], int(step)

@@ -416,24 +416,15 @@ class Synthesizer:
 
 
 def load_run_generator(workdir: str) -> tuple[Any, Any, int]:
-  """(EMA generator params, RunInfo, step) of a run folder's latest checkpoint."""
-  # The training stack (orbax, optax) is imported only for run folders, not for model files.
-  from checkpoints import Checkpointer, CheckpointNotFoundError  # pylint: disable=g-import-not-at-top
-  from wavegan.run import RunInfo, checkpoint_dir  # pylint: disable=g-import-not-at-top
-  from wavegan.training.loop import abstract_state
+  """(EMA generator params, RunInfo, step) of a run folder's latest checkpoint.
 
-  if not os.path.isdir(workdir):
-    raise ConfigError(f"{workdir}: no such run folder")
-  # Read-only: a folder that holds no run is left exactly as it was (no empty checkpoints/).
-  ck = Checkpointer(checkpoint_dir(workdir), keep=1, read_only=True)
-  try:
-    step = ck.latest_step()
-    run = RunInfo.from_metadata(ck.read_metadata())
-    tree, _ = ck.restore(abstract_state(run.config))
-  except CheckpointNotFoundError:
-    raise ConfigError(
-      f"{workdir}: holds no run (no checkpoint; train one with `wavegan train --workdir`)"
-    ) from None
-  finally:
-    ck.close()
-  return tree["ema_params"], run, int(step or 0)
+  Only the EMA generator is read, not the critics or the optimiser states.
+
+  Raises:
+    ConfigError: `workdir` is not a folder or holds no checkpoint.
+  """
+  # Imported here: checkpoints (orbax) are read only for run folders, not for model files.
+  from wavegan.run import restore_generator  # pylint: disable=g-import-not-at-top
+
+  run, _, ema, step = restore_generator(workdir)
+  return ema, run, step
