@@ -159,6 +159,24 @@ def test_resume_after_a_partial_render_writes_only_what_is_missing(synth, tmp_pa
   assert render(synth, jobs, str(out), overwrite=True).written == len(before)
 
 
+@pytest.mark.parametrize(
+  "edit", [("seed = 1", "seed = 2"), ('style = "snare"', 'style = "kick"')], ids=["seed", "style"]
+)
+def test_an_edited_job_resumed_after_a_partial_render_is_refused(synth, tmp_path, edit):
+  """The files a resume would skip must be what the manifest and latents say: after an edit,
+  resuming without --overwrite is refused and rewrites neither the manifest nor the latents."""
+  out = tmp_path / "out"
+  render(synth, read_jobs(_jobs(tmp_path, MINIMAL)), str(out))
+  for f in ("snares_0002.wav", "snares_0007.wav"):
+    os.remove(out / f)
+  before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+  edited = read_jobs(_jobs(tmp_path, MINIMAL.replace(*edit), "edited.toml"))
+  with pytest.raises(JobError, match="'snares'.*(other latents|exists but)"):
+    render(synth, edited, str(out))
+  assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+  assert render(synth, edited, str(out), overwrite=True).written == 8
+
+
 def test_latents_from_a_file(synth, tmp_path):
   z = np.random.default_rng(0).uniform(-1, 1, (6, synth.model.latent_dim)).astype(np.float32)
   np.save(tmp_path / "z.npy", z)
