@@ -93,7 +93,7 @@ def test_several_fields_and_pitch_train_resume_render_and_export(tmp_path):
   assert c.attribute_names == ("pitch",)
   # The corpus' pitches are 60..101 Hz and 240..404 Hz: the log2 mean lies between.
   assert np.log2(60) < c.attributes[0].mean < np.log2(404)
-  assert run.config.model.style_groups == "2,2" and run.config.model.num_attributes == 1
+  assert run.config.model.style_groups == (2, 2) and run.config.model.num_attributes == 1
 
   # Resuming keeps the conditioning and goes on.
   cfg3 = apply_overrides(cfg, ["train.steps=3"])

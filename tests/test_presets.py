@@ -7,7 +7,7 @@ import jax
 import pytest
 from flax import nnx
 
-from wavegan.config import Config, ConfigError, apply_overrides
+from wavegan.config import Config, ConfigError, ModelConfig, apply_overrides, section_from_dict
 from wavegan.models import kinds
 from wavegan.presets import PRESETS, preset
 
@@ -75,6 +75,33 @@ def test_preset_round_trips_through_dict_and_json(name):
 def test_every_field_override_round_trips(name, section, field):
   cfg = PRESETS[name]
   value = getattr(getattr(cfg, section), field)
-  again = apply_overrides(cfg, [f"{section}.{field}={value}"])
+  text = ",".join(map(str, value)) if isinstance(value, tuple) else value  # lists: "a,b"
+  again = apply_overrides(cfg, [f"{section}.{field}={text}"])
   assert again == cfg
   assert type(getattr(getattr(again, section), field)) is type(value)
+
+
+def test_list_settings_are_lists_in_overrides_dicts_and_json():
+  cfg = apply_overrides(
+    preset("tiny"),
+    ["model.aux_discs=mrstft, msd", "data.label_field=instrument,technique", "data.attributes="],
+  )
+  assert cfg.model.aux_discs == ("mrstft", "msd") and cfg.model.aux_names == ("mrstft", "msd")
+  assert cfg.data.label_field == ("instrument", "technique") and cfg.data.attributes == ()
+  on_disk = json.loads(cfg.to_json())
+  assert on_disk["model"]["aux_discs"] == ["mrstft", "msd"]
+  assert Config.from_dict(on_disk) == cfg
+  with pytest.raises(ConfigError, match="style_groups"):
+    apply_overrides(preset("tiny"), ["model.style_groups=4,x"])
+
+
+def test_configs_from_before_list_settings_read_their_comma_strings():
+  old = json.loads(preset("tiny").to_json())
+  old["model"].update(style_groups="4,3", aux_discs="mrstft,msd", num_styles=7)
+  old["data"].update(label_field="instrument,technique", attributes="pitch")
+  cfg = Config.from_dict(old)
+  assert cfg.model.style_groups == (4, 3) and cfg.model.groups == (4, 3)
+  assert cfg.model.aux_discs == ("mrstft", "msd")
+  assert cfg.data.label_field == ("instrument", "technique") and cfg.data.attributes == ("pitch",)
+  # An exported model file's metadata holds the model section alone, read the same way.
+  assert section_from_dict(ModelConfig, old["model"]) == cfg.model

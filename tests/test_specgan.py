@@ -73,14 +73,14 @@ CASES = [
   (
     32768,
     2,
-    {"num_styles": 6, "style_groups": "3,2", "num_attributes": 1, "g_cond": "film"},
+    {"num_styles": 6, "style_groups": (3, 2), "num_attributes": 1, "g_cond": "film"},
     [[0, 1], [2, 0]],
     None,
   ),
   (
     16384,
     1,
-    {"num_styles": 6, "style_groups": "3,2", "num_attributes": 1, "d_cond": "acgan"},
+    {"num_styles": 6, "style_groups": (3, 2), "num_attributes": 1, "d_cond": "acgan"},
     [[0.2, 0.8, 0.0, 1.0, 0.0, -0.5], [0.0, 0.0, 1.0, 0.0, 1.0, 1.5]],
     6,
   ),

@@ -41,6 +41,7 @@ INT_LIMITS = {  # sizes whose arrays would exhaust any machine long before
   "compute.grad_accum": 65536,
 }
 LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
+GP_WEIGHTS = {"wgan-gp": 10.0}  # each loss' own gradient-penalty weight (the others': 0)
 
 
 class ConfigError(UserError, ValueError):
@@ -63,13 +64,14 @@ class ModelConfig:
   style_dim: int = 32  # width of G's style embedding
   g_cond: str = "concat"  # how G hears the style: "concat" (to z) or "film" (every layer)
   d_cond: str = "projection"  # how D uses it: "projection" or "acgan" (auxiliary classifier)
-  style_groups: str = ""  # set from the corpus with several label fields: block sizes, e.g. "4,3"
+  # set from the corpus with several label fields: their block sizes, e.g. (4, 3)
+  style_groups: tuple[int, ...] = ()
   num_attributes: int = 0  # set from the corpus: continuous attributes in the style vector
   kind: str = "wavegan"  # see models.kinds: "wavegan" (waveforms) or "specgan" (spectrograms)
   n_fft: int = 256  # specgan: STFT frame; n_fft // 2 bins are modelled
   hop: int = 128  # specgan: STFT step; slice_len // hop frames are modelled
   gl_iters: int = 32  # specgan: Griffin-Lim iterations when turning images into audio
-  aux_discs: str = ""  # wavegan: extra discriminators, any of "mrstft,msd,mpd"
+  aux_discs: tuple[str, ...] = ()  # wavegan: extra discriminators, any of mrstft, msd, mpd
   aux_width: int = 16  # channels of the extra discriminators' first layers
 
   def validate(self) -> None:
@@ -83,12 +85,8 @@ class ModelConfig:
       raise ConfigError(f"model.aux_discs: unknown {sorted(unknown)}; valid: mpd, msd, mrstft")
     if self.num_attributes < 0:
       raise ConfigError(f"model.num_attributes={self.num_attributes}: must be >= 0")
-    try:
-      _ = self.groups
-    except ValueError:
-      raise ConfigError(
-        f"model.style_groups={self.style_groups!r}: expected sizes like '4,3'"
-      ) from None
+    if any(g < 1 for g in self.style_groups):
+      raise ConfigError(f"model.style_groups={list(self.style_groups)}: sizes must be >= 1")
     if self.g_cond not in ("concat", "film"):
       raise ConfigError(f"model.g_cond={self.g_cond!r}: must be 'concat' or 'film'")
     if self.d_cond not in ("projection", "acgan"):
@@ -105,7 +103,7 @@ class ModelConfig:
   def groups(self) -> tuple[int, ...]:
     """Sizes of the label fields' one-hot blocks in the style vector (one field: (num_styles,))."""
     if self.style_groups:
-      return tuple(int(g) for g in self.style_groups.split(","))
+      return self.style_groups
     return (self.num_styles,) if self.num_styles > 1 else ()
 
   @property
@@ -119,7 +117,7 @@ class ModelConfig:
 
   @property
   def aux_names(self) -> tuple[str, ...]:
-    return tuple(n.strip() for n in self.aux_discs.split(",") if n.strip())
+    return self.aux_discs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +139,12 @@ class DataConfig:
   silence_db: float = -120.0  # leave out windows whose RMS is below this (dBFS)
   trim_db: float = 0.0  # trim leading samples quieter than this (dBFS); 0 = off
   manifest: str = ""  # CSV/JSON mapping files to labels; "" = styles from folder names
-  label_field: str = ""  # label field(s) naming the style, e.g. "instrument,technique" ("" = the manifest's only one, or the folder)
-  attributes: str = ""  # continuous attributes to condition on: manifest columns, or "pitch", "brightness" computed from the audio
+  # label field(s) naming the style, e.g. (instrument, technique); () = the manifest's only one,
+  # or the folder
+  label_field: tuple[str, ...] = ()
+  # continuous attributes to condition on: manifest columns, or pitch and brightness measured
+  # from the audio
+  attributes: tuple[str, ...] = ()
   max_seconds: float = 3600.0  # longer files are skipped unread (a 10 h WAV would fill memory)
   store_dtype: str = "int16"  # how prepared windows are stored: "int16" or "float32"
   prepare_workers: int = 0  # decoder processes when preparing; 0 = one per CPU core
@@ -171,7 +173,7 @@ class OptimConfig:
   """GAN objective and optimisers; defaults are the paper's WGAN-GP recipe."""
 
   loss: str = "wgan-gp"
-  gp_weight: float = 10.0  # gradient-penalty lambda (wgan-gp; also usable with other losses)
+  gp_weight: float | None = None  # gradient-penalty lambda; None: the loss' own (GP_WEIGHTS)
   n_critic: int = 5  # D updates per G update
   g_lr: float = 1e-4
   d_lr: float = 1e-4
@@ -185,6 +187,13 @@ class OptimConfig:
   aux_weight: float = 1.0  # weight of the extra discriminators' adversarial loss for G
   fm_weight: float = 2.0  # feature matching (batch-mean activations of the extra discriminators)
   stft_weight: float = 0.0  # multi-resolution STFT loss of G's average spectrum against the batch's
+
+  def resolved(self) -> OptimConfig:
+    """This config with each default that depends on the loss filled in: `gp_weight` (10 for
+    wgan-gp, 0 for the others; an explicit value, any loss's, is kept)."""
+    if self.gp_weight is not None:
+      return self
+    return dataclasses.replace(self, gp_weight=GP_WEIGHTS.get(self.loss, 0.0))
 
   def validate(self) -> None:
     if not 0.0 <= self.uncond_share < 1.0:
@@ -210,7 +219,7 @@ class OptimConfig:
     for name in ("b1", "b2"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ConfigError(f"optim.{name}={getattr(self, name)}: must be in [0, 1)")
-    if not 0.0 <= self.gp_weight <= MAX_LOSS_WEIGHT:
+    if self.gp_weight is not None and not 0.0 <= self.gp_weight <= MAX_LOSS_WEIGHT:
       raise ConfigError(f"optim.gp_weight={self.gp_weight}: must be in [0, {MAX_LOSS_WEIGHT:g}]")
     if self.eps > 1.0:
       raise ConfigError(f"optim.eps={self.eps}: must be in (0, 1]")
@@ -260,7 +269,7 @@ class ComputeConfig:
   dtype: str = (
     "float32"  # "bfloat16": G and D compute in bf16; parameters, optimiser and losses stay f32
   )
-  grad_accum: int = 1  # micro-batches per batch: gradients of batch_size / grad_accum, averaged
+  grad_accum: int = 1  # micro-batches per batch: together they give the full batch's gradient
   remat: bool = False  # recompute G's and D's activations in the backward pass (less memory)
 
   def validate(self) -> None:
@@ -268,6 +277,31 @@ class ComputeConfig:
       raise ConfigError(f"compute.dtype={self.dtype!r}: must be 'float32' or 'bfloat16'")
     if self.grad_accum < 1:
       raise ConfigError(f"compute.grad_accum={self.grad_accum}: must be >= 1")
+
+  def check_accumulation(self, model: ModelConfig, optim: OptimConfig) -> None:
+    """Refuses micro-batches (`grad_accum` > 1) with a loss of batch statistics.
+
+    The micro-batches' gradients average to the full batch's when every loss is a mean over rows
+    of per-row terms. Feature matching of the extra critics' mean activations
+    (`optim.fm_weight` with `model.aux_discs`) and the mean-spectrum loss (`optim.stft_weight`)
+    compare batch means instead: averaged over micro-batches they would be another loss.
+
+    Raises:
+      ConfigError: naming the losses and how to do without one or the other.
+    """
+    if self.grad_accum == 1:
+      return
+    batch_losses = []
+    if model.aux_names and optim.fm_weight > 0:
+      batch_losses.append(f"optim.fm_weight={optim.fm_weight:g} (with model.aux_discs)")
+    if optim.stft_weight > 0:
+      batch_losses.append(f"optim.stft_weight={optim.stft_weight:g}")
+    if batch_losses:
+      raise ConfigError(
+        f"compute.grad_accum={self.grad_accum} cannot give the full batch's gradient of "
+        f"{' and '.join(batch_losses)}: those losses compare batch means; use "
+        "compute.grad_accum=1 (a smaller train.batch_size) or set the weight to 0"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +331,9 @@ class Config:
   compute: ComputeConfig = ComputeConfig()
 
   def validate(self) -> Config:
-    """`self` after the checks of every section and across them.
+    """`self` after the checks of every section and across them, with the defaults that depend
+    on other settings filled in (`OptimConfig.resolved`): the config a run records. A resolved
+    config validates to itself.
 
     The checks of the model kind (`model.kind`) are `wavegan.models.kinds.check`, which code
     that builds models runs after this.
@@ -315,7 +351,9 @@ class Config:
         f"train.batch_size={self.train.batch_size} does not split into "
         f"compute.grad_accum={self.compute.grad_accum} micro-batches"
       )
-    return self
+    self.compute.check_accumulation(self.model, self.optim)
+    optim = self.optim.resolved()
+    return self if optim is self.optim else dataclasses.replace(self, optim=optim)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -336,7 +374,7 @@ class Config:
         raise ConfigError(f"unknown {f.name} keys {sorted(unknown)}; valid: {sorted(known)}")
       if f.name == "data" and isinstance(sub.get("normalize"), bool):  # runs from before "loudness"
         sub["normalize"] = "peak" if sub["normalize"] else "none"
-      parts[f.name] = sub_cls(**sub)
+      parts[f.name] = section_from_dict(sub_cls, sub)
     return cls(**parts)
 
 
@@ -366,6 +404,12 @@ def check_magnitudes(section: Any) -> None:
         raise ConfigError(f"{key}={value}: out of range (at most {limit} in magnitude)")
     if isinstance(value, str) and "\x00" in value:
       raise ConfigError(f"{key}: must not contain a NUL character")
+    if isinstance(value, tuple):
+      for item in value:
+        if isinstance(item, int) and abs(item) > INT_LIMITS.get(key, MAX_INT):
+          raise ConfigError(f"{key}: {item} is out of range")
+        if isinstance(item, str) and ("\x00" in item or not item):
+          raise ConfigError(f"{key}: items must be non-empty and free of NUL characters")
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -395,7 +439,31 @@ def _field_types(cls: type) -> dict[str, Any]:
   return typing.get_type_hints(cls)
 
 
+def section_from_dict(cls: type, values: dict[str, Any]) -> Any:
+  """One config section from its dict (a `to_dict` part, or an exported model's metadata).
+
+  List fields come back as tuples; runs and model files from before list fields stored them as
+  comma-separated strings ("4,3", "mrstft,msd"), which are read the same way.
+  """
+  types = _field_types(cls)
+  values = dict(values)
+  for name, value in values.items():
+    if typing.get_origin(types.get(name)) is tuple:
+      if isinstance(value, str):
+        value = _parse(value, types[name], f"{_SECTION_NAMES.get(cls, cls.__name__)}.{name}")
+      values[name] = tuple(value)
+  return cls(**values)
+
+
 def _parse(raw: str, typ: Any, key: str) -> Any:
+  if typing.get_origin(typ) is tuple:  # a list: comma-separated items ("mrstft,msd", "4,3")
+    item = typing.get_args(typ)[0]
+    return tuple(_parse(part.strip(), item, key) for part in raw.split(",") if part.strip())
+  options = typing.get_args(typ)
+  if type(None) in options:  # an optional setting: "none" leaves it to its default
+    if raw.lower() == "none":
+      return None
+    typ = next(t for t in options if t is not type(None))
   try:
     if typ is bool:
       lowered = raw.lower()

@@ -205,8 +205,7 @@ def load_data(
       )
     cache = open_cache(out)
     summary = report.summary()
-  names = [f.strip() for f in d.label_field.split(",") if f.strip()]
-  attr_names = [a.strip() for a in d.attributes.split(",") if a.strip()]
+  names, attr_names = list(d.label_field), list(d.attributes)
   fields = [cache.label_field(f) for f in names] if names else [cache.label_field("")]
   keep = np.ones(len(cache), bool)
   columns = []

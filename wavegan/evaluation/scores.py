@@ -65,7 +65,7 @@ def _fingerprint(cache) -> str:
 
 def reference(
   data,
-  label_field: str = "",
+  label_field: tuple[str, ...] = (),
   cfg: ClassifierConfig = ClassifierConfig(),
   log: Callable[[str], None] = print,
 ) -> Reference:
@@ -85,7 +85,8 @@ def reference(
     held = np.arange(usable.size) % 5 == 4
   train_idx, test_idx = usable[~held], usable[held]
   styles = data.styles
-  key = corpus_key(_fingerprint(cache), label_field, cache.sample_rate, cfg)
+  # The key joins the fields as the config once spelled them ("a,b"), so cached classifiers stay valid.
+  key = corpus_key(_fingerprint(cache), ",".join(label_field), cache.sample_rate, cfg)
   folder = os.path.join(cache.path, CLASSIFIER_DIR, key)
   clf = load_classifier(folder) if len(styles) > 1 else None
   if len(styles) <= 1:

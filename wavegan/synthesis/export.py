@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from flax import nnx, traverse_util
 
-from wavegan.config import Config, ConfigError, ModelConfig
+from wavegan.config import Config, ConfigError, ModelConfig, section_from_dict
 from wavegan.errors import one_line
 from wavegan.files import atomic_path
 from wavegan.models import kinds
@@ -301,7 +301,7 @@ def load_model(path: str) -> ExportedModel:
     raise ModelFileError(one_line(f"{path}: no such model file"))
   meta, tensors = read_verified(path)
   try:
-    model = ModelConfig(**json.loads(meta["model"]))
+    model = section_from_dict(ModelConfig, json.loads(meta["model"]))
     model.validate()
     styles = tuple(json.loads(meta["styles"]))
     sample_rate = int(meta["sample_rate"])
