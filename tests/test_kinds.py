@@ -12,7 +12,7 @@ from wavegan import cli
 from wavegan.config import Config, ConfigError, ModelConfig, OptimConfig, apply_overrides
 from wavegan.models import kinds
 from wavegan.presets import preset
-from wavegan.synthesis import export, synthesizer
+from wavegan.synthesis import synthesizer
 from wavegan.training import loop
 
 BATCH = 2
@@ -58,7 +58,7 @@ def test_every_kind_builds_and_connects_to_audio(name):
 def test_generator_graph_and_audio_fn_follow_the_kind(name):
   model = tiny(name)
   kind = kinds.kind_of(model)
-  graph, shapes = export.generator_graph(model)
+  graph, shapes = kinds.abstract_generator(model)
   params = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), shapes)
   fn = synthesizer.audio_fn(model, graph, statistics(kind, model))
   audio = fn(params, jnp.zeros((BATCH, model.latent_dim)), None)
@@ -71,7 +71,7 @@ def test_kinds_with_statistics_refuse_none(name):
   kind = kinds.kind_of(model)
   with pytest.raises(ConfigError, match=kind.statistics):
     kind.needs(None)
-  graph, _ = export.generator_graph(model)
+  graph, _ = kinds.abstract_generator(model)
   with pytest.raises(ConfigError, match=kind.statistics):
     synthesizer.audio_fn(model, graph, None)
 
@@ -84,7 +84,7 @@ def test_unknown_kind_is_a_config_error_naming_the_valid_ones():
       refuse()
     assert all(name in str(err.value) for name in kinds.KINDS)
   with pytest.raises(ConfigError, match="vqgan"):
-    export.generator_graph(cfg.model)
+    kinds.abstract_generator(cfg.model)
   with pytest.raises(ConfigError, match="model.kind=''"):
     Config(model=ModelConfig(kind="")).validate()
 
@@ -112,7 +112,7 @@ def test_kind_checks_run_wherever_models_are_built(tmp_path, monkeypatch, capsys
   with pytest.raises(ConfigError, match="multiples of 32"):
     loop.resolve_run(bad, str(tmp_path / "run"), "tiny", ("kick", "snare"))
   with pytest.raises(ConfigError, match="multiples of 32"):
-    export.generator_graph(bad.model)
+    kinds.abstract_generator(bad.model)
   with pytest.raises(ConfigError, match="stft_weight"):
     kinds.check(Config(model=tiny("specgan"), optim=OptimConfig(stft_weight=1.0)))
 

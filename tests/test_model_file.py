@@ -17,6 +17,7 @@ import pytest
 
 from wavegan.errors import DiskFullError
 from wavegan.files import PART_SUFFIX
+from wavegan.models import kinds
 from wavegan.presets import preset
 from wavegan.synthesis import export
 from wavegan.synthesis.export import ModelFileError
@@ -29,7 +30,7 @@ DATA_STRIDE = 97
 def model():
   cfg = preset("tiny").model
   model_cfg = cfg.__class__(**{**cfg.__dict__, "num_styles": len(STYLES)})
-  _, structure = export.generator_graph(model_cfg)
+  _, structure = kinds.abstract_generator(model_cfg)
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), structure)
   return model_cfg, params

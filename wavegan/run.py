@@ -6,13 +6,10 @@ import dataclasses
 import os
 from typing import Any
 
-import jax
-from flax import nnx
-
 from checkpoints import Checkpointer, CheckpointNotFoundError
 from wavegan.conditioning import Conditioning
-from wavegan.config import Config, ConfigError, ModelConfig
-from wavegan.models.kinds import kind_of
+from wavegan.config import Config, ConfigError
+from wavegan.models.kinds import abstract_generator
 
 CHECKPOINT_DIR = "checkpoints"
 EMA_PARAMS = "ema_params"  # the checkpointed state's entry for the generator synthesis uses
@@ -69,17 +66,6 @@ def saved_run(workdir: str) -> RunInfo | None:
     if ck.latest_step() is None:
       return None
     return RunInfo.from_metadata(ck.read_metadata())
-
-
-def abstract_generator(model: ModelConfig) -> tuple[Any, Any]:
-  """A generator's graph definition and its parameters as a pure dict of jax.ShapeDtypeStruct.
-
-  Nothing is computed: the layout a run's checkpoint stores its generator parameters in.
-  """
-  abstract = nnx.eval_shape(lambda: kind_of(model).generator(model, rngs=nnx.Rngs(0)))
-  graph, params = nnx.split(abstract, nnx.Param)
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(params))
-  return graph, shapes
 
 
 def restore_generator(workdir: str, step: int | None = None) -> tuple[RunInfo, Any, Any, int]:

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from wavegan import dsp
 from wavegan.config import Config, ConfigError, ModelConfig
@@ -138,3 +139,20 @@ def check(cfg: Config) -> Config:
   """`cfg` after the checks of its model kind (the generic ones are `Config.validate`)."""
   kind_of(cfg.model).check(cfg)
   return cfg
+
+
+def abstract_generator(model: ModelConfig) -> tuple[Any, Any]:
+  """The generator's graph definition and its parameters as a pure dict of `jax.ShapeDtypeStruct`.
+
+  Nothing is computed: the layout in which runs' checkpoints and exported model files hold the
+  generator's parameters.
+
+  Raises:
+    ConfigError: `model.kind` is unknown, or the kind refuses the model's settings.
+  """
+  kind = kind_of(model)
+  check(Config(model=model))
+  abstract = nnx.eval_shape(lambda: kind.generator(model, rngs=nnx.Rngs(0)))
+  graph, params = nnx.split(abstract, nnx.Param)
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(params))
+  return graph, shapes

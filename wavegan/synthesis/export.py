@@ -24,9 +24,9 @@ import re
 from typing import Any
 
 import numpy as np
-from flax import nnx, traverse_util
+from flax import traverse_util
 
-from wavegan.config import Config, ConfigError, ModelConfig, section_from_dict
+from wavegan.config import ConfigError, ModelConfig, section_from_dict
 from wavegan.errors import one_line
 from wavegan.files import atomic_path
 from wavegan.models import kinds
@@ -225,19 +225,6 @@ def _seal(tmp: str) -> None:
     f.write(file_digest(data, start, stop).encode("ascii"))
 
 
-def generator_graph(model: ModelConfig) -> tuple[Any, Any]:
-  """The generator's graph definition and parameter pytree of shapes (nothing is computed).
-
-  Raises:
-    ConfigError: `model.kind` is unknown, or its kind refuses the model's settings.
-  """
-  kind = kinds.kind_of(model)
-  kinds.check(Config(model=model))
-  abstract = nnx.eval_shape(lambda: kind.generator(model, rngs=nnx.Rngs(0)))
-  graph, params = nnx.split(abstract, nnx.Param)
-  return graph, nnx.to_pure_dict(params)
-
-
 def save_model(
   path: str,
   model: ModelConfig,
@@ -307,7 +294,7 @@ def load_model(path: str) -> ExportedModel:
     sample_rate = int(meta["sample_rate"])
     info = json.loads(meta.get("info", "{}"))
     extras = json.loads(meta.get("extras", "{}"))
-    _, structure = generator_graph(model)
+    _, structure = kinds.abstract_generator(model)
   except (KeyError, TypeError, ValueError, ArithmeticError) as err:
     raise ModelFileError(one_line(f"{path}: damaged metadata ({err})")) from None
   expected = flatten_abstract(structure)

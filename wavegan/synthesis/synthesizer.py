@@ -130,7 +130,7 @@ def audio_fn(model: ModelConfig, graph: Any, stats: Mapping[str, Any] | None = N
 
   Args:
     model: the generator's config.
-    graph: its graph definition (`export.generator_graph`).
+    graph: its graph definition (`kinds.abstract_generator`).
     stats: the run's corpus statistics as stored (`{"mean": [...], "std": [...]}`), for a kind
       that has them; None for one that has none.
 
@@ -180,7 +180,7 @@ class Synthesizer:
     self.info = info or {}
     self.extras = dict(extras or {})
     self.conditioning = Conditioning.from_dict(self.extras.get("conditioning"))
-    graph, _ = export.generator_graph(model)
+    graph, _ = kinds.abstract_generator(model)
     kind = kinds.kind_of(model)
     stats = self.extras.get(kind.statistics) if kind.statistics else None
     self._params = jax.device_put(params)
