@@ -145,7 +145,7 @@ def measured_fns(g: Any, d: Any, args: argparse.Namespace) -> dict[str, tuple[Ca
   from wavegan.models import specgan
   from wavegan.training import losses
 
-  gp_weight = OptimConfig().gp_weight
+  gp_weight = OptimConfig().resolved().gp_weight
   g_def, g_state = nnx.split(g)
   d_def, d_state = nnx.split(d)
   frames, bins = specgan.image_shape(g.cfg)

@@ -23,7 +23,7 @@ FIELDS = [
 def test_preset_loads_and_validates(name):
   cfg = preset(name)
   assert cfg is PRESETS[name]
-  assert cfg.validate() is cfg
+  assert cfg.validate() == dataclasses.replace(cfg, optim=cfg.optim.resolved())
   assert kinds.check(cfg) is cfg
 
 

@@ -15,11 +15,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from checkpoints import Checkpointer
-from wavegan.config import ModelConfig, apply_overrides
+from wavegan.config import Config, ConfigError, ModelConfig, apply_overrides
 from wavegan.models.waveform import Discriminator
 from wavegan.presets import preset
 from wavegan.training import step as ts
-from wavegan.training.loop import _from_tree, _to_tree, abstract_state
+from wavegan.training.loop import RESUMABLE_CHANGES, _from_tree, _to_tree, abstract_state
 
 
 def tiny(**sets):
@@ -288,17 +288,51 @@ def _one_step(cfg, seed=0):
 
 def test_accumulated_micro_batches_and_remat_give_the_full_batch_step():
   # Same randomness, sliced: 2 micro-batches of 4 give the gradient of the batch of 8; remat
-  # recomputes the same activations. (With AC-GAN, the class loss is a per-row mean too.)
-  base = ["train.batch_size=8", "model.num_styles=3", "model.d_cond=acgan"]
+  # recomputes the same activations. With AC-GAN and an unconditional share, the class loss
+  # divides by the whole batch's number of rows with a style, not by each micro-batch's.
+  base = [
+    "train.batch_size=8",
+    "model.num_styles=3",
+    "model.d_cond=acgan",
+    "optim.uncond_share=0.5",
+  ]
   ref_state, ref_metrics = _one_step(apply_overrides(preset("tiny"), base))
   for extra in (["compute.grad_accum=2"], ["compute.remat=true"]):
     state, metrics = _one_step(apply_overrides(preset("tiny"), base + extra))
-    for key in ("d/loss", "g/loss", "d/gp", "d/grad_norm", "g/grad_norm"):
+    for key in ("d/loss", "g/loss", "d/gp", "d/ac", "g/ac", "d/grad_norm", "g/grad_norm"):
       assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-4, abs=1e-6), (extra, key)
-    for a, b in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(ref_state.g_params)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+    for name in ("g_params", "d_params"):
+      for a, b in zip(
+        jax.tree.leaves(getattr(state, name)), jax.tree.leaves(getattr(ref_state, name))
+      ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
   with pytest.raises(Exception, match="micro-batches"):
     apply_overrides(preset("tiny"), base + ["compute.grad_accum=3"]).validate()
+
+
+def test_grad_accum_may_change_on_resume_since_it_trains_the_same_step():
+  # Micro-batches give the full batch's step (above) for every config they accept; the others
+  # are refused, on resume too.
+  assert "compute.grad_accum" in RESUMABLE_CHANGES
+  with pytest.raises(ConfigError, match="grad_accum"):
+    apply_overrides(preset("tiny"), ["model.aux_discs=msd", "compute.grad_accum=2"]).validate()
+
+
+@pytest.mark.parametrize("loss", ["hinge", "lsgan", "nonsaturating"])
+def test_losses_other_than_wgan_gp_have_no_gradient_penalty_unless_asked(loss):
+  _, metrics = _one_step(tiny(**{"optim.loss": loss}))
+  assert metrics["d/gp"] == 0.0 and metrics["d/loss"] == metrics["d/adv"]
+  _, metrics = _one_step(tiny(**{"optim.loss": loss, "optim.gp_weight": 10.0}))
+  assert metrics["d/gp"] > 0
+  assert metrics["d/loss"] == pytest.approx(metrics["d/adv"] + 10.0 * metrics["d/gp"], rel=1e-5)
+
+
+def test_old_runs_recorded_gp_weight_is_kept():
+  # Runs from before the per-loss default stored the weight they trained with.
+  old = Config.from_dict({"optim": {"loss": "hinge", "gp_weight": 10.0}})
+  assert old.validate().optim.gp_weight == 10.0
+  assert apply_overrides(old, ["optim.gp_weight=none"]).validate().optim.gp_weight == 0.0
+  assert apply_overrides(old, ["optim.gp_weight=2.5"]).optim.gp_weight == 2.5
 
 
 def test_bfloat16_step_is_finite_keeps_float32_state_and_is_close():

@@ -124,9 +124,10 @@ def make_train_step(
   Each D update takes its own real batch and fresh latents, as in the authors' code. All
   randomness comes from `fold_in(key(seed), step)`, so a resumed run repeats an uninterrupted one.
   """
+  cfg.compute.check_accumulation(cfg.model, cfg.optim)
   d_loss_fn, g_loss_fn = losses.LOSSES[cfg.optim.loss]
   aux_d_loss, aux_g_loss = losses.AUX_LOSSES[cfg.optim.aux_loss]
-  o, m = cfg.optim, cfg.model
+  o, m = cfg.optim.resolved(), cfg.model
   base_key = jax.random.key(cfg.train.seed + 1)
   conditional = m.conditional
   has_aux = models.aux_graph is not None
@@ -192,7 +193,15 @@ def make_train_step(
     vec = style_vector(styles, m)  # [B, D]
     return vec * kept[:, None], vec
 
-  def class_loss(head: jax.Array | None, vec: jax.Array, kept: jax.Array) -> jax.Array:
+  def styled(kept: jax.Array) -> jax.Array:
+    """The class loss' denominator: the whole batch's rows with a style (at least 1) / accum, so
+    the mean of the micro-batches' class losses is the whole batch's."""
+    count = jnp.maximum(jnp.sum(kept), 1.0)
+    return count if accum == 1 else count / accum
+
+  def class_loss(
+    head: jax.Array | None, vec: jax.Array, kept: jax.Array, count: jax.Array
+  ) -> jax.Array:
     """AC-GAN loss on the rows that have a style: cross-entropy per label field, MSE per attribute."""
     if head is None:
       return jnp.zeros(())
@@ -202,11 +211,13 @@ def make_train_step(
       start += n
     if m.num_attributes:
       per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
-    return jnp.sum(per_row * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+    return jnp.sum(per_row * kept) / count
 
   # Per-example randomness is drawn for the whole batch and sliced into micro-batches; the keys of
   # the critic calls (phase shuffle: one shift per call) are shared by them. So accumulating
-  # `compute.grad_accum` micro-batches gives the full batch's gradient, not another sample of it.
+  # `compute.grad_accum` micro-batches gives the full batch's gradient, not another sample of it
+  # (the class loss divides by the whole batch's count; `ComputeConfig.check_accumulation`
+  # refuses the losses of batch statistics).
 
   def d_draws(
     rng: jax.Array, real: jax.Array
@@ -219,11 +230,11 @@ def make_train_step(
       "kept": kept_rows(b, kc),
       "eps": losses.interpolation_weights(ke, b, ndim),
     }
-    return rows, (kr, kf, kg)
+    return rows, (kr, kf, kg, styled(rows["kept"]))
 
   def d_objective(d_params, g_params, batch, keys):
     real, styles, rows = batch["real"], batch["styles"], batch["rows"]
-    kr, kf, kg = keys
+    kr, kf, kg, count = keys
     style, vec = conditioning(styles, rows["kept"])
     z = shard_batch(rows["z"])
     fake = jax.lax.stop_gradient(generate(g_params, z, style))  # [B, T, C] or image
@@ -236,7 +247,7 @@ def make_train_step(
       gp = losses.gradient_penalty_at(
         lambda x: critic(d_params, x, style, kg), x_real, fake, rows["eps"]
       )
-    ac = class_loss(c_real, vec, rows["kept"])  # D learns styles from real clips only
+    ac = class_loss(c_real, vec, rows["kept"], count)  # D learns styles from real clips only
     metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
     if c_real is not None:
       metrics["d/ac"] = ac
@@ -250,16 +261,17 @@ def make_train_step(
   def g_draws(rng: jax.Array, styles: jax.Array) -> tuple[dict[str, jax.Array], tuple[jax.Array]]:
     kz, kd, kc = jax.random.split(rng, 3)
     b = styles.shape[0]
-    return {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc)}, (kd,)
+    rows = {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc)}
+    return rows, (kd, styled(rows["kept"]))
 
   def g_objective(g_params, d_params, batch, keys):
     real, styles, rows = batch["real"], batch["styles"], batch["rows"]
-    (kd,) = keys
+    kd, count = keys
     style, vec = conditioning(styles, rows["kept"])
     fake = generate(g_params, shard_batch(rows["z"]), style)
     d_fake, c_fake = critic_classes(d_params, fake, style, kd)
     adv = g_loss_fn(d_fake)
-    ac = class_loss(c_fake, vec, rows["kept"])
+    ac = class_loss(c_fake, vec, rows["kept"], count)
     metrics = {"g/adv": adv}
     if c_fake is not None:
       metrics["g/ac"] = ac
