@@ -273,11 +273,13 @@ class InterruptHook(Hook):
     log: Callable[[str], None],
     flag: StopFlag | None = None,
   ):
-    """Args:
-    save: saves a step (the save hook).
-    workdir: the run folder (named in the messages).
-    log: where the stop is announced.
-    flag: the signal catcher; a new StopFlag by default.
+    """Builds the hook.
+
+    Args:
+      save: saves a step (the save hook).
+      workdir: the run folder (named in the messages).
+      log: where the stop is announced.
+      flag: the signal catcher; a new StopFlag by default.
     """
     self.save, self.workdir, self.log = save, workdir, log
     self.flag = StopFlag() if flag is None else flag
@@ -321,13 +323,15 @@ class LogHook(Hook):
     tensorboard: Any | None = None,
     bar: Any | None = None,
   ):
-    """Args:
-    every: log after every `every`-th step.
-    guard: the run's non-finite check.
-    start: the step training starts at (speed is measured from now and there).
-    metrics_path: metrics.jsonl; None: write no records (not the main process).
-    tensorboard: a `monitor.TensorBoardLogger`, or None.
-    bar: a tqdm progress bar that shows the losses and speed, or None.
+    """Builds the hook.
+
+    Args:
+      every: log after every `every`-th step.
+      guard: the run's non-finite check.
+      start: the step training starts at (speed is measured from now and there).
+      metrics_path: metrics.jsonl; None: write no records (not the main process).
+      tensorboard: a `monitor.TensorBoardLogger`, or None.
+      bar: a tqdm progress bar that shows the losses and speed, or None.
     """
     self.every, self.guard = every, guard
     self.metrics_path, self.tensorboard, self.bar = metrics_path, tensorboard, bar
@@ -387,15 +391,17 @@ class PreviewHook(Hook):
     out_dir: str | None,
     tensorboard: Any | None = None,
   ):
-    """Args:
-    every: preview after every `every`-th step.
-    render: the generator from its EMA parameters (all processes call it: it is sharded).
-    z: [R * K, latent] fixed latents, K per row.
-    style_ids: [R * K] the row of each latent.
-    rows: R names: the styles, or ["all"] for an unconditional model.
-    sample_rate: of the WAVs.
-    out_dir: RUN/previews; None: render but write nothing (not the main process).
-    tensorboard: a `monitor.TensorBoardLogger`, or None.
+    """Builds the hook.
+
+    Args:
+      every: preview after every `every`-th step.
+      render: the generator from its EMA parameters (all processes call it: it is sharded).
+      z: [R * K, latent] fixed latents, K per row.
+      style_ids: [R * K] the row of each latent.
+      rows: R names: the styles, or ["all"] for an unconditional model.
+      sample_rate: of the WAVs.
+      out_dir: RUN/previews; None: render but write nothing (not the main process).
+      tensorboard: a `monitor.TensorBoardLogger`, or None.
     """
     self.every, self.render, self.z, self.style_ids = every, render, z, style_ids
     self.rows, self.sample_rate = rows, sample_rate
@@ -437,17 +443,19 @@ class EvalHook(Hook):
     tensorboard: Any | None = None,
     log: Callable[[str], None] = print,
   ):
-    """Args:
-    every: evaluate after every `every`-th step.
-    render: the generator from its EMA parameters.
-    score: (audio [clips, T, C], style ids [clips] or None) -> {"eval/<name>": value}, e.g.
-      `scores.light_eval` with the run's reference.
-    z: [N, latent] fixed latents, N a multiple of EVAL_CHUNK.
-    style_ids: [N] int32 style ids (None: unconditional).
-    clips: how many of the N clips are scored.
-    metrics_path: metrics.jsonl; None: write no records (not the main process).
-    tensorboard: a `monitor.TensorBoardLogger`, or None.
-    log: where the scores are printed.
+    """Builds the hook.
+
+    Args:
+      every: evaluate after every `every`-th step.
+      render: the generator from its EMA parameters.
+      score: (audio [clips, T, C], style ids [clips] or None) -> {"eval/<name>": value}, e.g.
+        `scores.light_eval` with the run's reference.
+      z: [N, latent] fixed latents, N a multiple of EVAL_CHUNK.
+      style_ids: [N] int32 style ids (None: unconditional).
+      clips: how many of the N clips are scored.
+      metrics_path: metrics.jsonl; None: write no records (not the main process).
+      tensorboard: a `monitor.TensorBoardLogger`, or None.
+      log: where the scores are printed.
     """
     self.every, self.render, self.score = every, render, score
     self.z, self.style_ids, self.clips = z, style_ids, clips
@@ -489,12 +497,14 @@ class SaveHook(Hook):
     tree: Callable[[GANState], Any],
     metadata: Callable[[], dict[str, Any]],
   ):
-    """Args:
-    every: save after every `every`-th step.
-    checkpointer: a `checkpoints.Checkpointer`; closed (its saves waited for) at the end.
-    guard: the run's non-finite check; told each step saved.
-    tree: the state as the checkpoint's tree of arrays.
-    metadata: the JSON metadata of a checkpoint taken now (the loader's position changes).
+    """Builds the hook.
+
+    Args:
+      every: save after every `every`-th step.
+      checkpointer: a `checkpoints.Checkpointer`; closed (its saves waited for) at the end.
+      guard: the run's non-finite check; told each step saved.
+      tree: the state as the checkpoint's tree of arrays.
+      metadata: the JSON metadata of a checkpoint taken now (the loader's position changes).
     """
     self.every, self.checkpointer, self.guard = every, checkpointer, guard
     self.tree, self.metadata = tree, metadata

@@ -1,6 +1,8 @@
 """The training loop: data -> jitted step -> metrics, previews and checkpoints, resumable.
 
-A run lives in one folder:
+`train` sets a run up (data, resolved config, state, restore), builds its hooks
+(`wavegan.training.hooks`: stop, log, progress, preview, evaluate, save, interrupt) and runs
+`run_loop`, a loop over steps that calls them. A run lives in one folder:
 
   RUN/config.json          the resolved config (also stored in every checkpoint)
   RUN/checkpoints/<step>/  orbax checkpoints: GANState + metadata (config, styles, preset)
@@ -12,11 +14,10 @@ A run lives in one folder:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-import signal
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -31,13 +32,28 @@ from data_pipelines import Loader
 from wavegan import dsp, files, inputs
 from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
-from wavegan.errors import NonFiniteError
 from wavegan.evaluation import scores
 from wavegan.models import kinds
 from wavegan.run import RunInfo, checkpoint_dir, saved_run
-from wavegan.synthesis import previews, synthesizer
+from wavegan.synthesis import synthesizer
 from wavegan.training import distributed
 from wavegan.training import step as ts
+from wavegan.training.hooks import (
+  EVAL_CHUNK,
+  Budget,
+  EvalHook,
+  FiniteGuard,
+  Hook,
+  InterruptHook,
+  LogHook,
+  Metrics,
+  PreviewHook,
+  ProgressHook,
+  Render,
+  SaveHook,
+  StopHook,
+  Untimed,
+)
 
 # Resuming may change how long and how often, never what is trained.
 RESUMABLE_CHANGES = {
@@ -63,9 +79,6 @@ RESUMABLE_CHANGES = {
   "eval.classifier_steps",
   "eval.classifier_width",
 }
-# CPU collectives deadlock when ~50 multi-device steps are queued unsynchronised; wait on the
-# device at least this often even when logging is rarer.
-MAX_STEPS_IN_FLIGHT = 8
 
 
 def config_diff(a: Config, b: Config) -> list[str]:
@@ -84,12 +97,12 @@ def with_styles(
   """
   if conditioning.simple:
     n = len(styles) if len(styles) > 1 else 0
-    model = dataclasses.replace(cfg.model, num_styles=n, style_groups="", num_attributes=0)
+    model = dataclasses.replace(cfg.model, num_styles=n, style_groups=(), num_attributes=0)
   else:
     model = dataclasses.replace(
       cfg.model,
       num_styles=sum(conditioning.groups),
-      style_groups=",".join(map(str, conditioning.groups)),
+      style_groups=tuple(conditioning.groups),
       num_attributes=len(conditioning.attributes),
     )
   return dataclasses.replace(cfg, model=model)
@@ -151,112 +164,12 @@ def preview_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, jax
   return z, style_ids, rows
 
 
-class _StopFlag:
-  """Turns the first Ctrl-C / SIGTERM into a request to save and stop; a second one aborts."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous: dict[int, Any] = {}
-
-  def __enter__(self) -> _StopFlag:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: leave signals alone
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    if self.requested:
-      raise KeyboardInterrupt
-    self.requested = True
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-class _Budget:
-  """`train.max_minutes` (wall clock) and `train.max_cpu_minutes` (CPU time of this process).
-
-  Only training counts: data preparation and the reference classifier come before the clocks
-  start, and previews and evaluations are subtracted, so runs given equal minutes are compared
-  at equal training compute.
-  """
-
-  def __init__(self, wall_minutes: float, cpu_minutes: float):
-    self._limits = [
-      (clock, 60.0 * m, clock())
-      for clock, m in ((time.perf_counter, wall_minutes), (time.process_time, cpu_minutes))
-      if m > 0
-    ]
-    self._paused = [0.0] * len(self._limits)
-
-  def untimed(self, fn: Callable[[int], None], at: int) -> None:
-    before = [clock() for clock, _, _ in self._limits]
-    fn(at)
-    for i, (clock, _, _) in enumerate(self._limits):
-      self._paused[i] += clock() - before[i]
-
-  def _used(self) -> list[float]:
-    return [clock() - start - p for (clock, _, start), p in zip(self._limits, self._paused)]
-
-  def spent(self) -> bool:
-    return any(u > limit for u, (_, limit, _) in zip(self._used(), self._limits))
-
-  def __str__(self) -> str:
-    names = {time.perf_counter: "wall", time.process_time: "CPU"}
-    return ", ".join(
-      f"{u / 60:.1f} min {names[c]}" for u, (c, _, _) in zip(self._used(), self._limits)
-    )
-
-
-EVAL_CHUNK = 64  # clips per generator call in light evaluations (one compiled shape)
-
-
 def eval_inputs(cfg: Config, styles: tuple[str, ...]) -> tuple[jax.Array, np.ndarray | None]:
   """Fixed latents [eval_clips, latent] and style ids for light evaluations, the same every time."""
   n = -(-cfg.eval.clips // EVAL_CHUNK) * EVAL_CHUNK
   z = ts.sample_latents(jax.random.key(cfg.train.seed + 3), n, cfg.model.latent_dim)
   ids = (np.arange(n) % len(styles)).astype(np.int32) if cfg.model.conditional else None
   return z, ids
-
-
-@jax.jit
-def first_bad_step(first: jax.Array, step: jax.Array, metrics: dict[str, jax.Array]) -> jax.Array:
-  """`step` if this step's losses or gradient norms hold a NaN or infinity and no earlier step
-  did, else `first` (-1 while every step has been finite). Runs on the device: no sync."""
-  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
-  return jnp.where((first < 0) & ~finite, step, first)
-
-
-def check_finite(
-  first_bad: jax.Array, metrics: dict[str, Any], last_good: int | None, workdir: str
-) -> None:
-  """Stops the run, before anything of the bad step is saved, when a step went non-finite.
-
-  Raises:
-    NonFiniteError: naming the first bad step, the values and the last good checkpoint.
-  """
-  bad = int(jax.device_get(first_bad))
-  if bad < 0:
-    return
-  bad_values = [
-    f"{k}={float(v):.4g}"
-    for k, v in sorted(jax.device_get(metrics).items())
-    if not np.isfinite(float(v))
-  ]
-  values = ", ".join(bad_values[:3]) + (", ..." if len(bad_values) > 3 else "")
-  kept = (
-    f"the last good checkpoint, step {last_good}, is kept"
-    if last_good
-    else "no checkpoint was saved"
-  )
-  raise NonFiniteError(
-    f"step {bad}: a loss or gradient is not finite ({values or 'see metrics'}); "
-    f"training stopped and {kept} in {checkpoint_dir(workdir)}; lower "
-    "optim.g_lr / optim.d_lr or raise optim.eps, then resume"
-  )
 
 
 def _truncate_jsonl(path: str, last_step: int) -> None:
@@ -275,8 +188,51 @@ def _truncate_jsonl(path: str, last_step: int) -> None:
   files.write_text(path, "".join(lines))
 
 
-def _append_jsonl(path: str, record: dict[str, Any]) -> None:
-  files.append_line(path, json.dumps(record))
+def run_loop(
+  step_fn: Callable[[ts.GANState, jax.Array, jax.Array], tuple[ts.GANState, Metrics]],
+  state: ts.GANState,
+  batches: Iterator[tuple[jax.Array, jax.Array]],
+  hooks: Sequence[Hook],
+  guard: FiniteGuard,
+  *,
+  step: int,
+  total: int,
+) -> ts.GANState:
+  """Trains from `step` until `total` steps are done, calling the hooks between steps.
+
+  After each step, the hooks that are due run in list order; after the last step, those with
+  `at_end`. A hook that returns a reason makes the step the last: the hooks after it run as after
+  the last step. Steps are dispatched without waiting on the device: only hooks wait (reading
+  metrics or audio, and the stop hook every MAX_STEPS_IN_FLIGHT steps).
+
+  Args:
+    step_fn: (state, real [n_critic, B, T, C], labels [n_critic, B]) -> (state, metrics).
+    state: the state after `step` steps.
+    batches: global batches (real, labels), placed on the mesh.
+    hooks: started in order before the first step, closed in reverse order at the end.
+    guard: told every step's metrics, on the device.
+    step: the steps already done.
+    total: the step to stop after.
+
+  Returns:
+    The state after the last step.
+  """
+  try:
+    for hook in hooks:
+      hook.start(step, state)
+    while step < total:
+      real, labels = next(batches)
+      state, metrics = step_fn(state, real, labels)
+      step += 1
+      guard.observe(step, metrics)  # on the device: no sync
+      for hook in hooks:
+        if hook.at_end if step == total else hook.due(step):
+          if hook(step, state, metrics) is not None:
+            total = step  # finish as at the last step
+  finally:
+    for hook in reversed(hooks):
+      hook.close()
+  return state
 
 
 def train(
@@ -315,23 +271,62 @@ def train(
   mesh = ts.data_mesh()
   ts.check_batch(cfg.train.batch_size, mesh, cfg.compute.grad_accum)
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P(None, ts.DATA_AXIS))
   models, state = ts.build(cfg)
   state = jax.device_put(state, replicated)
   moments = None if run.spec_moments is None else dsp.moments_from_dict(run.spec_moments)
   step_fn = ts.make_train_step(models, cfg, mesh, moments)
-  preview_fn = jax.jit(synthesizer.audio_fn(cfg.model, models.g_graph, run.spec_moments))
+  render = _renderer(run, models)
+  ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
+  start, state, loader_state = _restore(ckpt, cfg, state, replicated, workdir, log)
+  loader = _open_loader(data, cfg, start, loader_state, log)
+  guard = FiniteGuard(workdir, start or None, replicated)
+  hooks = make_hooks(run, data, workdir, start, render, ckpt, loader, guard, main, progress, log)
+  # This process's rows b of each global batch B, laid out over the mesh's data axis.
+  batches = _global_batches(loader, NamedSharding(mesh, P(None, ts.DATA_AXIS)))
+  try:
+    state = run_loop(step_fn, state, batches, hooks, guard, step=start, total=cfg.train.steps)
+  finally:
+    loader.close()
+  return run, state
+
+
+def _renderer(run: RunInfo, models: ts.Models) -> Render:
+  """The run's generator for previews and evaluations: (ema params, z [N, latent], style ids [N])
+  -> audio [N, T, C]; style ids index the first label field's values."""
+  preview_fn = jax.jit(synthesizer.audio_fn(run.config.model, models.g_graph, run.spec_moments))
   styles_of = (lambda ids: ids) if run.conditioning.simple else run.conditioning.for_first_field
 
-  ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
-  start = ckpt.latest_step() or 0
-  loader_state = None
-  if start:
-    tree, saved_md = ckpt.restore(abstract_state(cfg, replicated), start)
-    state = _from_tree(tree)
-    loader_state = saved_md.get("loader")
-    log(f"resuming {workdir} at step {start}")
+  def render(params: Any, z: jax.Array, ids: Any) -> jax.Array:
+    return preview_fn(params, z, styles_of(ids))
 
+  return render
+
+
+def _restore(
+  ckpt: Checkpointer,
+  cfg: Config,
+  state: ts.GANState,
+  sharding: jax.sharding.Sharding,
+  workdir: str,
+  log: Callable[[str], None],
+) -> tuple[int, ts.GANState, dict[str, Any] | None]:
+  """(step, state, loader state) of the run's latest checkpoint; (0, `state`, None) if none."""
+  start = ckpt.latest_step() or 0
+  if not start:
+    return 0, state, None
+  tree, saved_md = ckpt.restore(abstract_state(cfg, sharding), start)
+  log(f"resuming {workdir} at step {start}")
+  return start, _from_tree(tree), saved_md.get("loader")
+
+
+def _open_loader(
+  data: inputs.TrainData,
+  cfg: Config,
+  start: int,
+  loader_state: dict[str, Any] | None,
+  log: Callable[[str], None],
+) -> Loader:
+  """This process's batches from step `start` on, from the checkpoint's position when it fits."""
   # Each JAX process reads its own rows of every global batch.
   source = data.batch_source(cfg, num_shards=jax.process_count(), shard_index=jax.process_index())
   loader = Loader(
@@ -347,132 +342,137 @@ def train(
       if loader.restored
       else f"data loader restarted at step {start} (no matching saved state)"
     )
-  z_prev, y_prev, rows = preview_inputs(cfg, run.styles)
-  ref = None
-  if cfg.eval.every:
-    ref = distributed.main_first(
-      lambda: scores.reference(data, cfg.data.label_field, scores.classifier_config(cfg), log=log),
-      "classifier",
-    )
-    z_eval, y_eval = eval_inputs(cfg, run.styles)
-  logger = None
-  if cfg.train.tensorboard and main:
-    from wavegan.training.monitor import TensorBoardLogger  # pylint: disable=g-import-not-at-top
+  return loader
 
-    logger = TensorBoardLogger(workdir, start_step=start)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+def _global_batches(
+  loader: Loader, sharding: jax.sharding.Sharding
+) -> Iterator[tuple[jax.Array, jax.Array]]:
+  """The loader's batches as global arrays: real [n_critic, B, T, C], labels [n_critic, B]."""
+  for real, labels in loader:  # [n_critic, b, T, C], [n_critic, b]: this process's rows
+    yield (
+      jax.make_array_from_process_local_data(sharding, real),
+      jax.make_array_from_process_local_data(sharding, labels),
+    )
+
+
+def make_hooks(
+  run: RunInfo,
+  data: inputs.TrainData,
+  workdir: str,
+  start: int,
+  render: Render,
+  ckpt: Checkpointer,
+  loader: Loader,
+  guard: FiniteGuard,
+  main: bool,
+  progress: bool,
+  log: Callable[[str], None],
+) -> list[Hook]:
+  """The hooks of a run, in calling order (see `wavegan.training.hooks`).
+
+  Trains the reference classifier first when the run has light evaluations (or loads it from the
+  corpus cache), and drops the metrics.jsonl records of steps after `start`.
+
+  Args:
+    run, data, workdir: the resolved run, its training data and its folder.
+    start: the step training starts at.
+    render: the generator: (ema params, z [N, latent], style ids [N]) -> audio [N, T, C].
+    ckpt: the run's checkpoints (the save hook closes it).
+    loader: the batches (its position goes into each checkpoint).
+    guard: the run's non-finite check.
+    main: whether this process writes the run's files.
+    progress: whether to show a progress bar.
+    log: console lines.
+  """
+  cfg, t = run.config, run.config.train
+  score = _light_eval(run, data, log) if cfg.eval.every else None
+  tensorboard = _tensorboard(workdir, start) if t.tensorboard and main else None
+  metrics_path = os.path.join(workdir, "metrics.jsonl") if main else None
   if main:
     _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
-  total = cfg.train.steps
+  previews_dir = os.path.join(workdir, "previews") if main else None
+  preview = _preview_hook(run, render, previews_dir, tensorboard)
+  evaluate = (
+    None if score is None else _eval_hook(run, render, score, metrics_path, tensorboard, log)
+  )
+  bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+  budget = Budget(t.max_minutes, t.max_cpu_minutes)
+  hooks = [
+    StopHook(budget, guard, log),
+    LogHook(t.log_every, guard, start, metrics_path=metrics_path, tensorboard=tensorboard, bar=bar),
+    ProgressHook(bar),
+    Untimed(preview, budget),
+  ]
+  if evaluate is not None:  # its start, the step-0 evaluation, is timed
+    hooks.append(Untimed(evaluate, budget))
+  metadata = functools.partial(_checkpoint_metadata, run, data, loader)
+  save = SaveHook(t.checkpoint_every, ckpt, guard, tree=_to_tree, metadata=metadata)
+  return [*hooks, save, InterruptHook(save, workdir, log)]
 
-  first_bad = jax.device_put(jnp.int32(-1), replicated)
-  last_good = [start or None]
 
-  def save(step: int) -> None:
-    check_finite(first_bad, pending, last_good[0], workdir)
-    last_good[0] = step
-    ckpt.save(
-      step,
-      _to_tree(state),
-      {
-        **run.metadata(),
-        "loader": loader.state(),
-        "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()},
-      },
-    )
+def _light_eval(
+  run: RunInfo, data: inputs.TrainData, log: Callable[[str], None]
+) -> Callable[[np.ndarray, np.ndarray | None], dict[str, float]]:
+  """(audio [N, T, C], style ids [N] | None) -> light evaluation scores, by the run's reference
+  classifier, made now (by the main process first) or loaded from the corpus cache."""
+  cfg = run.config
+  ref = distributed.main_first(
+    lambda: scores.reference(data, cfg.data.label_field, scores.classifier_config(cfg), log=log),
+    "classifier",
+  )
+  return functools.partial(scores.light_eval, ref)
 
-  def preview(step: int) -> None:
-    audio = np.asarray(preview_fn(state.ema_params, z_prev, styles_of(y_prev)))
-    k = cfg.train.preview_per_style
-    names = [f"{rows[i // k]}_{i % k}" for i in range(audio.shape[0])]
-    if not main:  # every process computes (the generator is sharded over all), one writes
-      return
-    out = os.path.join(workdir, "previews", f"step_{step:07d}")
-    previews.write_wavs(audio, names, out, cfg.data.sample_rate)
-    grid = previews.spectrogram_grid(
-      audio, rows, os.path.join(out, "grid.png"), cfg.data.sample_rate, title=f"step {step}"
-    )
-    if logger is not None:
-      for r, name in enumerate(
-        rows
-      ):  # the first clip of each style, from the same latent each time
-        logger.audio(step, f"preview/{name}", audio[r * k], cfg.data.sample_rate)
-      logger.image(step, "preview/spectrograms", grid)
 
-  def light_eval(step: int) -> None:
-    chunks = []
-    for i in range(0, z_eval.shape[0], EVAL_CHUNK):
-      y = jnp.zeros(EVAL_CHUNK, jnp.int32) if y_eval is None else y_eval[i : i + EVAL_CHUNK]
-      chunks.append(
-        np.asarray(preview_fn(state.ema_params, z_eval[i : i + EVAL_CHUNK], styles_of(y)))
-      )
-    audio = np.concatenate(chunks)[: cfg.eval.clips]  # [eval_clips, T, C]
-    values = scores.light_eval(ref, audio, None if y_eval is None else y_eval[: cfg.eval.clips])
-    if main:
-      _append_jsonl(metrics_path, {"step": step, "time": time.time(), **values})
-    if logger is not None:
-      logger.scalars(step, values)
-    log(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in values.items()))
+def _preview_hook(
+  run: RunInfo, render: Render, out_dir: str | None, tensorboard: Any | None
+) -> PreviewHook:
+  """Previews of the run's styles (or of "all"), `train.preview_per_style` clips each."""
+  z, style_ids, rows = preview_inputs(run.config, run.styles)
+  every, sample_rate = run.config.train.preview_every, run.config.data.sample_rate
+  return PreviewHook(
+    every, render, z, style_ids, rows, sample_rate, out_dir=out_dir, tensorboard=tensorboard
+  )
 
-  bar = tqdm(total=total, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
-  step = start
-  budget = _Budget(cfg.train.max_minutes, cfg.train.max_cpu_minutes)
-  t_last, step_last = time.perf_counter(), start
-  pending: dict[str, jax.Array] | None = None
-  try:
-    if ref is not None and start == 0:
-      light_eval(0)  # the untrained generator: where every curve starts
-    with _StopFlag() as stop:
-      while step < total and not stop.requested:
-        real, labels = next(loader)  # [n_critic, b, T, C], [n_critic, b]
-        # This process's rows b of the global batch B, laid out over the mesh's data axis.
-        real = jax.make_array_from_process_local_data(batch_sharding, real)
-        labels = jax.make_array_from_process_local_data(batch_sharding, labels)
-        state, pending = step_fn(state, real, labels)
-        step += 1
-        first_bad = first_bad_step(first_bad, step, pending)
-        if step < total and budget.spent():
-          log(f"\ntraining time limit reached at step {step} ({budget})")
-          total = step  # finish as at the last step: preview, evaluate, save
-        if step % cfg.train.log_every == 0 or step == total:
-          check_finite(first_bad, pending, last_good[0], workdir)
-          now = time.perf_counter()
-          values = {k: float(v) for k, v in jax.device_get(pending).items()}
-          rate = (step - step_last) / max(now - t_last, 1e-9)
-          t_last, step_last = now, step
-          if main:
-            _append_jsonl(
-              metrics_path, {"step": step, "time": time.time(), "steps_per_s": rate, **values}
-            )
-          if logger is not None:
-            logger.scalars(step, {**values, "steps_per_s": rate})
-          bar.set_postfix(
-            {"d": f"{values['d/loss']:.3f}", "g": f"{values['g/loss']:.3f}", "it/s": f"{rate:.2f}"},
-            refresh=False,
-          )
-        elif step % MAX_STEPS_IN_FLIGHT == 0:
-          check_finite(first_bad, pending, last_good[0], workdir)  # waits on the device
-        bar.update(1)
-        if step % cfg.train.preview_every == 0 or step == total:
-          budget.untimed(preview, step)
-        if ref is not None and (step % cfg.eval.every == 0 or step == total):
-          budget.untimed(light_eval, step)
-        if step % cfg.train.checkpoint_every == 0 or step == total:
-          save(step)
-      if stop.requested and step < total:
-        log(f"\nstopping: saving step {step} to {checkpoint_dir(workdir)}")
-        save(step)
-        raise KeyboardInterrupt(
-          f"training stopped at step {step}, saved in "
-          f"{checkpoint_dir(workdir)}; run the same command to resume"
-        )
-  finally:
-    bar.close()
-    ckpt.close()
-    loader.close()
-    if logger is not None:
-      logger.close()
-  return run, state
+
+def _eval_hook(
+  run: RunInfo,
+  render: Render,
+  score: Callable[[np.ndarray, np.ndarray | None], dict[str, float]],
+  metrics_path: str | None,
+  tensorboard: Any | None,
+  log: Callable[[str], None],
+) -> EvalHook:
+  """The run's light evaluation of `eval.clips` clips, every `eval.every` steps."""
+  z, style_ids = eval_inputs(run.config, run.styles)
+  e = run.config.eval
+  return EvalHook(
+    e.every,
+    render,
+    score,
+    z,
+    style_ids,
+    e.clips,
+    metrics_path=metrics_path,
+    tensorboard=tensorboard,
+    log=log,
+  )
+
+
+def _tensorboard(workdir: str, start: int) -> Any:
+  """A TensorBoard writer for the run, dropping the events a killed run left after `start`."""
+  from wavegan.training.monitor import TensorBoardLogger  # pylint: disable=g-import-not-at-top
+
+  return TensorBoardLogger(workdir, start_step=start)
+
+
+def _checkpoint_metadata(run: RunInfo, data: inputs.TrainData, loader: Loader) -> dict[str, Any]:
+  """The JSON stored with a checkpoint taken now: the run, the loader's position, the labels."""
+  return {
+    **run.metadata(),
+    "loader": loader.state(),
+    "label_vocab": {k: list(v) for k, v in data.cache.vocab.items()},
+  }
 
 
 def abstract_state(cfg: Config, sharding: jax.sharding.Sharding | None = None) -> dict[str, Any]:
