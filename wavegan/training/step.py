@@ -4,13 +4,29 @@ Parameters and optimiser states are plain pytrees (nested dicts of arrays) so th
 `GANState` checkpoints as is. The step runs under a 1-D device mesh: the batch is split over the
 `data` axis and parameters are replicated, so XLA inserts the gradient all-reduce itself. On one
 device this is an ordinary jit.
+
+The step is composed of small pure functions, each usable (and tested) on its own:
+
+  train_step
+    critic_updates     n_critic D updates in a lax.scan, each on its own real batch
+      critic_draws       the update's latents, style mask, GP weights and critic keys
+      critic_objective   D's loss and metrics on one (micro-)batch
+    generator_update   one G update against the updated D
+      generator_draws
+      generator_objective
+    ema_update         the EMA of G's parameters used for synthesis
+
+`value_and_grad` runs an objective over `compute.grad_accum` micro-batches. Everything static (the
+networks' structure, the optimisers, the config, the corpus statistics and the mesh) travels in a
+`StepSpec`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -20,12 +36,15 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from wavegan.config import Config, ModelConfig
+from wavegan import dsp
+from wavegan.config import ComputeConfig, Config, ModelConfig
 from wavegan.models import critics as aux_lib
+from wavegan.models.kinds import Arrays, kind_of
 from wavegan.models.waveform import Discriminator, Generator, sample_latents, style_vector
 from wavegan.training import losses
 
 Metrics = dict[str, jax.Array]
+Batch = dict[str, Any]  # {"real": [B, T, C], "styles": [B, ...], "rows": {name: [B, ...]}}
 DATA_AXIS = "data"
 
 
@@ -65,11 +84,8 @@ class Models:
 
 def model_classes(m: ModelConfig) -> tuple[type, type]:
   """(generator, critic) classes of `model.kind`."""
-  if m.kind == "specgan":
-    from wavegan.models.specgan import SpecDiscriminator, SpecGenerator
-
-    return SpecGenerator, SpecDiscriminator
-  return Generator, Discriminator
+  kind = kind_of(m)
+  return kind.generator, kind.critic
 
 
 def _pure(module: nnx.Module) -> tuple[Any, Any]:
@@ -106,254 +122,438 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
   return Models(g_graph, d_graph, g_tx, d_tx, aux_graph), state
 
 
+# ---------------------------------------------------------------------------------------------
+# What a step needs besides arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """The static pieces of a training step.
+
+  Attributes:
+    models: G's and D's structure and their optimisers.
+    cfg: the run's config.
+    stats: the model kind's corpus statistics as float32 arrays (`ModelKind.needs`); {} for a
+      kind that needs none.
+    mesh: the 1-D data mesh the batch is split over, or None (one device).
+  """
+
+  models: Models
+  cfg: Config
+  stats: Arrays = dataclasses.field(default_factory=dict)
+  mesh: Mesh | None = None
+
+  @property
+  def accum(self) -> int:
+    return self.cfg.compute.grad_accum
+
+
+class Shared(NamedTuple):
+  """What every micro-batch of an update shares (the per-example draws are split instead).
+
+  Attributes:
+    keys: keys of the critic calls (phase shuffle draws one shift per call).
+    styled: the AC-GAN class loss' denominator: the whole batch's number of rows trained with
+      their style (at least 1), divided by `compute.grad_accum`, so the mean of the micro-batches'
+      class losses is the whole batch's.
+  """
+
+  keys: tuple[jax.Array, ...]
+  styled: jax.Array
+
+
+def shard_batch(spec: StepSpec, x: jax.Array) -> jax.Array:
+  """x [B, ...] split over the mesh's data axis (unchanged without a mesh)."""
+  if spec.mesh is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, NamedSharding(spec.mesh, P(DATA_AXIS)))
+
+
+def in_compute_dtype(fn: Callable[..., Any], compute: ComputeConfig) -> Callable[..., Any]:
+  """`fn(params, x, *rest)` run in `compute.dtype` (f32 parameters cast on the way in, the results
+  cast back to f32), its activations recomputed in the backward pass when `compute.remat`."""
+  cdt = jnp.bfloat16 if compute.dtype == "bfloat16" else jnp.float32
+
+  def wrapped(params, x, *rest):
+    cast = lambda t: jax.tree.map(
+      lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t
+    )
+    out = fn(cast(params), x.astype(cdt), *cast(rest))
+    return jax.tree.map(lambda a: a.astype(jnp.float32), out)
+
+  if cdt == jnp.float32 and not compute.remat:
+    return fn
+  return jax.checkpoint(wrapped) if compute.remat else wrapped
+
+
+# ---------------------------------------------------------------------------------------------
+# The networks, called in the compute dtype
+
+
+def generate(spec: StepSpec, g_params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
+  """G(z [B, latent], style) -> audio [B, T, C] (or SpecGAN's images [B, F, K, C])."""
+
+  def fn(g_params, z, style):
+    return spec.models.generator(g_params)(z, style if spec.cfg.model.conditional else None)
+
+  return in_compute_dtype(fn, spec.cfg.compute)(g_params, z, style)
+
+
+def critic_logits(
+  spec: StepSpec, d_params: Any, x: jax.Array, style: jax.Array | None, rng: jax.Array
+) -> jax.Array:
+  """The main critic's logits [B] for what it reads, x [B, ...]."""
+
+  def fn(d_params, x, style, rng):
+    return spec.models.discriminator(d_params)(
+      x, style if spec.cfg.model.conditional else None, rng
+    )
+
+  return in_compute_dtype(fn, spec.cfg.compute)(d_params, x, style, rng)
+
+
+def critic_classes(
+  spec: StepSpec, d_params: Any, x: jax.Array, style: jax.Array | None, rng: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
+  """The main critic's (logits [B], AC-GAN class head [B, cond_dim] or None)."""
+
+  def fn(d_params, x, style, rng):
+    return spec.models.discriminator(d_params).logits(
+      x, style if spec.cfg.model.conditional else None, rng
+    )
+
+  return in_compute_dtype(fn, spec.cfg.compute)(d_params, x, style, rng)
+
+
+def aux_critics(spec: StepSpec, d_params: Any, audio: jax.Array) -> aux_lib.Outputs:
+  """The extra critics' (logits [[B, N_i]], feature maps) for audio [B, T, C]."""
+
+  def fn(d_params, audio):
+    return spec.models.aux(d_params)(audio)
+
+  return in_compute_dtype(fn, spec.cfg.compute)(d_params, audio)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditioning and the AC-GAN class loss
+
+
+def kept_rows(cfg: Config, b: int, rng: jax.Array) -> jax.Array:
+  """1 for rows trained with their style, 0 for the `optim.uncond_share` trained without [B]."""
+  if not cfg.model.conditional or cfg.optim.uncond_share <= 0:
+    return jnp.ones((b,), jnp.float32)
+  return (jax.random.uniform(rng, (b,)) >= cfg.optim.uncond_share).astype(jnp.float32)
+
+
+def styled_per_micro_batch(kept: jax.Array, accum: int) -> jax.Array:
+  """`Shared.styled`: max(sum(kept [B]), 1) / accum."""
+  count = jnp.maximum(jnp.sum(kept), 1.0)
+  return count if accum == 1 else count / accum
+
+
+def conditioning(m: ModelConfig, styles: jax.Array, kept: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Styles -> (vector given to G and D [B, D], full vector [B, D]); dropped rows get zeros."""
+  if not m.conditional:
+    return styles, styles
+  vec = style_vector(styles, m)  # [B, D]
+  return vec * kept[:, None], vec
+
+
+def class_loss(
+  m: ModelConfig, head: jax.Array | None, vec: jax.Array, kept: jax.Array, styled: jax.Array
+) -> jax.Array:
+  """AC-GAN loss on the rows that have a style: cross-entropy per label field, MSE per attribute.
+
+  Args:
+    m: the model config (the label fields' sizes and the number of attributes).
+    head: the critic's class head [B, cond_dim], or None (no AC-GAN: the loss is 0).
+    vec: the full style vectors [B, cond_dim].
+    kept: 1 for rows trained with their style [B].
+    styled: the denominator, `Shared.styled`.
+  Returns:
+    Scalar: sum over kept rows of the per-row loss / styled.
+  """
+  if head is None:
+    return jnp.zeros(())
+  per_row, start = jnp.zeros(head.shape[:1]), 0
+  for n in m.groups:
+    per_row += optax.softmax_cross_entropy(head[:, start : start + n], vec[:, start : start + n])
+    start += n
+  if m.num_attributes:
+    per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
+  return jnp.sum(per_row * kept) / styled
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives on one (micro-)batch
+#
+# Per-example randomness is drawn for the whole batch and sliced into micro-batches; the keys of
+# the critic calls are shared by them, and every loss is a mean over rows of per-row terms (the
+# class loss divides by the whole batch's count). So accumulating `compute.grad_accum`
+# micro-batches gives the full batch's gradient, not another sample of it. The losses of batch
+# statistics (feature matching of mean activations, the mean spectrum) are not of that form:
+# `ComputeConfig.check_accumulation` refuses them with micro-batches.
+
+
+def critic_draws(spec: StepSpec, rng: jax.Array, real: jax.Array) -> tuple[dict, Shared]:
+  """One D update's randomness for real [B, T, C]: per-row draws {z, kept, eps} and `Shared`."""
+  m = spec.cfg.model
+  kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
+  b = real.shape[0]
+  ndim = kind_of(m).critic_ndim  # what the critic reads: audio [B, T, C] or images [B, F, K, C]
+  rows = {
+    "z": sample_latents(kz, b, m.latent_dim),
+    "kept": kept_rows(spec.cfg, b, kc),
+    "eps": losses.interpolation_weights(ke, b, ndim),
+  }
+  return rows, Shared((kr, kf, kg), styled_per_micro_batch(rows["kept"], spec.accum))
+
+
+def critic_objective(
+  d_params: Any, g_params: Any, batch: Batch, shared: Shared, spec: StepSpec
+) -> tuple[jax.Array, Metrics]:
+  """D's loss on one (micro-)batch: adversarial + gp_weight * GP + ac_weight * AC + extra critics.
+
+  Args:
+    d_params: the critics' parameters (differentiated).
+    g_params: G's parameters (its output is a constant here).
+    batch: {"real": audio [B, T, C], "styles": [B, ...], "rows": `critic_draws`' rows}.
+    shared: `critic_draws`' keys and class-loss denominator.
+    spec: the static pieces.
+  Returns:
+    (loss, {"d/adv", "d/gp", "d/real", "d/fake", and "d/ac" with AC-GAN, "d/aux" with extra
+    critics}).
+  """
+  m, o = spec.cfg.model, spec.cfg.optim
+  d_loss_fn, _ = losses.LOSSES[o.loss]
+  gp_weight = o.resolved().gp_weight
+  real, styles, rows = batch["real"], batch["styles"], batch["rows"]
+  kr, kf, kg = shared.keys
+  style, vec = conditioning(m, styles, rows["kept"])
+  z = shard_batch(spec, rows["z"])
+  fake = jax.lax.stop_gradient(generate(spec, g_params, z, style))  # [B, T, C] or image
+  x_real = kind_of(m).critic_input(real, spec.stats, m)
+  d_real, c_real = critic_classes(spec, d_params, x_real, style, kr)  # [B], [B, D]
+  d_fake, _ = critic_classes(spec, d_params, fake, style, kf)
+  adv = d_loss_fn(d_real, d_fake)
+  gp = jnp.zeros(())
+  if gp_weight > 0:
+    gp = losses.gradient_penalty_at(
+      lambda x: critic_logits(spec, d_params, x, style, kg), x_real, fake, rows["eps"]
+    )
+  ac = class_loss(m, c_real, vec, rows["kept"], shared.styled)  # styles of real clips only
+  metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
+  if c_real is not None:
+    metrics["d/ac"] = ac
+  total = adv + gp_weight * gp + o.ac_weight * ac
+  if spec.models.aux_graph is not None:
+    aux_d_loss, _ = losses.AUX_LOSSES[o.aux_loss]
+    aux_adv = aux_d_loss(aux_critics(spec, d_params, real)[0], aux_critics(spec, d_params, fake)[0])
+    metrics["d/aux"] = aux_adv
+    total = total + aux_adv
+  return total, metrics
+
+
+def generator_draws(spec: StepSpec, rng: jax.Array, styles: jax.Array) -> tuple[dict, Shared]:
+  """The G update's randomness for styles [B, ...]: per-row draws {z, kept} and `Shared`."""
+  kz, kd, kc = jax.random.split(rng, 3)
+  b = styles.shape[0]
+  rows = {"z": sample_latents(kz, b, spec.cfg.model.latent_dim), "kept": kept_rows(spec.cfg, b, kc)}
+  return rows, Shared((kd,), styled_per_micro_batch(rows["kept"], spec.accum))
+
+
+def generator_objective(
+  g_params: Any, d_params: Any, batch: Batch, shared: Shared, spec: StepSpec
+) -> tuple[jax.Array, Metrics]:
+  """G's loss on one (micro-)batch: adversarial + ac_weight * AC + extra critics + spectrum.
+
+  Args:
+    g_params: G's parameters (differentiated).
+    d_params: the critics' parameters, after this step's D updates.
+    batch: {"real": audio [B, T, C], "styles": [B, ...], "rows": `generator_draws`' rows}.
+    shared: `generator_draws`' key and class-loss denominator.
+    spec: the static pieces.
+  Returns:
+    (loss, {"g/adv", and "g/ac" with AC-GAN, "g/aux" and "g/fm" with extra critics, "g/stft"
+    with `optim.stft_weight`}).
+  """
+  m, o = spec.cfg.model, spec.cfg.optim
+  _, g_loss_fn = losses.LOSSES[o.loss]
+  real, styles, rows = batch["real"], batch["styles"], batch["rows"]
+  (kd,) = shared.keys
+  style, vec = conditioning(m, styles, rows["kept"])
+  fake = generate(spec, g_params, shard_batch(spec, rows["z"]), style)
+  d_fake, c_fake = critic_classes(spec, d_params, fake, style, kd)
+  adv = g_loss_fn(d_fake)
+  ac = class_loss(m, c_fake, vec, rows["kept"], shared.styled)
+  metrics = {"g/adv": adv}
+  if c_fake is not None:
+    metrics["g/ac"] = ac
+  total = adv + o.ac_weight * ac
+  if spec.models.aux_graph is not None:
+    _, aux_g_loss = losses.AUX_LOSSES[o.aux_loss]
+    fake_logits, fake_feats = aux_critics(spec, d_params, fake)
+    real_feats = aux_critics(spec, d_params, real)[1]
+    aux_adv = aux_g_loss(fake_logits)
+    fm = losses.mean_feature_matching_loss(real_feats, fake_feats)
+    metrics.update({"g/aux": aux_adv, "g/fm": fm})
+    total = total + o.aux_weight * aux_adv + o.fm_weight * fm
+  if o.stft_weight > 0:
+    spectrum = losses.mean_spectrum_loss(real, fake)
+    metrics["g/stft"] = spectrum
+    total = total + o.stft_weight * spectrum
+  return total, metrics
+
+
+Objective = Callable[..., tuple[jax.Array, Metrics]]
+
+
+def value_and_grad(
+  objective: Objective, params: Any, other: Any, batch: Batch, shared: Shared, spec: StepSpec
+) -> tuple[tuple[jax.Array, Metrics], Any]:
+  """((loss, metrics), grads) of `objective` over the batch, in `compute.grad_accum` micro-batches.
+
+  Args:
+    objective: `critic_objective` or `generator_objective`.
+    params: what is differentiated; `other`: the other network's parameters.
+    batch: arrays [B, ...], split into `grad_accum` micro-batches of B / grad_accum rows.
+    shared: passed whole to every micro-batch.
+    spec: the static pieces.
+  Returns:
+    The micro-batches' mean loss, metrics and gradients.
+  """
+  fn = jax.value_and_grad(functools.partial(objective, spec=spec), has_aux=True)
+  accum = spec.accum
+  if accum == 1:
+    return fn(params, other, jax.tree.map(functools.partial(shard_batch, spec), batch), shared)
+  micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+  def body(total, mb):
+    out = fn(params, other, jax.tree.map(functools.partial(shard_batch, spec), mb), shared)
+    return jax.tree.map(jnp.add, total, out), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  zeros = jax.tree.map(
+    lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, params, other, first, shared)
+  )
+  total, _ = jax.lax.scan(body, zeros, micro)
+  return jax.tree.map(lambda x: x / accum, total)
+
+
+# ---------------------------------------------------------------------------------------------
+# The updates and the step
+
+
+def critic_updates(
+  state: GANState, real: jax.Array, styles: jax.Array, rng: jax.Array, spec: StepSpec
+) -> tuple[GANState, Metrics]:
+  """`n_critic` D updates in a lax.scan, the i-th on real[i] [B, T, C] with styles[i] [B, ...].
+
+  Each update draws its own latents from `split(rng, n_critic)[i]`, as in the authors' code.
+
+  Returns:
+    (state with the new d_params and d_opt, metrics averaged over the updates).
+  """
+
+  def d_update(carry, xs):
+    d_params, d_opt = carry
+    x, y, key = xs
+    rows, shared = critic_draws(spec, key, x)
+    (loss, metrics), grads = value_and_grad(
+      critic_objective,
+      d_params,
+      state.g_params,
+      {"real": x, "styles": y, "rows": rows},
+      shared,
+      spec,
+    )
+    updates, d_opt = spec.models.d_tx.update(grads, d_opt, d_params)
+    metrics = {**metrics, "d/loss": loss, "d/grad_norm": optax.tree.norm(grads)}
+    return (optax.apply_updates(d_params, updates), d_opt), metrics
+
+  keys = jax.random.split(rng, real.shape[0])
+  (d_params, d_opt), metrics = jax.lax.scan(
+    d_update, (state.d_params, state.d_opt), (real, styles, keys)
+  )
+  metrics = jax.tree.map(jnp.mean, metrics)  # mean over critic steps
+  return state.replace(d_params=d_params, d_opt=d_opt), metrics
+
+
+def generator_update(
+  state: GANState, real: jax.Array, styles: jax.Array, rng: jax.Array, spec: StepSpec
+) -> tuple[GANState, Metrics]:
+  """One G update against `state.d_params`, with real [B, T, C] for the batch-statistics losses.
+
+  Returns:
+    (state with the new g_params and g_opt, metrics).
+  """
+  rows, shared = generator_draws(spec, rng, styles)
+  batch = {"real": real, "styles": styles, "rows": rows}
+  (loss, metrics), grads = value_and_grad(
+    generator_objective, state.g_params, state.d_params, batch, shared, spec
+  )
+  updates, g_opt = spec.models.g_tx.update(grads, state.g_opt, state.g_params)
+  g_params = optax.apply_updates(state.g_params, updates)
+  metrics = {**metrics, "g/loss": loss, "g/grad_norm": optax.tree.norm(grads)}
+  return state.replace(g_params=g_params, g_opt=g_opt), metrics
+
+
 def ema_decay(step: jax.Array, decay: float) -> jax.Array:
   """Warm-up so the EMA tracks G closely early on: min(decay, (1 + t) / (10 + t))."""
   t = step.astype(jnp.float32)
   return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
+def ema_update(ema_params: Any, params: Any, step: jax.Array, decay: float) -> Any:
+  """ema <- d * ema + (1 - d) * params, with d = `ema_decay(step, decay)`."""
+  d = ema_decay(step, decay)
+  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
+
+
+def train_step(
+  state: GANState, real: jax.Array, styles: jax.Array, spec: StepSpec
+) -> tuple[GANState, Metrics]:
+  """`n_critic` D updates, one G update, the EMA; see `make_train_step` for the arguments.
+
+  All randomness comes from `fold_in(key(seed + 1), step)`, so a resumed run repeats an
+  uninterrupted one.
+  """
+  rng = jax.random.fold_in(jax.random.key(spec.cfg.train.seed + 1), state.step)
+  d_rng, g_rng = jax.random.split(rng)
+  state, d_metrics = critic_updates(state, real, styles, d_rng, spec)
+  state, g_metrics = generator_update(state, real[-1], styles[-1], g_rng, spec)
+  ema = ema_update(state.ema_params, state.g_params, state.step, spec.cfg.optim.ema_decay)
+  metrics = {**d_metrics, **g_metrics}
+  if spec.cfg.optim.loss == "wgan-gp":
+    metrics["d/wdist"] = d_metrics["d/real"] - d_metrics["d/fake"]
+  return state.replace(step=state.step + 1, ema_params=ema), metrics
+
+
+def _stats_dict(moments: Any) -> Mapping[str, Any] | None:
+  """The statistics as the run stores them, from that dict or from a (mean, std) pair."""
+  if moments is None or isinstance(moments, Mapping):
+    return moments
+  return dsp.moments_to_dict(*moments)
+
+
 def make_train_step(
-  models: Models, cfg: Config, mesh: Mesh | None = None, moments: tuple[Any, Any] | None = None
+  models: Models,
+  cfg: Config,
+  mesh: Mesh | None = None,
+  moments: Mapping[str, Any] | tuple[Any, Any] | None = None,
 ) -> Callable[[GANState, jax.Array, jax.Array], tuple[GANState, Metrics]]:
   """Returns `step(state, real [n_critic, B, T, C], styles [n_critic, B, ...]) -> (state, metrics)`.
 
   `styles` is any form `models.style_vector` accepts: ids [n_critic, B] or [n_critic, B, K], or
-  style vectors [n_critic, B, cond_dim]. SpecGAN runs need `moments` (mean, std [bins]): the real
-  clips become normalised log-magnitude images inside the step.
+  style vectors [n_critic, B, cond_dim]. A model kind with corpus statistics (SpecGAN) needs
+  them as `moments`: the run's stored dict, or SpecGAN's (mean, std [bins]) pair.
 
-  Each D update takes its own real batch and fresh latents, as in the authors' code. All
-  randomness comes from `fold_in(key(seed), step)`, so a resumed run repeats an uninterrupted one.
+  Raises:
+    ConfigError: statistics missing, or micro-batches with a loss of batch statistics.
   """
   cfg.compute.check_accumulation(cfg.model, cfg.optim)
-  d_loss_fn, g_loss_fn = losses.LOSSES[cfg.optim.loss]
-  aux_d_loss, aux_g_loss = losses.AUX_LOSSES[cfg.optim.aux_loss]
-  o, m = cfg.optim.resolved(), cfg.model
-  base_key = jax.random.key(cfg.train.seed + 1)
-  conditional = m.conditional
-  has_aux = models.aux_graph is not None
-  batch_spec = NamedSharding(mesh, P(DATA_AXIS)) if mesh is not None else None
-  if m.kind == "specgan":
-    if moments is None:
-      raise ValueError("a specgan step needs the corpus' STFT moments")
-    from wavegan.models.specgan import spec_features
-
-    mean, std = (jnp.asarray(v, jnp.float32) for v in moments)
-
-  def shard_batch(x: jax.Array) -> jax.Array:
-    return jax.lax.with_sharding_constraint(x, batch_spec) if batch_spec is not None else x
-
-  def as_input(real: jax.Array) -> jax.Array:
-    """Real audio [B, T, C] -> what the critic reads (the audio, or SpecGAN's images)."""
-    return spec_features(real, mean, std, m) if m.kind == "specgan" else real
-
-  cdt = jnp.bfloat16 if cfg.compute.dtype == "bfloat16" else jnp.float32
-  accum = cfg.compute.grad_accum
-
-  def compute(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """fn(params, x, *rest) run in the compute dtype (f32 parameters cast on the way in, the
-    results cast back to f32), its activations recomputed in the backward pass with remat."""
-
-    def wrapped(params, x, *rest):
-      cast = lambda t: jax.tree.map(
-        lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t
-      )
-      out = fn(cast(params), x.astype(cdt), *cast(rest))
-      return jax.tree.map(lambda a: a.astype(jnp.float32), out)
-
-    if cdt == jnp.float32 and not cfg.compute.remat:
-      return fn
-    return jax.checkpoint(wrapped) if cfg.compute.remat else wrapped
-
-  @compute
-  def generate(g_params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
-    return models.generator(g_params)(z, style if conditional else None)
-
-  @compute
-  def critic(d_params: Any, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
-    return models.discriminator(d_params)(x, style if conditional else None, rng)
-
-  @compute
-  def critic_classes(d_params, x, style, rng) -> tuple[jax.Array, jax.Array | None]:
-    return models.discriminator(d_params).logits(x, style if conditional else None, rng)
-
-  @compute
-  def aux_critics(d_params, x):
-    return models.aux(d_params)(x)
-
-  def kept_rows(b: int, rng: jax.Array) -> jax.Array:
-    """1 for rows trained with their style, 0 for the `optim.uncond_share` trained without [B]."""
-    if not conditional or o.uncond_share <= 0:
-      return jnp.ones((b,), jnp.float32)
-    return (jax.random.uniform(rng, (b,)) >= o.uncond_share).astype(jnp.float32)
-
-  def conditioning(styles: jax.Array, kept: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Styles -> (vector given to G and D [B, D], full vector [B, D]); dropped rows get zeros."""
-    if not conditional:
-      return styles, styles
-    vec = style_vector(styles, m)  # [B, D]
-    return vec * kept[:, None], vec
-
-  def styled(kept: jax.Array) -> jax.Array:
-    """The class loss' denominator: the whole batch's rows with a style (at least 1) / accum, so
-    the mean of the micro-batches' class losses is the whole batch's."""
-    count = jnp.maximum(jnp.sum(kept), 1.0)
-    return count if accum == 1 else count / accum
-
-  def class_loss(
-    head: jax.Array | None, vec: jax.Array, kept: jax.Array, count: jax.Array
-  ) -> jax.Array:
-    """AC-GAN loss on the rows that have a style: cross-entropy per label field, MSE per attribute."""
-    if head is None:
-      return jnp.zeros(())
-    per_row, start = jnp.zeros(head.shape[:1]), 0
-    for n in m.groups:
-      per_row += optax.softmax_cross_entropy(head[:, start : start + n], vec[:, start : start + n])
-      start += n
-    if m.num_attributes:
-      per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
-    return jnp.sum(per_row * kept) / count
-
-  # Per-example randomness is drawn for the whole batch and sliced into micro-batches; the keys of
-  # the critic calls (phase shuffle: one shift per call) are shared by them. So accumulating
-  # `compute.grad_accum` micro-batches gives the full batch's gradient, not another sample of it
-  # (the class loss divides by the whole batch's count; `ComputeConfig.check_accumulation`
-  # refuses the losses of batch statistics).
-
-  def d_draws(
-    rng: jax.Array, real: jax.Array
-  ) -> tuple[dict[str, jax.Array], tuple[jax.Array, ...]]:
-    kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
-    b = real.shape[0]
-    ndim = 4 if m.kind == "specgan" else real.ndim  # what the critic reads: images or audio
-    rows = {
-      "z": sample_latents(kz, b, m.latent_dim),
-      "kept": kept_rows(b, kc),
-      "eps": losses.interpolation_weights(ke, b, ndim),
-    }
-    return rows, (kr, kf, kg, styled(rows["kept"]))
-
-  def d_objective(d_params, g_params, batch, keys):
-    real, styles, rows = batch["real"], batch["styles"], batch["rows"]
-    kr, kf, kg, count = keys
-    style, vec = conditioning(styles, rows["kept"])
-    z = shard_batch(rows["z"])
-    fake = jax.lax.stop_gradient(generate(g_params, z, style))  # [B, T, C] or image
-    x_real = as_input(real)
-    d_real, c_real = critic_classes(d_params, x_real, style, kr)  # [B], [B, D]
-    d_fake, _ = critic_classes(d_params, fake, style, kf)
-    adv = d_loss_fn(d_real, d_fake)
-    gp = jnp.zeros(())
-    if o.gp_weight > 0:
-      gp = losses.gradient_penalty_at(
-        lambda x: critic(d_params, x, style, kg), x_real, fake, rows["eps"]
-      )
-    ac = class_loss(c_real, vec, rows["kept"], count)  # D learns styles from real clips only
-    metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
-    if c_real is not None:
-      metrics["d/ac"] = ac
-    total = adv + o.gp_weight * gp + o.ac_weight * ac
-    if has_aux:
-      aux_adv = aux_d_loss(aux_critics(d_params, real)[0], aux_critics(d_params, fake)[0])
-      metrics["d/aux"] = aux_adv
-      total = total + aux_adv
-    return total, metrics
-
-  def g_draws(rng: jax.Array, styles: jax.Array) -> tuple[dict[str, jax.Array], tuple[jax.Array]]:
-    kz, kd, kc = jax.random.split(rng, 3)
-    b = styles.shape[0]
-    rows = {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(b, kc)}
-    return rows, (kd, styled(rows["kept"]))
-
-  def g_objective(g_params, d_params, batch, keys):
-    real, styles, rows = batch["real"], batch["styles"], batch["rows"]
-    kd, count = keys
-    style, vec = conditioning(styles, rows["kept"])
-    fake = generate(g_params, shard_batch(rows["z"]), style)
-    d_fake, c_fake = critic_classes(d_params, fake, style, kd)
-    adv = g_loss_fn(d_fake)
-    ac = class_loss(c_fake, vec, rows["kept"], count)
-    metrics = {"g/adv": adv}
-    if c_fake is not None:
-      metrics["g/ac"] = ac
-    total = adv + o.ac_weight * ac
-    if has_aux:
-      fake_logits, fake_feats = aux_critics(d_params, fake)
-      real_feats = aux_critics(d_params, real)[1]
-      aux_adv = aux_g_loss(fake_logits)
-      fm = losses.mean_feature_matching_loss(real_feats, fake_feats)
-      metrics.update({"g/aux": aux_adv, "g/fm": fm})
-      total = total + o.aux_weight * aux_adv + o.fm_weight * fm
-    if o.stft_weight > 0:
-      spectrum = losses.mean_spectrum_loss(real, fake)
-      metrics["g/stft"] = spectrum
-      total = total + o.stft_weight * spectrum
-    return total, metrics
-
-  def value_and_grad(objective, params, other, batch, keys):
-    """((loss, metrics), grads) of `objective` over the batch, in `accum` micro-batches."""
-    fn = jax.value_and_grad(objective, has_aux=True)
-    if accum == 1:
-      return fn(params, other, jax.tree.map(shard_batch, batch), keys)
-    micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
-
-    def body(total, mb):
-      out = fn(params, other, jax.tree.map(shard_batch, mb), keys)
-      return jax.tree.map(jnp.add, total, out), None
-
-    first = jax.tree.map(lambda x: x[0], micro)
-    zeros = jax.tree.map(
-      lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, params, other, first, keys)
-    )
-    total, _ = jax.lax.scan(body, zeros, micro)
-    return jax.tree.map(lambda x: x / accum, total)
-
-  def step(state: GANState, real: jax.Array, styles: jax.Array) -> tuple[GANState, Metrics]:
-    rng = jax.random.fold_in(base_key, state.step)
-    d_rng, g_rng = jax.random.split(rng)
-    n_critic = real.shape[0]
-
-    def d_update(carry, xs):
-      d_params, d_opt = carry
-      x, y, key = xs
-      rows, keys = d_draws(key, x)
-      (loss, metrics), grads = value_and_grad(
-        d_objective, d_params, state.g_params, {"real": x, "styles": y, "rows": rows}, keys
-      )
-      updates, d_opt = models.d_tx.update(grads, d_opt, d_params)
-      metrics = {**metrics, "d/loss": loss, "d/grad_norm": optax.tree.norm(grads)}
-      return (optax.apply_updates(d_params, updates), d_opt), metrics
-
-    (d_params, d_opt), d_metrics = jax.lax.scan(
-      d_update, (state.d_params, state.d_opt), (real, styles, jax.random.split(d_rng, n_critic))
-    )
-    d_metrics = jax.tree.map(jnp.mean, d_metrics)  # mean over critic steps
-
-    rows, keys = g_draws(g_rng, styles[-1])
-    (g_loss, g_metrics), g_grads = value_and_grad(
-      g_objective,
-      state.g_params,
-      d_params,
-      {"real": real[-1], "styles": styles[-1], "rows": rows},
-      keys,
-    )
-    updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    decay = ema_decay(state.step, o.ema_decay)
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, g_params)
-
-    metrics = {**d_metrics, **g_metrics, "g/loss": g_loss, "g/grad_norm": optax.tree.norm(g_grads)}
-    if o.loss == "wgan-gp":
-      metrics["d/wdist"] = d_metrics["d/real"] - d_metrics["d/fake"]
-    new_state = state.replace(
-      step=state.step + 1,
-      g_params=g_params,
-      d_params=d_params,
-      ema_params=ema,
-      g_opt=g_opt,
-      d_opt=d_opt,
-    )
-    return new_state, metrics
-
+  spec = StepSpec(models, cfg, kind_of(cfg.model).needs(_stats_dict(moments)), mesh)
+  step = functools.partial(train_step, spec=spec)
   if mesh is None:
     return jax.jit(step, donate_argnums=0)
   replicated = NamedSharding(mesh, P())
