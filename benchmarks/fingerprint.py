@@ -19,6 +19,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wavegan.config import apply_overrides
+from wavegan.models import kinds
 from wavegan.presets import preset
 from wavegan.training import step as ts
 
@@ -133,7 +134,9 @@ def main() -> None:
       np.linspace(-3, 1, bins, dtype=np.float32),
       np.linspace(0.5, 2, bins, dtype=np.float32),
     )
-    step = ts.make_train_step(models, cfg, mesh, moments if cfg.model.kind == "specgan" else None)
+    step = ts.make_train_step(
+      models, cfg, mesh, moments if kinds.kind_of(cfg.model).statistics else None
+    )
     real, styles = fake_batch(cfg)
     state, metrics = step(state, real, styles)
     out["step"][" ".join(extra) or "tiny"] = {

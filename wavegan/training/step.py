@@ -82,12 +82,6 @@ class Models:
     return nnx.merge(self.aux_graph, params["aux"])
 
 
-def model_classes(m: ModelConfig) -> tuple[type, type]:
-  """(generator, critic) classes of `model.kind`."""
-  kind = kind_of(m)
-  return kind.generator, kind.critic
-
-
 def _pure(module: nnx.Module) -> tuple[Any, Any]:
   graph, params = nnx.split(module, nnx.Param)
   return graph, nnx.to_pure_dict(params)
@@ -97,7 +91,8 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
   """Creates G, D, their optimisers and the initial state; deterministic in `seed`."""
   seed = cfg.train.seed if seed is None else seed
   g_key, d_key, a_key = jax.random.split(jax.random.key(seed), 3)
-  g_cls, d_cls = model_classes(cfg.model)
+  kind = kind_of(cfg.model)
+  g_cls, d_cls = kind.generator, kind.critic
   g_graph, g_params = _pure(g_cls(cfg.model, rngs=nnx.Rngs(params=g_key)))
   d_graph, d_params = _pure(d_cls(cfg.model, rngs=nnx.Rngs(params=d_key)))
   aux_graph = None
