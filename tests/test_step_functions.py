@@ -196,8 +196,7 @@ def _uneven_key(spec, real, draws):
 
 @pytest.mark.parametrize(
   "sets",
-  [
-    (),
+  [  # the plain case is the step-level test in test_train_step.py
     (*ACGAN, "optim.uncond_share=0.5"),
     (
       "model.style_groups=2,1",

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from checkpoints import Checkpointer
 from data_pipelines import Loader
-from wavegan import dsp, files, inputs
+from wavegan import files, inputs
 from wavegan.conditioning import Conditioning
 from wavegan.config import Config, ConfigError
 from wavegan.evaluation import scores
@@ -273,8 +273,7 @@ def train(
   replicated = NamedSharding(mesh, P())
   models, state = ts.build(cfg)
   state = jax.device_put(state, replicated)
-  moments = None if run.spec_moments is None else dsp.moments_from_dict(run.spec_moments)
-  step_fn = ts.make_train_step(models, cfg, mesh, moments)
+  step_fn = ts.make_train_step(models, cfg, mesh, run.spec_moments)
   render = _renderer(run, models)
   ckpt = Checkpointer(checkpoint_dir(workdir), keep=cfg.train.keep_checkpoints)
   start, state, loader_state = _restore(ckpt, cfg, state, replicated, workdir, log)
