@@ -4,7 +4,7 @@
 
 Lines are physical lines of the .py files. A function's length runs from its `def` to its last line
 (nested functions count within their parent and on their own). Cycles are strongly connected
-components of the graph of module-level and function-level imports among the project's modules.
+components (scipy's csgraph) of the graph of module-level and function-level imports among the project's modules.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from __future__ import annotations
 import ast
 import os
 import sys
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 PACKAGES = ("wavegan", "data_pipelines", "checkpoints")
 
@@ -58,35 +62,15 @@ def imports(mod: str, path: str, known: set[str]) -> set[str]:
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-  """Strongly connected components with more than one module (Tarjan)."""
-  index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
-
-  def visit(v: str) -> None:
-    index[v] = low[v] = counter[0]
-    counter[0] += 1
-    stack.append(v)
-    on.add(v)
-    for w in graph[v]:
-      if w not in index:
-        visit(w)
-        low[v] = min(low[v], low[w])
-      elif w in on:
-        low[v] = min(low[v], index[w])
-    if low[v] == index[v]:
-      comp = []
-      while True:
-        w = stack.pop()
-        on.discard(w)
-        comp.append(w)
-        if w == v:
-          break
-      if len(comp) > 1:
-        out.append(sorted(comp))
-
-  for v in graph:
-    if v not in index:
-      visit(v)
-  return out
+  """Strongly connected components with more than one module (scipy's csgraph)."""
+  nodes = sorted(graph)
+  index = {n: i for i, n in enumerate(nodes)}
+  pairs = [(index[a], index[b]) for a in nodes for b in graph[a]]
+  rows, cols = zip(*pairs) if pairs else ((), ())
+  adjacency = csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(nodes), len(nodes)))
+  _, labels = connected_components(adjacency, directed=True, connection="strong")
+  groups = [[n for n, label in zip(nodes, labels) if label == k] for k in set(labels)]
+  return sorted(sorted(g) for g in groups if len(g) > 1)
 
 
 def main(root: str = ".") -> None:

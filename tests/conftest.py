@@ -1,8 +1,15 @@
 """Shared fixtures: tiny configs and a small built-in corpus in a temporary cache."""
 
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Tests run on the host CPU; keep XLA from grabbing an accelerator if one happens to exist.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -17,3 +24,27 @@ def _isolated_cache(tmp_path_factory):
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("WAVEGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     yield
+
+
+def strong_components(nodes: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
+  """Groups of more than one node that reach each other along `edges` (node -> its targets)."""
+  index = {n: i for i, n in enumerate(nodes)}
+  pairs = [(index[a], index[b]) for a in nodes for b in edges[a] if b in index]
+  rows, cols = zip(*pairs) if pairs else ((), ())
+  adjacency = csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(nodes), len(nodes)))
+  _, labels = connected_components(adjacency, directed=True, connection="strong")
+  groups = [[n for n, label in zip(nodes, labels) if label == k] for k in set(labels)]
+  return sorted(sorted(g) for g in groups if len(g) > 1)
+
+
+def run_python(code: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+  """`python -c code` in a fresh interpreter at the repository root, on the CPU."""
+  return subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    timeout=timeout,
+    check=check,
+  )

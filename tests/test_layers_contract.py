@@ -9,6 +9,7 @@ import pathlib
 import sys
 
 import grimp
+from conftest import strong_components
 
 if sys.version_info >= (3, 11):
   import tomllib
@@ -32,7 +33,7 @@ def _contracts() -> dict[str, dict]:
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
-  """The strongly connected components of more than one module (Tarjan), each sorted.
+  """The strongly connected components of more than one module, each sorted.
 
   Args:
     graph: an import graph.
@@ -41,38 +42,8 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     Groups of modules that import each other in a circle, directly or through one another.
   """
   modules = sorted(graph.modules)
-  edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in modules}
-  index: dict[str, int] = {}
-  low: dict[str, int] = {}
-  stack: list[str] = []
-  on_stack: set[str] = set()
-  groups: list[list[str]] = []
-
-  def visit(m: str) -> None:
-    index[m] = low[m] = len(index)
-    stack.append(m)
-    on_stack.add(m)
-    for n in edges[m]:
-      if n not in index:
-        visit(n)
-        low[m] = min(low[m], low[n])
-      elif n in on_stack:
-        low[m] = min(low[m], index[n])
-    if low[m] == index[m]:
-      group = []
-      while True:
-        n = stack.pop()
-        on_stack.discard(n)
-        group.append(n)
-        if n == m:
-          break
-      if len(group) > 1:
-        groups.append(sorted(group))
-
-  for m in modules:
-    if m not in index:
-      visit(m)
-  return groups
+  edges = {m: graph.find_modules_directly_imported_by(m) for m in modules}
+  return strong_components(modules, edges)
 
 
 def _describe(graph: grimp.ImportGraph, group: list[str]) -> str:

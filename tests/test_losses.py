@@ -1,13 +1,10 @@
 """The GAN objectives and the gradient penalty as small pure functions; where the losses live."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_python
 
 from wavegan.config import GP_WEIGHTS, LOSSES, OptimConfig
 from wavegan.training import losses
@@ -59,12 +56,5 @@ def test_the_networks_do_not_import_the_training_code():
     "import sys; import wavegan.models.critics, wavegan.models.kinds; "
     "print(sorted(m for m in sys.modules if m.startswith('wavegan.training')))"
   )
-  out = subprocess.run(
-    [sys.executable, "-c", script],
-    capture_output=True,
-    text=True,
-    check=True,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    cwd=os.path.dirname(os.path.dirname(__file__)),
-  )
+  out = run_python(script, check=True)
   assert out.stdout.strip() == "[]", out.stdout

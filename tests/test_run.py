@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 import tensorstore as ts
+from conftest import run_python
 
 from checkpoints import Checkpointer
 from wavegan.config import ConfigError, apply_overrides
@@ -114,13 +113,6 @@ def test_synthesis_from_a_run_does_not_import_training(workdir):
     "or m.startswith(('wavegan.training', 'wavegan.inputs'))]; "
     "assert not bad, bad; print(a.shape)"
   )
-  res = subprocess.run(
-    [sys.executable, "-c", code],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    timeout=120,
-  )
+  res = run_python(code)
   assert res.returncode == 0, res.stderr
   assert "(2, 16384, 1)" in res.stdout

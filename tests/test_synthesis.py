@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 from wavegan import Synthesizer
 from wavegan.config import ConfigError
@@ -120,14 +119,7 @@ def test_model_file_loads_without_the_training_stack(synth, tmp_path):
     " if m in sys.modules]; "
     "assert not bad, bad; print(a.shape)"
   )
-  res = subprocess.run(
-    [sys.executable, "-c", code],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    timeout=120,
-  )
+  res = run_python(code)
   assert res.returncode == 0, res.stderr
   assert "(2, 16384, 1)" in res.stdout
 
