@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import time
@@ -149,11 +150,10 @@ class Budget:
   """
 
   def __init__(self, wall_minutes: float, cpu_minutes: float):
-    """Starts the clocks of the limits that are set (> 0)."""
+    """Starts both clocks; a limit <= 0 is off (its clock still runs, for `cpu_minutes`)."""
     self._limits = [
-      (clock, 60.0 * m, clock())
+      (clock, 60.0 * m if m > 0 else math.inf, clock())
       for clock, m in ((time.perf_counter, wall_minutes), (time.process_time, cpu_minutes))
-      if m > 0
     ]
     self._paused = [0.0] * len(self._limits)
 
@@ -172,10 +172,16 @@ class Budget:
     """Whether any limit is used up."""
     return any(u > limit for u, (_, limit, _) in zip(self._used(), self._limits))
 
+  def cpu_minutes(self) -> float:
+    """Training CPU time of this process so far (paused blocks left out), in minutes."""
+    return self._used()[1] / 60.0
+
   def __str__(self) -> str:
     names = {time.perf_counter: "wall", time.process_time: "CPU"}
     return ", ".join(
-      f"{u / 60:.1f} min {names[c]}" for u, (c, _, _) in zip(self._used(), self._limits)
+      f"{u / 60:.1f} min {names[c]}"
+      for u, (c, limit, _) in zip(self._used(), self._limits)
+      if math.isfinite(limit)
     )
 
 
@@ -442,6 +448,7 @@ class EvalHook(Hook):
     metrics_path: str | None,
     tensorboard: Any | None = None,
     log: Callable[[str], None] = print,
+    cpu_minutes: Callable[[], float] | None = None,
   ):
     """Builds the hook.
 
@@ -456,8 +463,11 @@ class EvalHook(Hook):
       metrics_path: metrics.jsonl; None: write no records (not the main process).
       tensorboard: a `monitor.TensorBoardLogger`, or None.
       log: where the scores are printed.
+      cpu_minutes: the run's training CPU minutes so far (`Budget.cpu_minutes`), recorded with
+        each evaluation as "cpu_minutes" (curves at equal compute); None: not recorded.
     """
     self.every, self.render, self.score = every, render, score
+    self.cpu_minutes = cpu_minutes
     self.z, self.style_ids, self.clips = z, style_ids, clips
     self.metrics_path, self.tensorboard, self.log = metrics_path, tensorboard, log
 
@@ -474,7 +484,8 @@ class EvalHook(Hook):
     audio = np.concatenate(chunks)[: self.clips]  # [clips, T, C]
     values = self.score(audio, None if self.style_ids is None else self.style_ids[: self.clips])
     if self.metrics_path is not None:
-      append_jsonl(self.metrics_path, {"step": step, "time": time.time(), **values})
+      clock = {} if self.cpu_minutes is None else {"cpu_minutes": round(self.cpu_minutes(), 4)}
+      append_jsonl(self.metrics_path, {"step": step, "time": time.time(), **clock, **values})
     if self.tensorboard is not None:
       self.tensorboard.scalars(step, values)
     self.log(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in values.items()))

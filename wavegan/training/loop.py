@@ -392,11 +392,13 @@ def make_hooks(
     _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   previews_dir = os.path.join(workdir, "previews") if main else None
   preview = _preview_hook(run, render, previews_dir, tensorboard)
+  budget = Budget(t.max_minutes, t.max_cpu_minutes)
   evaluate = (
-    None if score is None else _eval_hook(run, render, score, metrics_path, tensorboard, log)
+    None
+    if score is None
+    else _eval_hook(run, render, score, metrics_path, tensorboard, log, budget.cpu_minutes)
   )
   bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
-  budget = Budget(t.max_minutes, t.max_cpu_minutes)
   hooks = [
     StopHook(budget, guard, log),
     LogHook(t.log_every, guard, start, metrics_path=metrics_path, tensorboard=tensorboard, bar=bar),
@@ -441,6 +443,7 @@ def _eval_hook(
   metrics_path: str | None,
   tensorboard: Any | None,
   log: Callable[[str], None],
+  cpu_minutes: Callable[[], float] | None = None,
 ) -> EvalHook:
   """The run's light evaluation of `eval.clips` clips, every `eval.every` steps."""
   z, style_ids = eval_inputs(run.config, run.styles)
@@ -455,6 +458,7 @@ def _eval_hook(
     metrics_path=metrics_path,
     tensorboard=tensorboard,
     log=log,
+    cpu_minutes=cpu_minutes,
   )
 
 
