@@ -29,6 +29,7 @@ INT_LIMITS = {  # sizes whose arrays would exhaust any machine long before
   "model.style_dim": 65536,
   "model.post_filter_len": 65536,
   "model.aux_width": 4096,
+  "model.mbstd_group": 65536,
   "model.n_fft": 65536,
   "model.hop": 65536,
   "model.gl_iters": 10000,
@@ -41,6 +42,9 @@ INT_LIMITS = {  # sizes whose arrays would exhaust any machine long before
   "compute.grad_accum": 65536,
 }
 LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
+G_UPSAMPLES = ("transposed", "nearest")
+AUGMENTS = ("gain", "polarity", "shift", "noise", "mask")  # see wavegan.training.augment
+ADA_LOSSES = ("hinge", "nonsaturating")  # losses whose logits' sign says real or fake
 GP_WEIGHTS = {"wgan-gp": 10.0}  # each loss' own gradient-penalty weight (the others': 0)
 
 
@@ -73,11 +77,20 @@ class ModelConfig:
   gl_iters: int = 32  # specgan: Griffin-Lim iterations when turning images into audio
   aux_discs: tuple[str, ...] = ()  # wavegan: extra discriminators, any of mrstft, msd, mpd
   aux_width: int = 16  # channels of the extra discriminators' first layers
+  # wavegan: how G upsamples: "transposed" (the paper's transposed convolutions) or "nearest"
+  # (nearest-neighbour repetition, then a stride-1 convolution: no checkerboard tones)
+  g_upsample: str = "transposed"
+  mbstd_group: int = 0  # minibatch standard deviation in D over groups of this many clips; 0 = off
+  spectral_norm: bool = False  # divide each of D's weight matrices by its largest singular value
 
   def validate(self) -> None:
     """The checks every model kind shares; a kind's own are `wavegan.models.kinds.check`."""
     if not isinstance(self.kind, str) or not self.kind:
       raise ConfigError(f"model.kind={self.kind!r}: must name a model kind, e.g. 'wavegan'")
+    if self.g_upsample not in G_UPSAMPLES:
+      raise ConfigError(f"model.g_upsample={self.g_upsample!r}: must be one of {G_UPSAMPLES}")
+    if self.mbstd_group < 0:
+      raise ConfigError(f"model.mbstd_group={self.mbstd_group}: must be >= 0 (0 = off)")
     if self.gl_iters < 1:
       raise ConfigError(f"model.gl_iters={self.gl_iters}: must be >= 1")
     unknown = set(self.aux_names) - {"mrstft", "msd", "mpd"}
@@ -187,6 +200,10 @@ class OptimConfig:
   aux_weight: float = 1.0  # weight of the extra discriminators' adversarial loss for G
   fm_weight: float = 2.0  # feature matching (batch-mean activations of the extra discriminators)
   stft_weight: float = 0.0  # multi-resolution STFT loss of G's average spectrum against the batch's
+  # R1 (Mescheder et al. 2018): r1_weight / 2 * E||grad D(real)||^2 on real clips; 0 = off
+  r1_weight: float = 0.0
+  # lazy R1 (StyleGAN2): computed on every r1_every-th D update only, its weight times r1_every
+  r1_every: int = 1
 
   def resolved(self) -> OptimConfig:
     """This config with each default that depends on the loss filled in: `gp_weight` (10 for
@@ -207,6 +224,10 @@ class OptimConfig:
       raise ConfigError(f"optim.loss={self.loss!r}: must be one of {LOSSES}")
     if self.n_critic < 1:
       raise ConfigError(f"optim.n_critic={self.n_critic}: must be >= 1")
+    if not 0.0 <= self.r1_weight <= MAX_LOSS_WEIGHT:
+      raise ConfigError(f"optim.r1_weight={self.r1_weight}: must be in [0, {MAX_LOSS_WEIGHT:g}]")
+    if self.r1_every < 1:
+      raise ConfigError(f"optim.r1_every={self.r1_every}: must be >= 1")
     if self.eps <= 0:
       raise ConfigError(f"optim.eps={self.eps}: must be > 0")
     if not 0.0 <= self.ema_decay < 1.0:
@@ -322,6 +343,37 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Augmentation of everything the critic reads, real and generated alike (DiffAugment, ADA).
+
+  Each op is applied to each clip with probability `p`, differentiably (G learns through it) and
+  keeping the style: a critic that sees a few hundred clips through it cannot memorise them.
+  With `ada_target` > 0 the probability is adapted instead (Karras et al. 2020): raised while
+  E[sign(D(real))] is above the target (D is sure of the training clips), lowered below it.
+  """
+
+  ops: tuple[str, ...] = AUGMENTS  # which augmentations, any of AUGMENTS
+  p: float = 0.0  # probability of each op per clip (ADA's starting value); 0 = off unless ADA
+  ada_target: float = 0.0  # ADA's target for E[sign(D(real))], e.g. 0.6; 0 = a fixed p
+  ada_steps: int = 500  # steps in which ADA can move p from 0 to 1 at most
+
+  @property
+  def enabled(self) -> bool:
+    return bool(self.ops) and (self.p > 0 or self.ada_target > 0)
+
+  def validate(self) -> None:
+    unknown = sorted(set(self.ops) - set(AUGMENTS))
+    if unknown:
+      raise ConfigError(f"augment.ops: unknown {unknown}; valid: {', '.join(AUGMENTS)}")
+    if not 0.0 <= self.p <= 1.0:
+      raise ConfigError(f"augment.p={self.p}: must be in [0, 1]")
+    if not 0.0 <= self.ada_target < 1.0:
+      raise ConfigError(f"augment.ada_target={self.ada_target}: must be in [0, 1) (0 = off)")
+    if self.ada_steps < 1:
+      raise ConfigError(f"augment.ada_steps={self.ada_steps}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   model: ModelConfig = ModelConfig()
   data: DataConfig = DataConfig()
@@ -329,6 +381,7 @@ class Config:
   train: TrainConfig = TrainConfig()
   eval: EvalConfig = EvalConfig()
   compute: ComputeConfig = ComputeConfig()
+  augment: AugmentConfig = AugmentConfig()
 
   def validate(self) -> Config:
     """`self` after the checks of every section and across them, with the defaults that depend
@@ -338,7 +391,16 @@ class Config:
     The checks of the model kind (`model.kind`) are `wavegan.models.kinds.check`, which code
     that builds models runs after this.
     """
-    for section in (self.model, self.data, self.optim, self.train, self.eval, self.compute):
+    sections = (
+      self.model,
+      self.data,
+      self.optim,
+      self.train,
+      self.eval,
+      self.compute,
+      self.augment,
+    )
+    for section in sections:
       check_magnitudes(section)
     self.model.validate()
     self.data.validate()
@@ -346,6 +408,17 @@ class Config:
     self.train.validate()
     self.eval.validate()
     self.compute.validate()
+    self.augment.validate()
+    if self.augment.ada_target > 0 and self.optim.loss not in ADA_LOSSES:
+      raise ConfigError(
+        f"augment.ada_target needs logits whose sign says real or fake: optim.loss one of "
+        f"{ADA_LOSSES}, not {self.optim.loss!r}"
+      )
+    micro = self.train.batch_size // max(self.compute.grad_accum, 1)
+    if self.model.mbstd_group and micro % self.model.mbstd_group:
+      raise ConfigError(
+        f"model.mbstd_group={self.model.mbstd_group} must divide the (micro-)batch of {micro}"
+      )
     if self.train.batch_size % self.compute.grad_accum:
       raise ConfigError(
         f"train.batch_size={self.train.batch_size} does not split into "

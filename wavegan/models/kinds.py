@@ -102,6 +102,15 @@ def _spec_check(cfg: Config) -> None:
     raise ConfigError("model.aux_discs are waveform discriminators: use them with kind=wavegan")
   if cfg.optim.stft_weight > 0:
     raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
+  waveform_only = {
+    "model.g_upsample": m.g_upsample != "transposed",
+    "model.mbstd_group": m.mbstd_group > 0,
+    "model.spectral_norm": m.spectral_norm,
+    "augment": cfg.augment.enabled,
+  }
+  for key, used in waveform_only.items():
+    if used:
+      raise ConfigError(f"{key} is a waveform model's option: use it with model.kind=wavegan")
 
 
 KINDS: dict[str, ModelKind] = {

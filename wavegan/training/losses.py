@@ -99,6 +99,20 @@ def gradient_penalty_at(
   return jnp.mean((norms - 1.0) ** 2)
 
 
+def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
+  """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] on real data, the critic's gradient norm
+  where the data is, pushed to zero (the caller weights it by gamma / 2).
+
+  Args:
+    critic: what the critic reads [B, ...] -> logits [B].
+    real: [B, ...], real clips as the critic reads them.
+  Returns:
+    Scalar: the mean over examples of the squared gradient norm.
+  """
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(real)  # [B, ...]
+  return jnp.mean(jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, real.ndim))))
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses of the extra critics (`model.aux_discs`) and the generator's spectral loss
 

@@ -151,10 +151,12 @@ class Shared(NamedTuple):
     styled: the AC-GAN class loss' denominator: the whole batch's number of rows trained with
       their style (at least 1), divided by `compute.grad_accum`, so the mean of the micro-batches'
       class losses is the whole batch's.
+    r1_due: D updates only: whether this one computes the lazy R1 penalty (bool []).
   """
 
   keys: tuple[jax.Array, ...]
   styled: jax.Array
+  r1_due: jax.Array | None = None
 
 
 def shard_batch(spec: StepSpec, x: jax.Array) -> jax.Array:
@@ -290,8 +292,16 @@ def class_loss(
 # `ComputeConfig.check_accumulation` refuses them with micro-batches.
 
 
-def critic_draws(spec: StepSpec, rng: jax.Array, real: jax.Array) -> tuple[dict, Shared]:
-  """One D update's randomness for real [B, T, C]: per-row draws {z, kept, eps} and `Shared`."""
+def r1_due(update: jax.Array, every: int) -> jax.Array:
+  """Whether D update number `update` (counted over the run) computes lazy R1: every `every`-th."""
+  return update % every == 0
+
+
+def critic_draws(
+  spec: StepSpec, rng: jax.Array, real: jax.Array, update: jax.Array | int = 0
+) -> tuple[dict, Shared]:
+  """One D update's randomness for real [B, T, C]: per-row draws {z, kept, eps} and `Shared`;
+  `update` is the D update's number in the run (for lazy R1)."""
   m = spec.cfg.model
   kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
   b = real.shape[0]
@@ -301,13 +311,16 @@ def critic_draws(spec: StepSpec, rng: jax.Array, real: jax.Array) -> tuple[dict,
     "kept": kept_rows(spec.cfg, b, kc),
     "eps": losses.interpolation_weights(ke, b, ndim),
   }
-  return rows, Shared((kr, kf, kg), styled_per_micro_batch(rows["kept"], spec.accum))
+  due = r1_due(jnp.asarray(update), spec.cfg.optim.r1_every)
+  return rows, Shared((kr, kf, kg), styled_per_micro_batch(rows["kept"], spec.accum), due)
 
 
 def critic_objective(
   d_params: Any, g_params: Any, batch: Batch, shared: Shared, spec: StepSpec
 ) -> tuple[jax.Array, Metrics]:
-  """D's loss on one (micro-)batch: adversarial + gp_weight * GP + ac_weight * AC + extra critics.
+  """D's loss on one (micro-)batch: adversarial + gp_weight * GP + R1 + ac_weight * AC + extra
+  critics. R1 is r1_weight / 2 * r1_every * E||grad D(real)||^2 on the updates `shared.r1_due`
+  marks, 0 on the others.
 
   Args:
     d_params: the critics' parameters (differentiated).
@@ -316,8 +329,8 @@ def critic_objective(
     shared: `critic_draws`' keys and class-loss denominator.
     spec: the static pieces.
   Returns:
-    (loss, {"d/adv", "d/gp", "d/real", "d/fake", and "d/ac" with AC-GAN, "d/aux" with extra
-    critics}).
+    (loss, {"d/adv", "d/gp", "d/real", "d/fake", and "d/r1" with R1, "d/ac" with AC-GAN,
+    "d/aux" with extra critics}).
   """
   m, o = spec.cfg.model, spec.cfg.optim
   d_loss_fn, _ = losses.LOSSES[o.loss]
@@ -341,6 +354,14 @@ def critic_objective(
   if c_real is not None:
     metrics["d/ac"] = ac
   total = adv + gp_weight * gp + o.ac_weight * ac
+  if o.r1_weight > 0:
+    r1 = jax.lax.cond(
+      shared.r1_due,
+      lambda: losses.r1_penalty(lambda x: critic_logits(spec, d_params, x, style, kg), x_real),
+      lambda: jnp.zeros((), jnp.float32),
+    )
+    metrics["d/r1"] = r1
+    total = total + 0.5 * o.r1_weight * o.r1_every * r1
   if spec.models.aux_graph is not None:
     aux_d_loss, _ = losses.AUX_LOSSES[o.aux_loss]
     aux_adv = aux_d_loss(aux_critics(spec, d_params, real)[0], aux_critics(spec, d_params, fake)[0])
@@ -444,7 +465,8 @@ def critic_updates(
 ) -> tuple[GANState, Metrics]:
   """`n_critic` D updates in a lax.scan, the i-th on real[i] [B, T, C] with styles[i] [B, ...].
 
-  Each update draws its own latents from `split(rng, n_critic)[i]`, as in the authors' code.
+  Each update draws its own latents from `split(rng, n_critic)[i]`, as in the authors' code; the
+  i-th is the run's D update number step * n_critic + i (for lazy R1).
 
   Returns:
     (state with the new d_params and d_opt, metrics averaged over the updates).
@@ -452,8 +474,8 @@ def critic_updates(
 
   def d_update(carry, xs):
     d_params, d_opt = carry
-    x, y, key = xs
-    rows, shared = critic_draws(spec, key, x)
+    x, y, key, update = xs
+    rows, shared = critic_draws(spec, key, x, update)
     (loss, metrics), grads = value_and_grad(
       critic_objective,
       d_params,
@@ -466,9 +488,11 @@ def critic_updates(
     metrics = {**metrics, "d/loss": loss, "d/grad_norm": optax.tree.norm(grads)}
     return (optax.apply_updates(d_params, updates), d_opt), metrics
 
-  keys = jax.random.split(rng, real.shape[0])
+  n = real.shape[0]
+  keys = jax.random.split(rng, n)
+  updates = state.step * n + jnp.arange(n, dtype=jnp.int32)  # the D updates' numbers in the run
   (d_params, d_opt), metrics = jax.lax.scan(
-    d_update, (state.d_params, state.d_opt), (real, styles, keys)
+    d_update, (state.d_params, state.d_opt), (real, styles, keys, updates)
   )
   metrics = jax.tree.map(jnp.mean, metrics)  # mean over critic steps
   return state.replace(d_params=d_params, d_opt=d_opt), metrics
