@@ -58,3 +58,15 @@ def test_the_networks_do_not_import_the_training_code():
   )
   out = run_python(script, check=True)
   assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_r1_penalty_of_a_linear_and_a_quadratic_critic():
+  # D(x) = <w, x>: gradient w at every clip, R1 = ||w||^2.
+  w = jax.random.normal(jax.random.key(0), (16, 2))
+  real = jax.random.normal(jax.random.key(1), (3, 16, 2))
+  linear = lambda x: jnp.sum(x * w, axis=(1, 2))
+  assert float(losses.r1_penalty(linear, real)) == pytest.approx(float(jnp.sum(w**2)), rel=1e-5)
+  # D(x) = sum x^2: gradient 2x, R1 = mean over clips of 4 ||x||^2 (by hand, in numpy).
+  quadratic = lambda x: jnp.sum(x**2, axis=(1, 2))
+  want = np.mean(4.0 * np.sum(np.asarray(real) ** 2, axis=(1, 2)))
+  assert float(losses.r1_penalty(quadratic, real)) == pytest.approx(want, rel=1e-5)

@@ -259,3 +259,31 @@ def test_micro_batches_refuse_the_losses_of_batch_statistics(sets):
   # Without micro-batches, or without those losses, the same settings are fine.
   apply_overrides(cfg, ["compute.grad_accum=1"]).validate()
   apply_overrides(cfg, ["optim.fm_weight=0", "optim.stft_weight=0"]).validate()
+
+
+def test_r1_is_its_weight_times_the_penalty_on_due_updates_only():
+  cfg = tiny("optim.loss=nonsaturating", "optim.r1_weight=2", "optim.r1_every=4")
+  spec, state = setup(cfg)
+  real, styles = fake_batch(cfg)
+  rows, shared = ts.critic_draws(spec, jax.random.key(0), real, update=8)
+  batch = {"real": real, "styles": styles, "rows": rows}
+  fn = jax.jit(lambda d, g, sh: ts.critic_objective(d, g, batch, sh, spec))
+  total, metrics = fn(state.d_params, state.g_params, shared)
+  assert bool(shared.r1_due) and float(metrics["d/r1"]) > 0
+  # weight 2 / 2, times the 4 updates it stands for
+  want = metrics["d/adv"] + 0.5 * 2.0 * 4 * metrics["d/r1"]
+  assert float(total) == pytest.approx(float(want), rel=1e-5)
+  off = shared._replace(r1_due=jnp.asarray(False))
+  total, metrics = fn(state.d_params, state.g_params, off)
+  assert float(metrics["d/r1"]) == 0.0 and float(total) == float(metrics["d/adv"])
+
+
+def test_lazy_r1_is_due_on_every_kth_update_of_the_run():
+  assert [bool(ts.r1_due(jnp.asarray(u), 3)) for u in range(7)] == [1, 0, 0, 1, 0, 0, 1]
+  cfg = tiny("optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4")  # n_critic 2
+  spec, state = setup(cfg)
+  real, styles = fake_batch(cfg, n=cfg.optim.n_critic)
+  fn = jax.jit(lambda s, r, y: ts.critic_updates(s, r, y, jax.random.key(1), spec)[1]["d/r1"])
+  # Step t runs D updates 2t and 2t + 1: step 1 (updates 2, 3) has none due, step 2 (4, 5) one.
+  assert float(fn(state.replace(step=jnp.asarray(1, jnp.int32)), real, styles)) == 0.0
+  assert float(fn(state.replace(step=jnp.asarray(2, jnp.int32)), real, styles)) > 0.0
