@@ -427,3 +427,28 @@ def test_save_hook_never_saves_a_bad_step(tmp_path):
   with pytest.raises(NonFiniteError, match="step 3: .* the last good checkpoint, step 2, is kept"):
     hook(4, STATE, metrics())
   assert ckpt.saved == [] and guard.last_good == 2
+
+
+def test_eval_hook_records_the_training_cpu_minutes_it_was_taken_at(tmp_path, monkeypatch):
+  cpu = types.SimpleNamespace(now=100.0)
+  monkeypatch.setattr(time, "process_time", lambda: cpu.now)
+  budget = Budget(wall_minutes=0, cpu_minutes=0)  # no limit: the clock still runs
+  cpu.now += 60
+  with budget.paused():
+    cpu.now += 30  # a preview: left out
+  cpu.now += 60
+  path = str(tmp_path / "metrics.jsonl")
+  hook = EvalHook(
+    1,
+    fake_render([]),
+    lambda audio, ids: {"eval/fd": 1.0},
+    jnp.zeros((EVAL_CHUNK, 4)),
+    None,
+    4,
+    metrics_path=path,
+    log=lambda _: None,
+    cpu_minutes=budget.cpu_minutes,
+  )
+  hook(5, STATE, metrics())
+  assert records(path)[0]["cpu_minutes"] == 2.0  # 60 + 60 s
+  assert not budget.spent() and str(budget) == ""
