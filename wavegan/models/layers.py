@@ -12,6 +12,12 @@ Both convolutions keep the parameter layout of the paper's layers (a `[K, C_in, 
   strided convolution is ~10% faster forward, but its input gradient (needed by the gradient
   penalty and the G update) is an lhs-dilated convolution that took 19.6 s instead of 0.22 s for
   D's last layer at batch 64 on CPU.
+* `NearestUpsample1d` (the authors' `nn` option) repeats each sample s times and applies a
+  stride-1 'SAME' convolution. It too runs at the input rate: one stride-1 convolution whose
+  s phases read box-summed kernel taps, then the same interleaving reshape.
+
+D's recipe options are pure functions here: `minibatch_std` (the extra feature channel of Karras
+et al.) and `spectral_normalize` (Miyato et al. 2018, stateless power iteration).
 """
 
 from __future__ import annotations
@@ -113,6 +119,41 @@ def polyphase_kernel(kernel: jax.Array, stride: int) -> tuple[jax.Array, int, in
   return taps, pad_l, pad_r
 
 
+def nearest_kernel(kernel: jax.Array, stride: int) -> tuple[jax.Array, int, int]:
+  """Nearest-neighbour upsampling + a 'SAME' conv as one stride-1 conv on the low-rate input.
+
+  With u[n] = x[n // s] and TF's stride-1 'SAME' left padding P = (K - 1) // 2, the layer is
+    y[n] = sum_k u[n + k - P] W[k].
+  Writing n = s*q + r, u[s*q + r + k - P] = x[q + j] with j = floor((r + k - P) / s), so
+    y[s*q + r] = sum_j x[q + j] V_r[j],   V_r[j] = sum_{d<s} W[s*j + P - r + d] = B[s*j + P + s-1-r]
+  with B[m] = sum_{e<s} W[m - e] (W zero outside [0, K)): W convolved with a length-s box. u is
+  zero outside [0, s*L) exactly where x is outside [0, L), so zero-padding x is exact. j runs
+  from floor(-P / s) to floor((K + s - 2 - P) / s); for phase r' = s-1-r, tap t = j - j_min reads
+  B[s*(t + j_min) + P + r'], contiguous in (t, r'), so the taps are slices and a reshape (no
+  gathers, whose gradients are slow scatters on CPU).
+
+  Args:
+    kernel: [K, C_in, C_out], the conv's kernel.
+    stride: s, the upsampling factor.
+
+  Returns:
+    (kernel [T, C_in, s * C_out], phase-major like `polyphase_kernel`; left and right padding).
+  """
+  k, c_in, c_out = kernel.shape
+  s = stride
+  p = (k - 1) // 2
+  j_min, j_max = (-p) // s, (k + s - 2 - p) // s
+  taps = j_max - j_min + 1
+  padded = jnp.pad(kernel, ((s - 1, s - 1), (0, 0), (0, 0)))  # [K + 2s - 2, C_in, C_out]
+  box = padded[s - 1 : s - 1 + k + s - 1]  # B: e = 0 ...
+  for e in range(1, s):
+    box = box + padded[s - 1 - e : s - 1 - e + k + s - 1]  # ... + W[m - e]; [K + s - 1, ...]
+  lo = -(s * j_min + p)  # B's index s*j_min + P (in [1 - s, 0]) lands at 0
+  box = jnp.pad(box, ((lo, taps * s - lo - (k + s - 1)), (0, 0), (0, 0)))  # [T * s, ...]
+  v = box.reshape(taps, s, c_in, c_out)[:, ::-1]  # [T, s (phase r), C_in, C_out]
+  return v.transpose(0, 2, 1, 3).reshape(taps, c_in, s * c_out), -j_min, j_max
+
+
 def space_to_depth_kernel(kernel: jax.Array, stride: int) -> tuple[jax.Array, int, int]:
   """[K, C_in, C_out] strided-conv kernel -> [T, s * C_in, C_out] kernel over s-sample frames.
 
@@ -154,21 +195,117 @@ class Upsample1d(nnx.Module):
     return y + self.bias[...].astype(x.dtype)
 
 
-class Downsample1d(nnx.Module):
-  """Strided conv, stride s, TF 'SAME': [B, s * L, C_in] -> [B, L, C_out]."""
+class NearestUpsample1d(Upsample1d):
+  """Repeat each sample s times, then a stride-1 TF 'SAME' conv: [B, L, C_in] -> [B, s*L, C_out].
 
-  def __init__(self, c_in: int, c_out: int, kernel_len: int, stride: int, *, rngs: nnx.Rngs):
+  The WaveGAN authors' `nn` option. Parameters (names, shapes, initialisation) are
+  `Upsample1d`'s; the conv runs at the input rate through `nearest_kernel`.
+  """
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, length, _ = x.shape
+    kernel = self.kernel[...].astype(x.dtype)
+    w, pad_l, pad_r = nearest_kernel(kernel, self.stride)  # [T, C_in, s * C_out]
+    y = conv1d(x, w, pad_l, pad_r)  # [B, L, s * C_out]
+    y = y.reshape(b, length * self.stride, -1)  # [B, L, s*C] -> [B, s*L, C]
+    return y + self.bias[...].astype(x.dtype)
+
+
+class Downsample1d(nnx.Module):
+  """Strided conv, stride s, TF 'SAME': [B, s * L, C_in] -> [B, L, C_out].
+
+  With `spectral_iters` > 0 the kernel, viewed as a [K * C_in, C_out] matrix, is divided by its
+  largest singular value (`spectral_normalize`) on every call.
+  """
+
+  def __init__(
+    self,
+    c_in: int,
+    c_out: int,
+    kernel_len: int,
+    stride: int,
+    *,
+    rngs: nnx.Rngs,
+    spectral_iters: int = 0,
+  ):
     self.stride = stride
+    self.spectral_iters = spectral_iters
     self.kernel = nnx.Param(_glorot(rngs.params(), (kernel_len, c_in, c_out)))
     self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, n, c = x.shape
-    kernel = self.kernel[...].astype(x.dtype)
+    kernel = self.kernel[...]
+    if self.spectral_iters:
+      kernel = spectral_normalize(kernel, self.spectral_iters)
+    kernel = kernel.astype(x.dtype)
     w, pad_l, pad_r = space_to_depth_kernel(kernel, self.stride)  # [T, s * C_in, C_out]
     frames = x.reshape(b, n // self.stride, self.stride * c)  # [B, L, s * C_in]
     y = conv1d(frames, w, pad_l, pad_r)  # [B, L, C_out]
     return y + self.bias[...].astype(x.dtype)
+
+
+def minibatch_std(x: jax.Array, group: int, eps: float = 1e-8) -> jax.Array:
+  """Minibatch standard deviation (Karras et al. 2018): x [B, L, C] -> the extra channel [B, L, 1].
+
+  The batch is split into B / G groups of G consecutive clips. Per group, the standard deviation
+  over its clips of every (position, channel), sqrt(var + eps) with the population variance, is
+  averaged to one scalar, which fills the channel of each of the group's clips.
+
+  Args:
+    x: features [B, L, C]; B must be a multiple of `group`.
+    group: clips per group, G >= 1.
+    eps: added to the variance inside the square root.
+
+  Returns:
+    [B, L, 1] in x's dtype (computed in float32).
+  """
+  b, length, c = x.shape
+  if group < 1 or b % group:
+    raise ValueError(f"minibatch std: batch {b} does not split into groups of {group}")
+  g = x.astype(jnp.float32).reshape(b // group, group, length, c)  # [B/G, G, L, C]
+  var = jnp.mean(jnp.square(g - jnp.mean(g, axis=1, keepdims=True)), axis=1)  # [B/G, L, C]
+  stat = jnp.mean(jnp.sqrt(var + eps), axis=(1, 2))  # [B/G]
+  stat = jnp.repeat(stat, group)  # [B]
+  return jnp.broadcast_to(stat[:, None, None], (b, length, 1)).astype(x.dtype)
+
+
+@functools.cache
+def _power_start(n: int) -> np.ndarray:
+  """The power iteration's fixed start vector [n]: unit norm, deterministic, generic."""
+  v = np.random.default_rng(0).standard_normal(n)
+  return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _unit(v: jax.Array) -> jax.Array:
+  return v / jnp.maximum(jnp.linalg.norm(v), 1e-12)
+
+
+def spectral_normalize(w: jax.Array, iters: int) -> jax.Array:
+  """w / sigma, sigma the largest singular value of w viewed as a [prod(shape[:-1]), C_out] matrix.
+
+  Spectral normalisation (Miyato et al. 2018), stateless: sigma is estimated afresh on every call
+  by `iters` power iterations from a fixed start vector, so the weights stay a plain pytree. The
+  singular vectors u, v are constants (stop_gradient) and gradients flow through sigma = u^T W v.
+  The estimate never exceeds the true sigma and converges like (sigma_2 / sigma_1)^(2 * iters).
+  Computed in float32, returned in w's dtype.
+
+  Args:
+    w: a kernel [..., C_out], e.g. a conv's [K, C_in, C_out] or a dense layer's [F, C_out].
+    iters: power iterations, >= 1 (unrolled).
+
+  Returns:
+    w / sigma, same shape and dtype as w.
+  """
+  mat = w.astype(jnp.float32).reshape(-1, w.shape[-1])  # [M, N]
+  frozen = jax.lax.stop_gradient(mat)
+
+  v = jnp.asarray(_power_start(mat.shape[1]))  # [N]
+  for _ in range(iters):  # unrolled: a few matrix-vector products
+    u = _unit(frozen @ v)  # [M]
+    v = _unit(frozen.T @ u)  # [N]
+  sigma = u @ mat @ v
+  return (w.astype(jnp.float32) / sigma).astype(w.dtype)
 
 
 def phase_shuffle(x: jax.Array, rng: jax.Array, radius: int) -> jax.Array:

@@ -9,6 +9,12 @@ to z, or applies it to every layer (FiLM); D adds a projection term <embed(style
 (Miyato & Koyama 2018) or names the style with an auxiliary classifier head (AC-GAN). Both read a
 style vector: one block of weights per label field (a one-hot, or a mix that blends styles at
 synthesis), then the standardised continuous attributes (`style_vector`); ids are accepted too.
+
+Recipe options (all off by default, leaving the paper's model unchanged): G may upsample by
+nearest-neighbour repetition and a convolution (`model.g_upsample="nearest"`, the authors' `nn`
+option); D may append a minibatch standard deviation channel before its dense head
+(`model.mbstd_group`) and spectrally normalise its convolution kernels and dense output layer
+(`model.spectral_norm`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from wavegan.config import ModelConfig
-from wavegan.models.layers import Downsample1d, Upsample1d, lrelu, phase_shuffle
+from wavegan.models.layers import (
+  Downsample1d,
+  NearestUpsample1d,
+  Upsample1d,
+  lrelu,
+  minibatch_std,
+  phase_shuffle,
+  spectral_normalize,
+)
+
+SPECTRAL_ITERS = 8  # power iterations per call estimating each weight's largest singular value
 
 
 def layer_plan(cfg: ModelConfig) -> tuple[int, list[int], list[int]]:
@@ -136,10 +152,18 @@ def critic_heads(
 
 
 def critic_outputs(
-  d: nnx.Module, h: jax.Array, style: jax.Array | None
+  d: nnx.Module, h: jax.Array, style: jax.Array | None, spectral_iters: int = 0
 ) -> tuple[jax.Array, jax.Array | None]:
-  """(realness logit [B], style head [B, cond_dim] or None) from features h [B, F]."""
-  logit = d.out(h)[:, 0]  # [B]
+  """(realness logit [B], style head [B, cond_dim] or None) from features h [B, F].
+
+  With `spectral_iters` > 0 the realness layer's kernel [F, 1] is spectrally normalised (the
+  projection embedding and the AC-GAN head are not).
+  """
+  if spectral_iters:
+    kernel = spectral_normalize(d.out.kernel[...], spectral_iters).astype(h.dtype)  # [F, 1]
+    logit = (h @ kernel)[:, 0] + d.out.bias[...].astype(h.dtype)[0]  # [B]
+  else:
+    logit = d.out(h)[:, 0]  # [B]
   if d.style_proj is not None and style is not None:
     emb = style_vector(style, d.cfg) @ d.style_proj[...]  # [B, F]
     logit = logit + jnp.sum(emb.astype(h.dtype) * h, axis=-1)
@@ -160,8 +184,10 @@ class Generator(nnx.Module):
       in_dim, self.base_len * widths[0], rngs=rngs, kernel_init=nnx.initializers.glorot_uniform()
     )
     outs = widths[1:] + [cfg.channels]
+    # Both forms have the same parameters; "nearest" repeats samples, then convolves.
+    up = NearestUpsample1d if cfg.g_upsample == "nearest" else Upsample1d
     self.ups = nnx.List(
-      [Upsample1d(ci, co, cfg.kernel_len, s, rngs=rngs) for ci, co, s in zip(widths, outs, strides)]
+      [up(ci, co, cfg.kernel_len, s, rngs=rngs) for ci, co, s in zip(widths, outs, strides)]
     )
     self.post_filter = nnx.data(None)
     if cfg.post_filter_len:
@@ -191,30 +217,39 @@ class Generator(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-  """WaveGAN critic: audio [B, T, C] (+ style ids [B]) -> one logit per example [B]."""
+  """WaveGAN critic: audio [B, T, C] (+ style ids [B]) -> one logit per example [B].
+
+  With `cfg.mbstd_group` = G > 0 its last feature map gains a minibatch standard deviation
+  channel (over groups of G consecutive clips; B must be a multiple of G) before the dense head.
+  With `cfg.spectral_norm` its convolution kernels and dense output kernel are divided by their
+  largest singular values, estimated on every call (`SPECTRAL_ITERS` power iterations).
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     mult, widths, strides = layer_plan(cfg)
     chans = [cfg.channels] + widths[::-1]  # C, d, 2d, 4d, 8d, 16d (, 32d)
+    self.spectral_iters = SPECTRAL_ITERS if cfg.spectral_norm else 0
     # Widths mirror G's, strides do not: the longer slices' stride-2 layer is D's last, as in
     # the TF code (32768 -> 8192 -> ... -> 32 -> 16).
     self.downs = nnx.List(
       [
-        Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs)
+        Downsample1d(ci, co, cfg.kernel_len, s, rngs=rngs, spectral_iters=self.spectral_iters)
         for ci, co, s in zip(chans[:-1], chans[1:], strides)
       ]
     )
-    feat = base_len(cfg) * chans[-1]
+    feat = base_len(cfg) * (chans[-1] + (1 if cfg.mbstd_group else 0))
     self.out, self.style_proj, self.classifier = critic_heads(cfg, feat, rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array) -> jax.Array:
-    """[B, T, C] -> flat features [B, 16 * 16d]."""
+    """[B, T, C] -> flat features [B, 16 * 16d] ([B, 16 * (16d + 1)] with minibatch std)."""
     keys = jax.random.split(rng, len(self.downs))
     for i, down in enumerate(self.downs):
       x = lrelu(down(x))  # T /= 4, C *= 2
       if i < 4:  # the TF code shuffles after the first four layers only
         x = phase_shuffle(x, keys[i], self.cfg.phase_shuffle)
+    if self.cfg.mbstd_group:
+      x = jnp.concatenate([x, minibatch_std(x, self.cfg.mbstd_group)], axis=-1)  # [B, 16, 16d+1]
     return x.reshape(x.shape[0], -1)
 
   def __call__(self, x: jax.Array, style: jax.Array | None, rng: jax.Array) -> jax.Array:
@@ -224,4 +259,4 @@ class Discriminator(nnx.Module):
     self, x: jax.Array, style: jax.Array | None, rng: jax.Array
   ) -> tuple[jax.Array, jax.Array | None]:
     """(realness logit [B], style head [B, cond_dim] with the AC-GAN head, else None)."""
-    return critic_outputs(self, self.features(x, rng), style)
+    return critic_outputs(self, self.features(x, rng), style, self.spectral_iters)
