@@ -9,6 +9,10 @@ corpus under a key made from the corpus' content, the label field and these sett
 
 A corpus with one style has nothing to classify: its "classifier" is then the log-mel features'
 per-band mean and standard deviation (an embedding without probabilities).
+
+A second, "hardened" classifier (`wavegan.evaluation.scores.hardened_reference`) is trained the
+same way with another seed and with `Augmentation` applied to its training batches, so that its
+embedding is learned independently of the first and has heard more than the clean corpus.
 """
 
 from __future__ import annotations
@@ -49,6 +53,61 @@ class ClassifierConfig:
   batch_size: int = 32
   lr: float = 2e-3
   seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """Label-preserving changes to a training batch (`augment`), each applied to each clip with
+  probability `p`."""
+
+  p: float = 0.5
+  min_gain: float = 0.1  # gain drawn log-uniformly in [min_gain, 1]
+  max_shift: float = 0.05  # time shift, zero-filled, up to this share of the clip either way
+  min_snr_db: float = 10.0  # added white noise at an SNR (to the clip's RMS) drawn in
+  max_snr_db: float = 40.0  # [min_snr_db, max_snr_db]
+  max_mask: float = 0.1  # one span of up to this share of the clip set to zero
+  # (polarity: the clip is negated, also with probability p)
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> np.ndarray:
+  """A training batch [B, T, C] with random gain, polarity, time shift, noise and a time mask.
+
+  Each change is drawn per clip and applied with probability `aug.p`; at p = 0 the batch comes
+  back unchanged (bit for bit). The random draws are made whatever p is, so the stream of `rng`
+  does not depend on it.
+
+  Args:
+    audio: float32 [B, T, C].
+    rng: the augmentation's own generator.
+    aug: settings.
+  Returns:
+    float32 [B, T, C].
+  """
+  x = np.array(audio, np.float32, copy=True)  # [B, T, C]
+  b, t = x.shape[0], x.shape[1]
+  on = rng.random((5, b)) < aug.p  # [5, B]: gain, polarity, shift, noise, mask
+  gain = np.exp(rng.uniform(np.log(aug.min_gain), 0.0, b))  # [B]
+  max_shift = int(aug.max_shift * t)
+  shift = rng.integers(-max_shift, max_shift + 1, b)  # [B]
+  snr_db = rng.uniform(aug.min_snr_db, aug.max_snr_db, b)  # [B]
+  noise = rng.standard_normal(x.shape).astype(np.float32)  # [B, T, C]
+  mask_len = (rng.uniform(0.0, aug.max_mask, b) * t).astype(int)  # [B]
+  mask_at = (rng.uniform(0.0, 1.0, b) * (t - mask_len)).astype(int)  # [B]
+  scale = np.where(on[0], gain, 1.0) * np.where(on[1], -1.0, 1.0)  # [B]
+  x[on[0] | on[1]] *= scale[on[0] | on[1], None, None].astype(np.float32)
+  for i in np.flatnonzero(on[2] & (shift != 0)):
+    s = int(shift[i])
+    x[i] = np.roll(x[i], s, axis=0)
+    if s > 0:
+      x[i, :s] = 0.0
+    else:
+      x[i, s:] = 0.0
+  rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=(1, 2)))  # [B]
+  level = (rms * 10.0 ** (-snr_db / 20.0)).astype(np.float32)  # [B]
+  x[on[3]] += noise[on[3]] * level[on[3], None, None]
+  for i in np.flatnonzero(on[4]):
+    x[i, mask_at[i] : mask_at[i] + mask_len[i]] = 0.0
+  return x
 
 
 def log_mel(audio: jax.Array, mel: jax.Array, n_fft: int, hop: int) -> jax.Array:
@@ -143,12 +202,19 @@ def held_out_mask(sources: tuple[str, ...], share: float = HELD_OUT) -> np.ndarr
   return np.array([by_file[s] for s in sources], bool)
 
 
-def corpus_key(files_fingerprint: str, field: str, sample_rate: int, cfg: ClassifierConfig) -> str:
-  """The cache key: what the corpus holds, the label field, and how the classifier is made."""
-  blob = json.dumps(
-    [CLASSIFIER_VERSION, files_fingerprint, field, sample_rate, dataclasses.asdict(cfg)],
-    sort_keys=True,
-  )
+def corpus_key(
+  files_fingerprint: str,
+  field: str,
+  sample_rate: int,
+  cfg: ClassifierConfig,
+  augmentation: Augmentation | None = None,
+) -> str:
+  """The cache key: what the corpus holds, the label field, and how the classifier is made
+  (a classifier trained without augmentation keeps the key it always had)."""
+  parts = [CLASSIFIER_VERSION, files_fingerprint, field, sample_rate, dataclasses.asdict(cfg)]
+  if augmentation is not None:
+    parts.append({"augmentation": dataclasses.asdict(augmentation)})
+  blob = json.dumps(parts, sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -161,6 +227,7 @@ def train_classifier(
   sample_rate: int,
   cfg: ClassifierConfig = ClassifierConfig(),
   log: Callable[[str], None] | None = None,
+  augmentation: Augmentation | None = None,
 ) -> Classifier:
   """Trains the reference classifier on the clips `train_idx` and scores it on `test_idx`.
 
@@ -173,6 +240,8 @@ def train_classifier(
     sample_rate: Hz.
     cfg: features and training settings.
     log: progress lines.
+    augmentation: `augment` every training batch with these settings (its own random stream,
+      seeded by cfg.seed); None trains on the clips as they are.
 
   Returns:
     The classifier, with its held-out accuracy.
@@ -207,14 +276,21 @@ def train_classifier(
   by_class = [train_idx[labels[train_idx] == k] for k in range(len(classes))]
   by_class = [c for c in by_class if c.size]
   per = max(1, cfg.batch_size // len(by_class))
+  batch_fn, which = audio_fn, "reference"
+  if augmentation is not None:
+    aug_rng, which = np.random.default_rng([cfg.seed, 1]), "hardened"
+
+    def batch_fn(idx):
+      return augment(audio_fn(idx), aug_rng, augmentation)
+
   loss = jnp.zeros(())
   for s in range(cfg.steps):
     idx = np.concatenate([rng.choice(c, per) for c in by_class])
     params, opt, loss = step(
-      params, opt, audio_fn(idx), jnp.asarray(labels[idx], jnp.int32), jax.random.fold_in(key, s)
+      params, opt, batch_fn(idx), jnp.asarray(labels[idx], jnp.int32), jax.random.fold_in(key, s)
     )
     if log is not None and (s + 1) % 100 == 0:
-      log(f"reference classifier: step {s + 1}/{cfg.steps}, loss {float(loss):.3f}")
+      log(f"{which} classifier: step {s + 1}/{cfg.steps}, loss {float(loss):.3f}")
   clf = Classifier(cfg, classes, sample_rate, params, None, {})
   probs, _ = clf.predict(audio_fn(test_idx)) if test_idx.size else (np.zeros((0, 1)), None)
   acc = float(np.mean(np.argmax(probs, axis=1) == labels[test_idx])) if test_idx.size else None
@@ -226,6 +302,8 @@ def train_classifier(
     "seconds": round(time.perf_counter() - t0, 1),
     "final_loss": float(loss),
   }
+  if augmentation is not None:
+    clf.info["augmentation"] = dataclasses.asdict(augmentation)
   return clf
 
 

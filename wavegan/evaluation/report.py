@@ -11,7 +11,7 @@ import numpy as np
 
 from wavegan import inputs
 from wavegan.config import ConfigError
-from wavegan.evaluation import scores
+from wavegan.evaluation import metrics, scores
 from wavegan.files import write_json, write_text
 from wavegan.synthesis import previews
 
@@ -26,9 +26,14 @@ def evaluate_run(
   n: int = 1000,
   out: str | None = None,
   seed: int = 0,
+  hardened: bool = True,
   log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
   """Scores the latest checkpoint of `workdir` against its corpus and writes the report.
+
+  Today's judge (the reference classifier) is reported as it always was; beside it stand the
+  hardened judge (`scores.hardened_reference`: a second, augmented and calibrated classifier with
+  a reject test) and the upsampling-artefact peakiness of every set.
 
   Nothing is written (not even the report folder) until every figure is computed; then the
   pictures, report.md and, last, report.json are each written whole or not at all.
@@ -39,6 +44,7 @@ def evaluate_run(
     n: generated clips (spread evenly over the styles).
     out: report folder (default `RUN/eval/step_NNNNNNN`).
     seed: latent seed of the generated clips.
+    hardened: train (or load) and report the hardened judge (corpora with several styles).
     log: progress lines.
 
   Returns:
@@ -98,6 +104,26 @@ def evaluate_run(
     ),
     "noise": scores.score_set(ref, noise, ids, seed=seed),
   }
+  report["upsampling_artefacts"] = artefact_report(
+    {"generated": fake, "real_held_out": real, "noise": noise},
+    synth.sample_rate,
+    upsampling_periods(synth.model),
+  )
+  hard = (
+    scores.hardened_reference(
+      train_data, ref, cfg.data.label_field, scores.classifier_config(cfg), log=log
+    )
+    if hardened
+    else None
+  )
+  if hard is not None:
+    log("scoring the same sets with the hardened judge")
+    report["hardened"] = {
+      "classifier": scores.hardened_summary(hard, ref),
+      "generated": scores.score_hardened(ref, hard, fake, ids, seed=seed),
+      "real_held_out": scores.score_hardened_real(ref, hard, real),
+      "noise": scores.score_hardened(ref, hard, noise, ids, seed=seed),
+    }
   responses = attribute_responses(synth, train_data, n, seed, log)
   if responses:
     report["attributes"] = responses
@@ -137,6 +163,30 @@ def write_report(out: str, report: dict[str, Any]) -> None:
 
 
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def upsampling_periods(model) -> tuple[int, ...]:
+  """The periods (output samples) of the generator's upsampling grid, shortest first: the
+  cumulative strides of `wavegan.models.waveform.layer_plan` from the output end."""
+  from wavegan.models.waveform import layer_plan  # pylint: disable=g-import-not-at-top
+
+  return metrics.upsampling_periods(layer_plan(model)[2])
+
+
+def artefact_report(
+  sets: dict[str, np.ndarray], sample_rate: int, periods: tuple[int, ...]
+) -> dict[str, Any]:
+  """`metrics.upsampling_artefacts` of each set of clips [N, T, C]: {"periods", "hz" (the first
+  harmonic of each), "sample_rate", and per set a list of dB aligned with the periods}."""
+  out: dict[str, Any] = {
+    "periods": list(periods),
+    "hz": [sample_rate / p for p in periods],
+    "sample_rate": sample_rate,
+  }
+  for name, audio in sets.items():
+    values = metrics.upsampling_artefacts(audio, sample_rate, periods)
+    out[name] = [values[p] for p in periods]
+  return out
 
 
 def attribute_responses(
@@ -227,7 +277,73 @@ def markdown(report: dict[str, Any]) -> str:
     real_per = report["real_held_out"].get("style_accuracy_per_style", {})
     lines += ["", "| style | generated accuracy | real held-out accuracy |", "| --- | --- | --- |"]
     lines += [f"| {s} | {_fmt(per[s])} | {_fmt(real_per.get(s))} |" for s in per]
+  lines += _hardened_markdown(report.get("hardened"), sets)
+  lines += _artefact_markdown(report.get("upsampling_artefacts"), sets)
   return "\n".join(lines) + "\n"
+
+
+def _hardened_markdown(hard: dict[str, Any] | None, sets: tuple[str, ...]) -> list[str]:
+  """The hardened judge's table and its per-style accepted accuracy (nothing when absent)."""
+  if not hard:
+    return []
+  c = hard["classifier"]
+  lines = [
+    "",
+    "## Hardened judge",
+    "",
+    "A second classifier (seed "
+    f"{c.get('seed')}, augmented training; held-out accuracy {_fmt(c.get('held_out_accuracy'))}, "
+    f"temperature {_fmt(c.get('temperature'))}"
+    + (
+      ", at its search bound: the held-out clips do not pin it down (all classified right, "
+      "say), so the calibrated confidence says little"
+      if c.get("temperature_at_bound")
+      else ""
+    )
+    + "). A clip is accepted for its style when this "
+    "classifier predicts the style and its embedding is no farther from the nearest real "
+    f"training clip of the style than the {_fmt(c.get('accept_quantile'))} quantile of real "
+    "held-out clips' distances (real held-out clips are scored with themselves left out).",
+    "",
+    "| metric | better | generated | real held-out | noise |",
+    "| --- | --- | --- | --- | --- |",
+  ]
+  for key, (label, better) in scores.HARDENED_METRICS.items():
+    if key in hard.get("generated", {}):
+      lines.append(
+        f"| {label} | {better} | " + " | ".join(_fmt(hard.get(s, {}).get(key)) for s in sets) + " |"
+      )
+  per = hard.get("generated", {}).get("accepted_style_accuracy_per_style")
+  if per:
+    real_per = hard.get("real_held_out", {}).get("accepted_style_accuracy_per_style", {})
+    lines += [
+      "",
+      "| style | generated accepted accuracy | real held-out accepted accuracy |",
+      "| --- | --- | --- |",
+    ]
+    lines += [f"| {s} | {_fmt(per[s])} | {_fmt(real_per.get(s))} |" for s in per]
+  return lines
+
+
+def _artefact_markdown(art: dict[str, Any] | None, sets: tuple[str, ...]) -> list[str]:
+  """The upsampling-artefact table: one row per period (nothing when absent)."""
+  if not art:
+    return []
+  lines = [
+    "",
+    "## Upsampling artefacts",
+    "",
+    "Spectral peakiness (dB) at the harmonics of sample_rate / period, against the median of "
+    "neighbouring bins: about 0 for a smooth spectrum, high where the generator's upsampling "
+    "grid leaves tones.",
+    "",
+    "| period (samples) | first harmonic (Hz) | generated | real held-out | noise |",
+    "| --- | --- | --- | --- | --- |",
+  ]
+  for i, (p, hz) in enumerate(zip(art["periods"], art["hz"])):
+    row = [_fmt(art[s][i]) if s in art else "-" for s in sets]
+    lines.append(f"| {p} | {_fmt(hz)} | " + " | ".join(row) + " |")
+  return lines
 
 
 def _pictures(

@@ -4,6 +4,13 @@ Every figure is computed for three sets against the real training split, so it c
 generated clips, the held-out real clips (what a perfect generator would score), and white noise
 (what a useless one would). Distances between sets (Frechet distance, KID, NDB) use the same
 number of clips for every set (the held-out split's size), because they are biased by sample size.
+
+Beside it stands a hardened judge (`hardened_reference`, `score_hardened`): a second classifier,
+trained with another seed on augmented batches, temperature-scaled on the held-out clips, whose
+"accepted style accuracy" counts a clip only when it is classified as the asked-for style AND its
+embedding lies within the distance of real clips to the nearest real clip of that style (an
+in-domain classifier confidently labels artefacts it never saw; a reject test catches them).
+The agreement of the two classifiers' predictions is high on real audio and falls on artefacts.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from wavegan.evaluation import metrics
 from wavegan.evaluation.classifier import (
+  Augmentation,
   Classifier,
   ClassifierConfig,
   corpus_key,
@@ -30,6 +38,11 @@ from wavegan.evaluation.classifier import (
 )
 
 CLASSIFIER_DIR = "classifiers"
+HARDENED_DIR = "classifiers_hardened"  # the second, augmented classifier: a folder of its own
+ACCEPT_QUANTILE = 0.95  # the reject test's limit: this quantile of real clips' distances
+# Temperature scaling's search range. Held-out clips that are all classified right make the NLL
+# fall all the way to the lower bound; the report flags that (the fit then says nothing).
+TEMPERATURE_BOUNDS = (0.05, 50.0)
 NOISE_PEAK = 0.95
 
 
@@ -85,27 +98,235 @@ def reference(
     held = np.arange(usable.size) % 5 == 4
   train_idx, test_idx = usable[~held], usable[held]
   styles = data.styles
-  # The key joins the fields as the config once spelled them ("a,b"), so cached classifiers stay valid.
-  key = corpus_key(_fingerprint(cache), ",".join(label_field), cache.sample_rate, cfg)
-  folder = os.path.join(cache.path, CLASSIFIER_DIR, key)
-  clf = load_classifier(folder) if len(styles) > 1 else None
   if len(styles) <= 1:
     clf = Classifier(cfg, (), cache.sample_rate, None, None, {"kind": "log-mel statistics"})
-  elif clf is None or clf.classes != styles:
-    log(f"training the reference classifier on {train_idx.size} clips ({test_idx.size} held out)")
-    clf = train_classifier(
-      cache.gather, data.labels, train_idx, test_idx, styles, cache.sample_rate, cfg, log=log
-    )
-    save_classifier(folder, clf)
-    log(
-      f"reference classifier: held-out accuracy {clf.held_out_accuracy:.3f} "
-      f"({clf.info['seconds']:.0f} s), cached in {folder}"
-    )
+  else:
+    clf = _cached_classifier(data, label_field, train_idx, test_idx, cfg, None, log)
   _, train_emb = clf.predict(cache.gather(train_idx))
   test_probs, test_emb = clf.predict(cache.gather(test_idx))
   return Reference(
     clf, styles, train_idx, test_idx, train_emb, test_emb, test_probs, data.labels[test_idx]
   )
+
+
+def _cached_classifier(
+  data,
+  label_field: tuple[str, ...],
+  train_idx: np.ndarray,
+  test_idx: np.ndarray,
+  cfg: ClassifierConfig,
+  augmentation: Augmentation | None,
+  log: Callable[[str], None],
+) -> Classifier:
+  """The classifier for these settings from the corpus cache, trained and cached when missing."""
+  cache = data.cache
+  styles = data.styles
+  # The key joins the fields as the config once spelled them ("a,b"), so cached classifiers stay valid.
+  key = corpus_key(_fingerprint(cache), ",".join(label_field), cache.sample_rate, cfg, augmentation)
+  which = "reference" if augmentation is None else "hardened"
+  folder = os.path.join(cache.path, CLASSIFIER_DIR if augmentation is None else HARDENED_DIR, key)
+  clf = load_classifier(folder)
+  if clf is None or clf.classes != styles:
+    log(f"training the {which} classifier on {train_idx.size} clips ({test_idx.size} held out)")
+    clf = train_classifier(
+      cache.gather,
+      data.labels,
+      train_idx,
+      test_idx,
+      styles,
+      cache.sample_rate,
+      cfg,
+      log=log,
+      augmentation=augmentation,
+    )
+    save_classifier(folder, clf)
+    log(
+      f"{which} classifier: held-out accuracy {clf.held_out_accuracy:.3f} "
+      f"({clf.info['seconds']:.0f} s), cached in {folder}"
+    )
+  return clf
+
+
+@dataclasses.dataclass
+class Hardened:
+  """The second judge: an independently trained, augmented classifier, calibrated, with the
+  per-style distance limits of the "unlike any real clip" reject test.
+
+  Attributes:
+    temperature: the temperature-scaling T fitted on the held-out real clips.
+    quantile: the limits' quantile of real held-out clips' nearest-real distances.
+    train_labels: styles of the training split [Nt].
+    test_nn: each held-out clip's distance to the nearest training clip of its style [Nh].
+    limits: per style, the `quantile` of `test_nn` [K].
+    test_limits: each held-out clip's limit with itself left out [Nh].
+  """
+
+  classifier: Classifier
+  temperature: float
+  quantile: float
+  train_emb: np.ndarray  # [Nt, E]
+  train_labels: np.ndarray  # [Nt]
+  test_emb: np.ndarray  # [Nh, E]
+  test_probs: np.ndarray  # [Nh, K]
+  test_nn: np.ndarray  # [Nh]
+  limits: np.ndarray  # [K]
+  test_limits: np.ndarray  # [Nh]
+
+
+def hardened_config(cfg: ClassifierConfig) -> ClassifierConfig:
+  """The hardened classifier's settings: the reference's, with another seed."""
+  return dataclasses.replace(cfg, seed=cfg.seed + 1)
+
+
+def log_probs(probs: np.ndarray) -> np.ndarray:
+  """Probabilities [N, K] as logits (log, floored where float32 underflowed to 0) [N, K]."""
+  return np.log(np.maximum(np.asarray(probs, np.float64), 1e-38))
+
+
+def hardened_reference(
+  data,
+  ref: Reference,
+  label_field: tuple[str, ...] = (),
+  cfg: ClassifierConfig = ClassifierConfig(),
+  augmentation: Augmentation = Augmentation(),
+  quantile: float = ACCEPT_QUANTILE,
+  log: Callable[[str], None] = print,
+) -> Hardened | None:
+  """The hardened judge on the reference's splits (None for a corpus with one style).
+
+  Args:
+    data: the run's `wavegan.inputs.TrainData`.
+    ref: today's reference (its splits are reused).
+    label_field: for the cache key.
+    cfg: the reference classifier's settings; `hardened_config` of them are used.
+    augmentation: applied to the training batches.
+    quantile: of the held-out clips' nearest-real distances, per style.
+    log: progress lines.
+  """
+  if not ref.conditional:
+    return None
+  cache = data.cache
+  hcfg = hardened_config(cfg)
+  clf = _cached_classifier(data, label_field, ref.train_idx, ref.test_idx, hcfg, augmentation, log)
+  _, train_emb = clf.predict(cache.gather(ref.train_idx))
+  test_probs, test_emb = clf.predict(cache.gather(ref.test_idx))
+  train_labels = data.labels[ref.train_idx]
+  temperature = metrics.fit_temperature(log_probs(test_probs), ref.test_labels, TEMPERATURE_BOUNDS)
+  test_nn = metrics.nearest_by_style(test_emb, ref.test_labels, train_emb, train_labels)
+  return Hardened(
+    clf,
+    temperature,
+    quantile,
+    train_emb,
+    train_labels,
+    test_emb,
+    test_probs,
+    test_nn,
+    metrics.style_limits(test_nn, ref.test_labels, len(ref.styles), quantile),
+    metrics.leave_one_out_limits(test_nn, ref.test_labels, quantile),
+  )
+
+
+def _per_style(hit: np.ndarray, style_ids: np.ndarray, styles: tuple[str, ...]) -> dict:
+  return {
+    name: float(np.mean(hit[style_ids == i])) if np.any(style_ids == i) else None
+    for i, name in enumerate(styles)
+  }
+
+
+def score_hardened(
+  ref: Reference,
+  hard: Hardened,
+  audio: np.ndarray,
+  style_ids: np.ndarray | None,
+  *,
+  base_probs: np.ndarray | None = None,
+  probs: np.ndarray | None = None,
+  emb: np.ndarray | None = None,
+  limits: np.ndarray | None = None,
+  seed: int = 0,
+) -> dict[str, Any]:
+  """The hardened judge's figures for one set of clips.
+
+  Args:
+    ref: today's reference (its classifier's predictions give the agreement).
+    hard: the hardened judge.
+    audio: clips [N, T, C].
+    style_ids: the asked-for style of each clip [N] (None: no accuracy figures).
+    base_probs: today's classifier's probabilities on `audio` [N, K], when computed.
+    probs, emb: the hardened classifier's outputs on `audio`, when computed.
+    limits: each clip's distance limit [N] (default: its asked-for style's `hard.limits`; the
+      held-out real clips pass `hard.test_limits`, which leave each clip out).
+    seed: for the matched-size subset of the Frechet distance.
+
+  Returns:
+    {"clips", "fd", "agreement" (share of clips both classifiers give the same style),
+    "confidence" and "calibrated_confidence" (mean top probability before and after temperature
+    scaling), and with style ids "style_accuracy", "accepted_style_accuracy", "near_real_rate"
+    (share within the distance limit) and their per-style dicts}.
+  """
+  if probs is None or emb is None:
+    probs, emb = hard.classifier.predict(audio)
+  if base_probs is None:
+    base_probs, _ = ref.classifier.predict(audio)
+  pred = np.argmax(probs, axis=1)  # [N]
+  calibrated = metrics.calibrated_probs(log_probs(probs), hard.temperature)  # [N, K]
+  m = max(2, hard.test_emb.shape[0])
+  out: dict[str, Any] = {
+    "clips": int(audio.shape[0]),
+    "fd": metrics.frechet_distance(_matched(emb, m, seed), hard.train_emb),
+    "agreement": float(np.mean(pred == np.argmax(base_probs, axis=1))),
+    "confidence": float(np.mean(np.max(probs, axis=1))),
+    "calibrated_confidence": float(np.mean(np.max(calibrated, axis=1))),
+  }
+  if style_ids is not None:
+    style_ids = np.asarray(style_ids)
+    dist = metrics.nearest_by_style(emb, style_ids, hard.train_emb, hard.train_labels)  # [N]
+    if limits is None:
+      limits = hard.limits[style_ids]
+    near = metrics.accept_mask(style_ids, style_ids, dist, limits)  # the distance test alone
+    hit = pred == style_ids
+    ok = metrics.accept_mask(pred, style_ids, dist, limits)
+    out["style_accuracy"] = float(np.mean(hit))
+    out["accepted_style_accuracy"] = float(np.mean(ok))
+    out["near_real_rate"] = float(np.mean(near))
+    out["style_accuracy_per_style"] = _per_style(hit, style_ids, ref.styles)
+    out["accepted_style_accuracy_per_style"] = _per_style(ok, style_ids, ref.styles)
+  return out
+
+
+def score_hardened_real(ref: Reference, hard: Hardened, audio: np.ndarray) -> dict[str, Any]:
+  """`score_hardened` for the held-out real clips `audio` (= the gathered `ref.test_idx`), from
+  the outputs already computed and with leave-one-out limits."""
+  return score_hardened(
+    ref,
+    hard,
+    audio,
+    ref.test_labels,
+    base_probs=ref.test_probs,
+    probs=hard.test_probs,
+    emb=hard.test_emb,
+    limits=hard.test_limits,
+  )
+
+
+def hardened_summary(hard: Hardened, ref: Reference) -> dict[str, Any]:
+  """What the hardened classifier is, for a report."""
+  logits = log_probs(hard.test_probs)
+  return {
+    "kind": "cnn on log-mel, augmented training",
+    "seed": hard.classifier.cfg.seed,
+    "held_out_accuracy": hard.classifier.held_out_accuracy,
+    "temperature": hard.temperature,
+    "temperature_at_bound": bool(
+      not TEMPERATURE_BOUNDS[0] * 1.01 < hard.temperature < TEMPERATURE_BOUNDS[1] / 1.01
+    ),
+    "held_out_nll": metrics.temperature_nll(logits, ref.test_labels, 1.0),
+    "held_out_nll_calibrated": metrics.temperature_nll(logits, ref.test_labels, hard.temperature),
+    "accept_quantile": hard.quantile,
+    "distance_limits": {name: float(v) for name, v in zip(ref.styles, hard.limits)},
+    **hard.classifier.info,
+  }
 
 
 def noise_clips(n: int, like: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -170,6 +391,19 @@ def score_set(
 
 
 # name -> (label, which way is better) for reports
+HARDENED_METRICS = {
+  "style_accuracy": ("Style accuracy", "higher"),
+  "accepted_style_accuracy": (
+    "Accepted style accuracy (right style and near a real clip)",
+    "higher",
+  ),
+  "near_real_rate": ("Within the distance limit of a real clip of the style", "higher"),
+  "agreement": ("Agreement with the reference classifier", "near real"),
+  "fd": ("Frechet distance", "lower"),
+  "confidence": ("Confidence (mean top probability)", "-"),
+  "calibrated_confidence": ("Calibrated confidence", "-"),
+}
+
 METRICS = {
   "inception_score": ("Inception score", "higher"),
   "style_accuracy": ("Style accuracy", "higher"),
