@@ -55,6 +55,8 @@ from wavegan.training.hooks import (
   Untimed,
 )
 
+AUG_P = "aug_p"  # the state's entry that checkpoints from before augmentation do not hold
+
 # Resuming may change how long and how often, never what is trained.
 RESUMABLE_CHANGES = {
   "train.steps",
@@ -309,13 +311,30 @@ def _restore(
   workdir: str,
   log: Callable[[str], None],
 ) -> tuple[int, ts.GANState, dict[str, Any] | None]:
-  """(step, state, loader state) of the run's latest checkpoint; (0, `state`, None) if none."""
+  """(step, state, loader state) of the run's latest checkpoint; (0, `state`, None) if none.
+
+  A checkpoint from before the state held `aug_p` keeps `state`'s (the config's `augment.p`).
+  """
   start = ckpt.latest_step() or 0
   if not start:
     return 0, state, None
-  tree, saved_md = ckpt.restore(abstract_state(cfg, sharding), start)
+  template = abstract_state(cfg, sharding)
+  if _holds(ckpt, start, AUG_P, template[AUG_P]):
+    tree, saved_md = ckpt.restore(template, start)
+  else:
+    tree, saved_md = ckpt.restore({k: v for k, v in template.items() if k != AUG_P}, start)
+    tree[AUG_P] = state.aug_p
   log(f"resuming {workdir} at step {start}")
   return start, _from_tree(tree), saved_md.get("loader")
+
+
+def _holds(ckpt: Checkpointer, step: int, name: str, leaf: jax.ShapeDtypeStruct) -> bool:
+  """Whether checkpoint `step` holds the state entry `name` (an array like `leaf`); reads it alone."""
+  try:
+    ckpt.restore({name: leaf}, step, partial=True)
+  except KeyError:
+    return False
+  return True
 
 
 def _open_loader(

@@ -9,12 +9,17 @@ The step is composed of small pure functions, each usable (and tested) on its ow
 
   train_step
     critic_updates     n_critic D updates in a lax.scan, each on its own real batch
-      critic_draws       the update's latents, style mask, GP weights and critic keys
+      critic_draws       the update's latents, style mask, GP weights, augmentation draws and
+                         critic keys
       critic_objective   D's loss and metrics on one (micro-)batch
     generator_update   one G update against the updated D
       generator_draws
       generator_objective
     ema_update         the EMA of G's parameters used for synthesis
+    (ADA)              `augment.ada_update` of the augmentation probability
+
+With `augment` on, everything the critics read, real and generated, goes through
+`wavegan.training.augment` with the state's probability `aug_p` (G learns through the ops).
 
 `value_and_grad` runs an objective over `compute.grad_accum` micro-batches. Everything static (the
 networks' structure, the optimisers, the config, the corpus statistics and the mesh) travels in a
@@ -41,11 +46,14 @@ from wavegan.config import ComputeConfig, Config, ModelConfig
 from wavegan.models import critics as aux_lib
 from wavegan.models.kinds import Arrays, kind_of
 from wavegan.models.waveform import Discriminator, Generator, sample_latents, style_vector
-from wavegan.training import losses
+from wavegan.training import augment, losses
 
 Metrics = dict[str, jax.Array]
 Batch = dict[str, Any]  # {"real": [B, T, C], "styles": [B, ...], "rows": {name: [B, ...]}}
 DATA_AXIS = "data"
+# fold_in data of the augmentation draws: a stream of their own, so the other draws of an update
+# are those of a run without augmentation (far above the split counts, which fold_in could repeat)
+AUGMENT_STREAM = 0x617567
 
 
 @flax.struct.dataclass
@@ -56,6 +64,7 @@ class GANState:
   ema_params: Any  # EMA of g_params, used for synthesis
   g_opt: Any
   d_opt: Any
+  aug_p: jax.Array  # float32 [], the augmentation probability (`augment.p`, adapted with ADA)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +122,7 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
     ema_params=jax.tree.map(jnp.copy, g_params),
     g_opt=g_tx.init(g_params),
     d_opt=d_tx.init(d_params),
+    aug_p=jnp.asarray(cfg.augment.p, jnp.float32),
   )
   return Models(g_graph, d_graph, g_tx, d_tx, aux_graph), state
 
@@ -152,11 +162,13 @@ class Shared(NamedTuple):
       their style (at least 1), divided by `compute.grad_accum`, so the mean of the micro-batches'
       class losses is the whole batch's.
     r1_due: D updates only: whether this one computes the lazy R1 penalty (bool []).
+    aug_p: with `augment` on, the probability of each augmentation (float32 []); else None.
   """
 
   keys: tuple[jax.Array, ...]
   styled: jax.Array
   r1_due: jax.Array | None = None
+  aug_p: jax.Array | None = None
 
 
 def shard_batch(spec: StepSpec, x: jax.Array) -> jax.Array:
@@ -297,11 +309,42 @@ def r1_due(update: jax.Array, every: int) -> jax.Array:
   return update % every == 0
 
 
+def augment_draws(
+  spec: StepSpec, rng: jax.Array, b: int, t: int, c: int, names: tuple[str, ...]
+) -> dict[str, augment.Draws]:
+  """Per-row augmentation draws for b clips [b, t, c], one set per name ("aug_real", "aug_fake");
+  {} with `augment` off. From `fold_in(rng, AUGMENT_STREAM)`, leaving rng's other draws alone."""
+  aug = spec.cfg.augment
+  if not aug.enabled:
+    return {}
+  keys = jax.random.split(jax.random.fold_in(rng, AUGMENT_STREAM), len(names))
+  return {name: augment.draw(k, b, t, c, aug.ops) for name, k in zip(names, keys, strict=True)}
+
+
+def augment_p(spec: StepSpec, aug_p: jax.Array | float | None) -> jax.Array | None:
+  """`Shared.aug_p`: the state's probability (`augment.p` when None) as float32 []; None with
+  `augment` off."""
+  aug = spec.cfg.augment
+  if not aug.enabled:
+    return None
+  return jnp.asarray(aug.p if aug_p is None else aug_p, jnp.float32)
+
+
+def seen(x: jax.Array, rows: dict, name: str, shared: Shared) -> jax.Array:
+  """Audio x [B, T, C] as the critics read it: through the augmentation of `rows[name]` if drawn."""
+  return augment.apply(x, rows[name], shared.aug_p) if name in rows else x
+
+
 def critic_draws(
-  spec: StepSpec, rng: jax.Array, real: jax.Array, update: jax.Array | int = 0
+  spec: StepSpec,
+  rng: jax.Array,
+  real: jax.Array,
+  update: jax.Array | int = 0,
+  aug_p: jax.Array | float | None = None,
 ) -> tuple[dict, Shared]:
-  """One D update's randomness for real [B, T, C]: per-row draws {z, kept, eps} and `Shared`;
-  `update` is the D update's number in the run (for lazy R1)."""
+  """One D update's randomness for real [B, T, C]: per-row draws {z, kept, eps, and aug_real,
+  aug_fake with `augment` on} and `Shared`; `update` is the D update's number in the run (for lazy
+  R1), `aug_p` the augmentation probability (the state's; `augment.p` when None)."""
   m = spec.cfg.model
   kz, kr, kf, kg, ke, kc = jax.random.split(rng, 6)
   b = real.shape[0]
@@ -311,8 +354,11 @@ def critic_draws(
     "kept": kept_rows(spec.cfg, b, kc),
     "eps": losses.interpolation_weights(ke, b, ndim),
   }
+  # augmentation is for waveform kinds only (`kinds.check`): real is audio [B, T, C]
+  rows.update(augment_draws(spec, rng, b, *real.shape[1:3], ("aug_real", "aug_fake")))
   due = r1_due(jnp.asarray(update), spec.cfg.optim.r1_every)
-  return rows, Shared((kr, kf, kg), styled_per_micro_batch(rows["kept"], spec.accum), due)
+  styled = styled_per_micro_batch(rows["kept"], spec.accum)
+  return rows, Shared((kr, kf, kg), styled, due, augment_p(spec, aug_p))
 
 
 def critic_objective(
@@ -320,7 +366,8 @@ def critic_objective(
 ) -> tuple[jax.Array, Metrics]:
   """D's loss on one (micro-)batch: adversarial + gp_weight * GP + R1 + ac_weight * AC + extra
   critics. R1 is r1_weight / 2 * r1_every * E||grad D(real)||^2 on the updates `shared.r1_due`
-  marks, 0 on the others.
+  marks, 0 on the others. With `augment` on, every critic reads the augmented real and fake clips,
+  and GP and R1 are taken at those inputs.
 
   Args:
     d_params: the critics' parameters (differentiated).
@@ -330,7 +377,7 @@ def critic_objective(
     spec: the static pieces.
   Returns:
     (loss, {"d/adv", "d/gp", "d/real", "d/fake", and "d/r1" with R1, "d/ac" with AC-GAN,
-    "d/aux" with extra critics}).
+    "d/aux" with extra critics, "d/sign_real" (mean sign of D's real logits) with ADA}).
   """
   m, o = spec.cfg.model, spec.cfg.optim
   d_loss_fn, _ = losses.LOSSES[o.loss]
@@ -340,6 +387,7 @@ def critic_objective(
   style, vec = conditioning(m, styles, rows["kept"])
   z = shard_batch(spec, rows["z"])
   fake = jax.lax.stop_gradient(generate(spec, g_params, z, style))  # [B, T, C] or image
+  real, fake = seen(real, rows, "aug_real", shared), seen(fake, rows, "aug_fake", shared)
   x_real = kind_of(m).critic_input(real, spec.stats, m)
   d_real, c_real = critic_classes(spec, d_params, x_real, style, kr)  # [B], [B, D]
   d_fake, _ = critic_classes(spec, d_params, fake, style, kf)
@@ -353,6 +401,8 @@ def critic_objective(
   metrics = {"d/adv": adv, "d/gp": gp, "d/real": jnp.mean(d_real), "d/fake": jnp.mean(d_fake)}
   if c_real is not None:
     metrics["d/ac"] = ac
+  if spec.cfg.augment.ada_target > 0:
+    metrics["d/sign_real"] = jnp.mean(jnp.sign(d_real))
   total = adv + gp_weight * gp + o.ac_weight * ac
   if o.r1_weight > 0:
     r1 = jax.lax.cond(
@@ -370,18 +420,29 @@ def critic_objective(
   return total, metrics
 
 
-def generator_draws(spec: StepSpec, rng: jax.Array, styles: jax.Array) -> tuple[dict, Shared]:
-  """The G update's randomness for styles [B, ...]: per-row draws {z, kept} and `Shared`."""
+def generator_draws(
+  spec: StepSpec, rng: jax.Array, styles: jax.Array, aug_p: jax.Array | float | None = None
+) -> tuple[dict, Shared]:
+  """The G update's randomness for styles [B, ...]: per-row draws {z, kept, and aug_fake (aug_real
+  too with extra critics, for feature matching) with `augment` on} and `Shared`; `aug_p` as in
+  `critic_draws`."""
+  m = spec.cfg.model
   kz, kd, kc = jax.random.split(rng, 3)
   b = styles.shape[0]
-  rows = {"z": sample_latents(kz, b, spec.cfg.model.latent_dim), "kept": kept_rows(spec.cfg, b, kc)}
-  return rows, Shared((kd,), styled_per_micro_batch(rows["kept"], spec.accum))
+  rows = {"z": sample_latents(kz, b, m.latent_dim), "kept": kept_rows(spec.cfg, b, kc)}
+  names = ("aug_fake", "aug_real") if spec.models.aux_graph is not None else ("aug_fake",)
+  rows.update(augment_draws(spec, rng, b, m.slice_len, m.channels, names))
+  styled = styled_per_micro_batch(rows["kept"], spec.accum)
+  return rows, Shared((kd,), styled, aug_p=augment_p(spec, aug_p))
 
 
 def generator_objective(
   g_params: Any, d_params: Any, batch: Batch, shared: Shared, spec: StepSpec
 ) -> tuple[jax.Array, Metrics]:
   """G's loss on one (micro-)batch: adversarial + ac_weight * AC + extra critics + spectrum.
+
+  With `augment` on, the critics read G's clips (and, for feature matching, the real ones)
+  augmented, and G learns through the ops; the spectrum loss compares the clips as they are.
 
   Args:
     g_params: G's parameters (differentiated).
@@ -399,7 +460,8 @@ def generator_objective(
   (kd,) = shared.keys
   style, vec = conditioning(m, styles, rows["kept"])
   fake = generate(spec, g_params, shard_batch(spec, rows["z"]), style)
-  d_fake, c_fake = critic_classes(spec, d_params, fake, style, kd)
+  fake_seen = seen(fake, rows, "aug_fake", shared)
+  d_fake, c_fake = critic_classes(spec, d_params, fake_seen, style, kd)
   adv = g_loss_fn(d_fake)
   ac = class_loss(m, c_fake, vec, rows["kept"], shared.styled)
   metrics = {"g/adv": adv}
@@ -408,8 +470,8 @@ def generator_objective(
   total = adv + o.ac_weight * ac
   if spec.models.aux_graph is not None:
     _, aux_g_loss = losses.AUX_LOSSES[o.aux_loss]
-    fake_logits, fake_feats = aux_critics(spec, d_params, fake)
-    real_feats = aux_critics(spec, d_params, real)[1]
+    fake_logits, fake_feats = aux_critics(spec, d_params, fake_seen)
+    real_feats = aux_critics(spec, d_params, seen(real, rows, "aug_real", shared))[1]
     aux_adv = aux_g_loss(fake_logits)
     fm = losses.mean_feature_matching_loss(real_feats, fake_feats)
     metrics.update({"g/aux": aux_adv, "g/fm": fm})
@@ -466,7 +528,8 @@ def critic_updates(
   """`n_critic` D updates in a lax.scan, the i-th on real[i] [B, T, C] with styles[i] [B, ...].
 
   Each update draws its own latents from `split(rng, n_critic)[i]`, as in the authors' code; the
-  i-th is the run's D update number step * n_critic + i (for lazy R1).
+  i-th is the run's D update number step * n_critic + i (for lazy R1). The augmentations apply with
+  probability `state.aug_p`.
 
   Returns:
     (state with the new d_params and d_opt, metrics averaged over the updates).
@@ -475,7 +538,7 @@ def critic_updates(
   def d_update(carry, xs):
     d_params, d_opt = carry
     x, y, key, update = xs
-    rows, shared = critic_draws(spec, key, x, update)
+    rows, shared = critic_draws(spec, key, x, update, state.aug_p)
     (loss, metrics), grads = value_and_grad(
       critic_objective,
       d_params,
@@ -506,7 +569,7 @@ def generator_update(
   Returns:
     (state with the new g_params and g_opt, metrics).
   """
-  rows, shared = generator_draws(spec, rng, styles)
+  rows, shared = generator_draws(spec, rng, styles, state.aug_p)
   batch = {"real": real, "styles": styles, "rows": rows}
   (loss, metrics), grads = value_and_grad(
     generator_objective, state.g_params, state.d_params, batch, shared, spec
@@ -535,7 +598,9 @@ def train_step(
   """`n_critic` D updates, one G update, the EMA; see `make_train_step` for the arguments.
 
   All randomness comes from `fold_in(key(seed + 1), step)`, so a resumed run repeats an
-  uninterrupted one.
+  uninterrupted one. With `augment` on, the metrics hold "aug/p", the augmentation probability
+  after the step: with ADA (`augment.ada_target` > 0) `augment.ada_update` of it by this step's
+  "d/sign_real", else `augment.p` throughout.
   """
   rng = jax.random.fold_in(jax.random.key(spec.cfg.train.seed + 1), state.step)
   d_rng, g_rng = jax.random.split(rng)
@@ -545,6 +610,12 @@ def train_step(
   metrics = {**d_metrics, **g_metrics}
   if spec.cfg.optim.loss == "wgan-gp":
     metrics["d/wdist"] = d_metrics["d/real"] - d_metrics["d/fake"]
+  aug = spec.cfg.augment
+  if aug.enabled:
+    if aug.ada_target > 0:
+      p = augment.ada_update(state.aug_p, d_metrics["d/sign_real"], aug.ada_target, aug.ada_steps)
+      state = state.replace(aug_p=p)
+    metrics["aug/p"] = state.aug_p
   return state.replace(step=state.step + 1, ema_params=ema), metrics
 
 
