@@ -79,7 +79,14 @@ def test_synthesis_reads_neither_the_critic_nor_the_optimisers(workdir, tmp_path
   stripped = str(tmp_path / "stripped")
   shutil.copytree(workdir, stripped)
   dropped = _drop_all_but_the_ema_generator(stripped)
-  assert {n.split(".")[0] for n in dropped} == {"g_params", "d_params", "g_opt", "d_opt", "step"}
+  assert {n.split(".")[0] for n in dropped} == {
+    "g_params",
+    "d_params",
+    "g_opt",
+    "d_opt",
+    "step",
+    "aug_p",
+  }
 
   with pytest.raises(Exception):  # noqa: B017 - whatever orbax raises for missing arrays
     _full_restore(stripped)
