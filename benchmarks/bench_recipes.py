@@ -10,9 +10,10 @@ classifier, previews and light evaluations are not counted), then `wavegan evalu
 it. The light evaluations during training (every `eval.every` steps, with the training CPU minutes
 they were taken at) give the curves. Written to OUT:
 
-- results.md: one row per variant (steps reached, style accuracy, FD, KID, NDB/K, the
-  nearest-neighbour memorisation ratio and, where `evaluate` reports them, the hardened judge's
-  figures), and the light evaluations of every variant at each CPU minute;
+- results.md: one row per variant (steps reached; today's judge: style accuracy, FD, KID, NDB/K
+  and the nearest-neighbour memorisation ratio; the hardened judge's accepted style accuracy and
+  FD; the upsampling tones, mean peakiness in dB over the upsampling periods), and the light
+  evaluations of every variant at each CPU minute;
 - curves.png: FD and style accuracy against training CPU minutes, every variant in one figure.
 
 Variants already evaluated in OUT are not run again, so variants can be added one at a time.
@@ -105,10 +106,13 @@ def row(name: str, report: dict[str, Any]) -> str:
   g, real = report["generated"], report["real_held_out"]
   nn = g.get("nn_distance", math.nan) / max(real.get("nn_distance", math.nan), 1e-12)
   hard = report.get("hardened", {}).get("generated", {})
+  tones = report.get("upsampling_artefacts", {}).get("generated")
+  tones = sum(tones) / len(tones) if tones else math.nan
   return (
     f"| {name} | {report['step']} | {_f(g.get('style_accuracy'), '.3f')} | "
     f"{_f(g.get('fd'), '.1f')} | {_f(g.get('kid'), '.2f')} | {_f(g.get('ndb_over_k'), '.2f')} | "
-    f"{_f(nn, '.1f')}x | {_f(hard.get('accepted_style_accuracy'), '.3f')} |"
+    f"{_f(nn, '.2f')}x | {_f(hard.get('accepted_style_accuracy'), '.3f')} | "
+    f"{_f(hard.get('fd'), '.1f')} | {_f(tones, '.1f')} |"
   )
 
 
@@ -141,12 +145,13 @@ def main() -> None:
   p.add_argument("--data", default="", help="audio folder (default: the built-in corpus)")
   p.add_argument("--n", type=int, default=600, help="generated clips per evaluation")
   p.add_argument("--out", default="runs/recipes/builtin")
-  p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+  p.add_argument("--only", nargs="+", help="variant names to run (default: all)")
+  p.add_argument("--table", action="store_true", help="run nothing: tabulate what OUT holds")
   args = p.parse_args()
   unknown = set(args.only or ()) - set(VARIANTS)
   if unknown:
     p.error(f"unknown variants {sorted(unknown)}; valid: {list(VARIANTS)}")
-  names = [n for n in VARIANTS if not args.only or n in args.only]
+  names = [] if args.table else [n for n in VARIANTS if not args.only or n in args.only]
   for name in names:
     run_variant(name, args)
   rows, curves = [], {}
@@ -163,8 +168,8 @@ def main() -> None:
     f"{corpus}, {args.cpu_minutes:g} training CPU minutes each, `wavegan evaluate --n {args.n}`.",
     "",
     "| variant | steps | style accuracy | FD | KID | NDB/K | NN distance / real's "
-    "| accepted style accuracy (hardened judge) |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| accepted style accuracy | hardened FD | upsampling tones (dB) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     *rows,
     "",
     "Light evaluations (FD / style accuracy) at training CPU minutes:",

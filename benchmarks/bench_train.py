@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     help="compute dtype (parameters and optimiser stay float32)",
   )
   p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per batch")
+  p.add_argument("--preset", default="paper", help="the recipe to time (e.g. paper, large)")
+  p.add_argument(
+    "--set", action="append", default=[], metavar="KEY=VALUE", help="a config override"
+  )
   p.add_argument("--remat", action="store_true", help="recompute activations in the backward pass")
   p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU")
   p.add_argument(
@@ -98,7 +102,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
       f"{jax.default_backend()} devices"
     )
   cfg = apply_overrides(
-    preset("paper"),
+    preset(args.preset),
     [
       f"model.dim={args.dim}",
       f"model.slice_len={args.slice_len}",
@@ -107,6 +111,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
       f"compute.dtype={args.dtype}",
       f"compute.grad_accum={args.grad_accum}",
       f"compute.remat={args.remat}",
+      *args.set,
     ],
   ).validate()
   m, n_critic = cfg.model, cfg.optim.n_critic
@@ -122,6 +127,8 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
       dim=m.dim,
       n_critic=n_critic,
       loss=cfg.optim.loss,
+      preset=args.preset,
+      overrides=args.set,
       warmup=args.warmup,
       steps=args.steps,
       wait_quiet=args.wait_quiet,
