@@ -283,3 +283,30 @@ def test_rerender_at_another_batch_size_is_refused(synth, tmp_path):
   ):
     rd.rerender(other, row, str(out), path=str(tmp_path / "again.flac"))
   assert rd.rerender(synth, row, str(out), path=str(tmp_path / "again.flac"))
+
+
+def test_a_clip_cut_short_is_a_full_disk_when_the_disk_is_full_and_an_error_when_not(
+  tmp_path, monkeypatch
+):
+  """A file cut short (a FLAC whose header may claim any length, a WAV) is never read whole: the
+  check names a full disk, or the short file when there is space."""
+  x = np.zeros((4000, 1), np.float32)
+  cut = []
+  for name, fmt in (("a.flac", "FLAC"), ("b.wav", "WAV")):
+    path = str(tmp_path / name)
+    sf.write(path, x, 16000, format=fmt, subtype="PCM_16")
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+    cut.append(path)
+  whole = str(tmp_path / "c.wav")
+  sf.write(whole, x, 16000, format="WAV", subtype="PCM_16")
+  verify = rd._verify_audio(str(tmp_path / "final.wav"), 4000, 1, need=8000)
+  monkeypatch.setattr(files, "free_bytes", lambda path: 0)
+  for path in cut:
+    with pytest.raises(DiskFullError, match="no space left"):
+      verify(path)
+  verify(whole)
+  monkeypatch.setattr(files, "free_bytes", lambda path: 10**9)
+  for path in cut:
+    with pytest.raises(UserError, match="the written file (does not decode|holds)"):
+      verify(path)

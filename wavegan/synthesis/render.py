@@ -514,19 +514,27 @@ def postprocess(audio: np.ndarray, job: RenderJob, model_rate: int) -> np.ndarra
   return np.clip(x, -1.0, 1.0)
 
 
-def _verify_audio(frames: int, channels: int) -> Callable[[str], None]:
-  """A check that a written audio file decodes whole to `frames` x `channels`."""
+def _verify_audio(path: str, frames: int, channels: int, need: int) -> Callable[[str], None]:
+  """A check that a written audio file decodes whole to `frames` x `channels`.
+
+  At most frames + 1 frames are decoded, whatever the header claims: a file cut short by a full
+  disk can carry a length that no array could hold. A failed check on a disk with less than
+  `need` bytes free is a full disk (`DiskFullError`, naming `path`).
+  """
 
   def verify(tmp: str) -> None:
     try:
-      data, _ = sf.read(tmp, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-      raise UserError(f"{one_line(tmp)}: the written file does not decode ({err})") from None
-    if data.shape != (frames, channels):
-      raise UserError(
-        f"{one_line(tmp)}: the written file holds {data.shape[0]} x "
-        f"{data.shape[1]} frames, expected {frames} x {channels}"
-      )
+      data, _ = sf.read(tmp, frames=frames + 1, dtype="float32", always_2d=True)
+      problem = None
+      if data.shape != (frames, channels):
+        problem = f"holds {data.shape[0]} x {data.shape[1]} frames, expected {frames} x {channels}"
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+      problem = f"does not decode ({err})"
+    if problem is None:
+      return
+    if files.free_bytes(path) < need:
+      raise files.disk_full(path) from None
+    raise UserError(f"{one_line(tmp)}: the written file {problem}")
 
   return verify
 
@@ -535,14 +543,15 @@ def write_clip(path: str, audio: np.ndarray, job: RenderJob, model_rate: int) ->
   """Post-processes and writes one clip: under a temporary name, decoded back and checked
   frame by frame count, then renamed. A failed write leaves nothing behind."""
   x = postprocess(audio, job, model_rate)
-  with atomic_path(path, _verify_audio(x.shape[0], x.shape[1])) as tmp:
+  need = x.size * _SAMPLE_BYTES[job.sound_subtype]
+  with atomic_path(path, _verify_audio(path, x.shape[0], x.shape[1], need)) as tmp:
     try:
       sf.write(
         tmp, x, job.sample_rate or model_rate, format=FORMATS[job.format], subtype=job.sound_subtype
       )
     except (AssertionError, RuntimeError) as err:
       # libsndfile reports a short write as an assertion or a generic error, not an OSError.
-      if files.free_bytes(path) < x.size * _SAMPLE_BYTES[job.sound_subtype]:
+      if files.free_bytes(path) < need:
         raise files.disk_full(path) from None
       raise UserError(f"{one_line(path)}: cannot write ({err})") from None
 
