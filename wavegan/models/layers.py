@@ -181,6 +181,9 @@ def _glorot(key: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
 class Upsample1d(nnx.Module):
   """Transposed conv, stride s, TF 'SAME': [B, L, C_in] -> [B, s * L, C_out]."""
 
+  # [K, C_in, C_out] kernel, stride -> (stride-1 kernel [T, C_in, s * C_out], left, right padding)
+  phase_kernel = staticmethod(polyphase_kernel)
+
   def __init__(self, c_in: int, c_out: int, kernel_len: int, stride: int, *, rngs: nnx.Rngs):
     self.stride = stride
     self.kernel = nnx.Param(_glorot(rngs.params(), (kernel_len, c_in, c_out)))
@@ -189,7 +192,7 @@ class Upsample1d(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, length, _ = x.shape
     kernel = self.kernel[...].astype(x.dtype)
-    w, pad_l, pad_r = polyphase_kernel(kernel, self.stride)  # [T, C_in, s * C_out]
+    w, pad_l, pad_r = self.phase_kernel(kernel, self.stride)  # [T, C_in, s * C_out]
     y = conv1d(x, w, pad_l, pad_r)  # [B, L, s * C_out]
     y = y.reshape(b, length * self.stride, -1)  # [B, L, s*C] -> [B, s*L, C]
     return y + self.bias[...].astype(x.dtype)
@@ -202,13 +205,7 @@ class NearestUpsample1d(Upsample1d):
   `Upsample1d`'s; the conv runs at the input rate through `nearest_kernel`.
   """
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    b, length, _ = x.shape
-    kernel = self.kernel[...].astype(x.dtype)
-    w, pad_l, pad_r = nearest_kernel(kernel, self.stride)  # [T, C_in, s * C_out]
-    y = conv1d(x, w, pad_l, pad_r)  # [B, L, s * C_out]
-    y = y.reshape(b, length * self.stride, -1)  # [B, L, s*C] -> [B, s*L, C]
-    return y + self.bias[...].astype(x.dtype)
+  phase_kernel = staticmethod(nearest_kernel)
 
 
 class Downsample1d(nnx.Module):
