@@ -31,6 +31,8 @@ from typing import Any
 
 # Each option alone against the default, then combinations of the winners. Values follow the
 # sources in the README's "Training recipes" section.
+NS_R1 = ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"]
+TTUR = ["optim.n_critic=1", "optim.d_lr=4e-4"]
 VARIANTS: dict[str, list[str]] = {
   "default": [],
   "nonsaturating + R1": ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"],
@@ -45,6 +47,15 @@ VARIANTS: dict[str, list[str]] = {
     "optim.r1_weight=1",
     "optim.r1_every=4",
     "augment.ada_target=0.6",
+  ],
+  "NS + R1, n_critic 1 + TTUR": [*NS_R1, *TTUR],
+  "NS + R1, n_critic 1 + TTUR, AC-GAN": [*NS_R1, *TTUR, "model.d_cond=acgan"],
+  "NS + R1, n_critic 1 + TTUR, AC-GAN, Adam b1 0": [
+    *NS_R1,
+    *TTUR,
+    "model.d_cond=acgan",
+    "optim.b1=0",
+    "optim.b2=0.99",
   ],
 }
 
