@@ -50,6 +50,12 @@ VARIANTS: dict[str, list[str]] = {
   ],
   "NS + R1, n_critic 1 + TTUR": [*NS_R1, *TTUR],
   "NS + R1, n_critic 1 + TTUR, AC-GAN": [*NS_R1, *TTUR, "model.d_cond=acgan"],
+  "NS + R1, n_critic 1 + TTUR, spectrum per style": [
+    *NS_R1,
+    *TTUR,
+    "optim.stft_weight=1",
+    "optim.stft_by_style=true",
+  ],
   "NS + R1, n_critic 1 + TTUR, AC-GAN, Adam b1 0": [
     *NS_R1,
     *TTUR,

@@ -108,6 +108,36 @@ def test_unpaired_losses_compare_batch_means():
   assert bool(jnp.all(jnp.isfinite(g_real)))
 
 
+def test_mean_spectrum_per_style_compares_each_styles_average():
+  t = jnp.arange(8192) / 16000.0
+  low, high = (jnp.sin(2 * jnp.pi * f * t)[None, :, None] for f in (110.0, 3520.0))
+  real = jnp.concatenate([low, high, low, high])  # styles 0, 1, 0, 1
+  one_hot = jnp.eye(3)[jnp.array([0, 1, 0, 1])]  # style 2 is absent from the batch
+  loss = jax.jit(losses.mean_spectrum_loss, static_argnames="resolutions")
+  # The batch's average cannot tell styles apart: each style's average can.
+  swapped = jnp.concatenate([high, low, high, low])
+  assert float(loss(real, swapped)) < 1e-5
+  assert float(loss(real, swapped, groups=one_hot)) > 1.0
+  assert float(loss(real, real[jnp.array([2, 3, 0, 1])], groups=one_hot)) < 1e-5
+  # One group of every row is the batch's average, to rounding.
+  noise = 0.1 * jax.random.normal(jax.random.key(4), (4, 8192, 1))
+  ones = jnp.ones((4, 1))
+  assert float(loss(real, noise, groups=ones)) == pytest.approx(float(loss(real, noise)), rel=1e-5)
+  # By hand, one resolution: the groups' terms (convergence + log L1) averaged over present groups.
+  res = ((512, 128),)
+  mags = [jnp.mean(aux.stft_magnitude(x[:, :, 0], 512, 128), axis=1) for x in (real, noise)]
+  by_hand = 0.0
+  for k in (0, 1):
+    rows = jnp.array([k, k + 2])
+    r, f = mags[0][rows].mean(0), mags[1][rows].mean(0)
+    conv = jnp.linalg.norm(r - f) / jnp.linalg.norm(r)
+    by_hand += (conv + jnp.mean(jnp.abs(jnp.log(r) - jnp.log(f)))) / 2
+  got = float(loss(real, noise, resolutions=res, groups=one_hot))
+  assert got == pytest.approx(float(by_hand), rel=1e-4)
+  grad = jax.jit(jax.grad(lambda y: losses.mean_spectrum_loss(real, y, groups=one_hot)))(noise)
+  assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.max(jnp.abs(grad))) > 0
+
+
 def test_adversarial_losses_sum_over_sub_discriminators():
   ones, zeros = [jnp.ones((B, 5)), jnp.ones((B, 7))], [jnp.zeros((B, 5)), jnp.zeros((B, 7))]
   assert float(losses.hinge_d_loss(ones, [-o for o in ones])) == 0.0

@@ -1,5 +1,6 @@
 """The training step's named parts, one at a time: objectives, updates, EMA, micro-batches."""
 
+import dataclasses
 import functools
 
 import jax
@@ -77,6 +78,7 @@ def test_critic_objective_is_finite_with_its_metrics(sets, extra):
       ("model.aux_discs=msd", "model.aux_width=2", "optim.stft_weight=1"),
       {"g/aux", "g/fm", "g/stft"},
     ),
+    (("model.num_styles=3", "optim.stft_weight=1", "optim.stft_by_style=true"), {"g/stft"}),
   ],
 )
 def test_generator_objective_is_finite_with_its_metrics(sets, extra):
@@ -259,6 +261,23 @@ def test_micro_batches_refuse_the_losses_of_batch_statistics(sets):
   # Without micro-batches, or without those losses, the same settings are fine.
   apply_overrides(cfg, ["compute.grad_accum=1"]).validate()
   apply_overrides(cfg, ["optim.fm_weight=0", "optim.stft_weight=0"]).validate()
+
+
+def test_the_per_style_spectrum_groups_the_rows_by_their_label_entries():
+  cfg = tiny(
+    "model.num_styles=3",
+    "optim.stft_weight=1",
+    "optim.stft_by_style=true",
+    "optim.uncond_share=0.5",
+  )
+  m, o = cfg.model, cfg.optim
+  vec = jnp.eye(m.cond_dim)[jnp.arange(4) % m.cond_dim]
+  kept = jnp.array([1.0, 0.0, 1.0, 1.0])
+  groups = ts.spectrum_groups(m, o, vec, kept)
+  np.testing.assert_array_equal(groups, vec[:, : sum(m.groups)] * kept[:, None])
+  assert ts.spectrum_groups(m, dataclasses.replace(o, stft_by_style=False), vec, kept) is None
+  with pytest.raises(ConfigError, match="optim.stft_weight > 0"):
+    apply_overrides(preset("tiny"), ["optim.stft_by_style=true"]).validate()
 
 
 def test_r1_is_its_weight_times_the_penalty_on_due_updates_only():

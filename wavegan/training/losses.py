@@ -170,14 +170,58 @@ def mean_feature_matching_loss(
 
 
 def mean_spectrum_loss(
-  real: jax.Array, fake: jax.Array, resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS
+  real: jax.Array,
+  fake: jax.Array,
+  resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS,
+  groups: jax.Array | None = None,
 ) -> jax.Array:
-  """`multi_resolution_stft_loss` of the batch's average magnitude spectra (unpaired clips).
+  """`multi_resolution_stft_loss` of average magnitude spectra (unpaired clips).
 
   Spectral convergence + log-magnitude L1 between the mean |STFT| over clips and frames of the
   real and the generated batch, summed over resolutions: it pulls G's long-term spectrum towards
-  the corpus' without asking any one clip to copy another.
+  the corpus' without asking any one clip to copy another. With `groups`, each group's average is
+  compared instead (a style's: its real and generated rows share the weight), and the groups'
+  terms are averaged over those present in the batch.
+
+  Args:
+    real, fake: audio [B, T, C].
+    resolutions: (n_fft, hop) pairs.
+    groups: row weights [B, K] (e.g. one-hot styles; rows of real and fake alike), or None: one
+      group of every row.
+  Returns:
+    Scalar.
   """
+  if groups is None:
+    return _batch_mean_spectrum_loss(real, fake, resolutions)
+  b, t, c = real.shape
+  w = groups.astype(jnp.float32)  # [B, K]
+  count = jnp.sum(w, axis=0)  # [K]
+  present = count > 0
+  n_present = jnp.maximum(jnp.sum(present), 1)
+  total = jnp.zeros((), jnp.float32)
+  for n_fft, hop in resolutions:
+    # per clip: the mean over channels and frames [B, bins]
+    mag_r = jnp.mean(stft_magnitude(real.transpose(0, 2, 1).reshape(b * c, t), n_fft, hop), 1)
+    mag_f = jnp.mean(stft_magnitude(fake.transpose(0, 2, 1).reshape(b * c, t), n_fft, hop), 1)
+    mag_r = jnp.mean(mag_r.reshape(b, c, -1), axis=1)
+    mag_f = jnp.mean(mag_f.reshape(b, c, -1), axis=1)
+    denom = jnp.maximum(count, 1e-12)[:, None]
+    mean_r = (w.T @ mag_r) / denom  # [K, bins]
+    mean_f = (w.T @ mag_f) / denom
+    diff = mean_r - mean_f
+    convergence = jnp.sqrt(jnp.sum(diff**2, -1) + 1e-20) / jnp.sqrt(jnp.sum(mean_r**2, -1) + 1e-20)
+    # absent groups read 0 / 0: their (finite) terms are masked out
+    safe_r = jnp.where(present[:, None], mean_r, 1.0)
+    safe_f = jnp.where(present[:, None], mean_f, 1.0)
+    log_l1 = jnp.mean(jnp.abs(jnp.log(safe_r) - jnp.log(safe_f)), -1)
+    total = total + jnp.sum(jnp.where(present, convergence + log_l1, 0.0)) / n_present
+  return total
+
+
+def _batch_mean_spectrum_loss(
+  real: jax.Array, fake: jax.Array, resolutions: Sequence[tuple[int, int]]
+) -> jax.Array:
+  """`mean_spectrum_loss` of one group: every row of real and fake."""
   b, t, c = real.shape
   real = real.transpose(0, 2, 1).reshape(b * c, t)  # [B * C, T]
   fake = fake.transpose(0, 2, 1).reshape(fake.shape[0] * c, t)

@@ -42,7 +42,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wavegan import dsp
-from wavegan.config import ComputeConfig, Config, ModelConfig
+from wavegan.config import ComputeConfig, Config, ModelConfig, OptimConfig
 from wavegan.models import critics as aux_lib
 from wavegan.models.kinds import Arrays, kind_of
 from wavegan.models.waveform import Discriminator, Generator, sample_latents, style_vector
@@ -293,6 +293,16 @@ def class_loss(
   return jnp.sum(per_row * kept) / styled
 
 
+def spectrum_groups(
+  m: ModelConfig, o: OptimConfig, vec: jax.Array, kept: jax.Array
+) -> jax.Array | None:
+  """The rows' weights [B, labels] in the per-style mean-spectrum loss (the label fields' entries
+  of the style vectors of the rows trained with a style), or None: one group of every row."""
+  if not (o.stft_by_style and m.groups):
+    return None
+  return vec[:, : sum(m.groups)] * kept[:, None]
+
+
 # ---------------------------------------------------------------------------------------------
 # Objectives on one (micro-)batch
 #
@@ -477,7 +487,9 @@ def generator_objective(
     metrics.update({"g/aux": aux_adv, "g/fm": fm})
     total = total + o.aux_weight * aux_adv + o.fm_weight * fm
   if o.stft_weight > 0:
-    spectrum = losses.mean_spectrum_loss(real, fake)
+    spectrum = losses.mean_spectrum_loss(
+      real, fake, groups=spectrum_groups(m, o, vec, rows["kept"])
+    )
     metrics["g/stft"] = spectrum
     total = total + o.stft_weight * spectrum
   return total, metrics
