@@ -56,6 +56,13 @@ VARIANTS: dict[str, list[str]] = {
     "optim.stft_weight=1",
     "optim.stft_by_style=true",
   ],
+  "NS + R1, n_critic 1 + TTUR, spectrogram per style": [
+    *NS_R1,
+    *TTUR,
+    "optim.stft_weight=1",
+    "optim.stft_by_style=true",
+    "optim.stft_frames=true",
+  ],
   "NS + R1, n_critic 1 + TTUR, AC-GAN, Adam b1 0": [
     *NS_R1,
     *TTUR,

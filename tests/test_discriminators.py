@@ -138,6 +138,23 @@ def test_mean_spectrum_per_style_compares_each_styles_average():
   assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.max(jnp.abs(grad))) > 0
 
 
+def test_mean_spectrum_frame_by_frame_sees_the_decay():
+  t = jnp.arange(8192) / 16000.0
+  tone = jnp.sin(2 * jnp.pi * 440.0 * t)
+  decaying = (tone * jnp.exp(-t / 0.05))[None, :, None]
+  rising = decaying[:, ::-1]  # the same long-term spectrum, played backwards
+  loss = jax.jit(losses.mean_spectrum_loss, static_argnames=("resolutions", "frames"))
+  res = ((512, 128),)
+  assert float(loss(decaying, rising, resolutions=res)) < 0.05
+  assert float(loss(decaying, rising, resolutions=res, frames=True)) > 1.0
+  # By hand: the average spectrogram's convergence + log L1.
+  mags = [aux.stft_magnitude(x[:, :, 0], 512, 128)[0] for x in (decaying, rising)]
+  conv = jnp.linalg.norm(mags[0] - mags[1]) / jnp.linalg.norm(mags[0])
+  by_hand = conv + jnp.mean(jnp.abs(jnp.log(mags[0]) - jnp.log(mags[1])))
+  got = float(loss(decaying, rising, resolutions=res, frames=True))
+  assert got == pytest.approx(float(by_hand), rel=1e-4)
+
+
 def test_adversarial_losses_sum_over_sub_discriminators():
   ones, zeros = [jnp.ones((B, 5)), jnp.ones((B, 7))], [jnp.zeros((B, 5)), jnp.zeros((B, 7))]
   assert float(losses.hinge_d_loss(ones, [-o for o in ones])) == 0.0

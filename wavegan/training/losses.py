@@ -174,6 +174,7 @@ def mean_spectrum_loss(
   fake: jax.Array,
   resolutions: Sequence[tuple[int, int]] = DEFAULT_RESOLUTIONS,
   groups: jax.Array | None = None,
+  frames: bool = False,
 ) -> jax.Array:
   """`multi_resolution_stft_loss` of average magnitude spectra (unpaired clips).
 
@@ -181,33 +182,38 @@ def mean_spectrum_loss(
   real and the generated batch, summed over resolutions: it pulls G's long-term spectrum towards
   the corpus' without asking any one clip to copy another. With `groups`, each group's average is
   compared instead (a style's: its real and generated rows share the weight), and the groups'
-  terms are averaged over those present in the batch.
+  terms are averaged over those present in the batch. With `frames`, the average is over clips
+  only, frame by frame (an average spectrogram: one-shots start at their onset, so it holds the
+  decay as well as the spectrum).
 
   Args:
     real, fake: audio [B, T, C].
     resolutions: (n_fft, hop) pairs.
     groups: row weights [B, K] (e.g. one-hot styles; rows of real and fake alike), or None: one
       group of every row.
+    frames: keep the frames apart instead of averaging them.
   Returns:
     Scalar.
   """
-  if groups is None:
+  if groups is None and not frames:
     return _batch_mean_spectrum_loss(real, fake, resolutions)
   b, t, c = real.shape
-  w = groups.astype(jnp.float32)  # [B, K]
+  w = jnp.ones((b, 1), jnp.float32) if groups is None else groups.astype(jnp.float32)  # [B, K]
   count = jnp.sum(w, axis=0)  # [K]
   present = count > 0
   n_present = jnp.maximum(jnp.sum(present), 1)
+  denom = jnp.maximum(count, 1e-12)[:, None]
   total = jnp.zeros((), jnp.float32)
   for n_fft, hop in resolutions:
-    # per clip: the mean over channels and frames [B, bins]
-    mag_r = jnp.mean(stft_magnitude(real.transpose(0, 2, 1).reshape(b * c, t), n_fft, hop), 1)
-    mag_f = jnp.mean(stft_magnitude(fake.transpose(0, 2, 1).reshape(b * c, t), n_fft, hop), 1)
-    mag_r = jnp.mean(mag_r.reshape(b, c, -1), axis=1)
-    mag_f = jnp.mean(mag_f.reshape(b, c, -1), axis=1)
-    denom = jnp.maximum(count, 1e-12)[:, None]
-    mean_r = (w.T @ mag_r) / denom  # [K, bins]
-    mean_f = (w.T @ mag_f) / denom
+
+    def group_means(x, n_fft=n_fft, hop=hop):
+      mag = stft_magnitude(x.transpose(0, 2, 1).reshape(b * c, t), n_fft, hop)  # [B * C, F, N]
+      mag = jnp.mean(mag.reshape(b, c, -1), axis=1)  # per clip, over channels: [B, F * N]
+      if not frames:
+        mag = jnp.mean(mag.reshape(b, -1, n_fft // 2 + 1), axis=1)  # over frames: [B, N]
+      return (w.T @ mag) / denom  # [K, F * N] or [K, N]
+
+    mean_r, mean_f = group_means(real), group_means(fake)
     diff = mean_r - mean_f
     convergence = jnp.sqrt(jnp.sum(diff**2, -1) + 1e-20) / jnp.sqrt(jnp.sum(mean_r**2, -1) + 1e-20)
     # absent groups read 0 / 0: their (finite) terms are masked out

@@ -487,9 +487,8 @@ def generator_objective(
     metrics.update({"g/aux": aux_adv, "g/fm": fm})
     total = total + o.aux_weight * aux_adv + o.fm_weight * fm
   if o.stft_weight > 0:
-    spectrum = losses.mean_spectrum_loss(
-      real, fake, groups=spectrum_groups(m, o, vec, rows["kept"])
-    )
+    groups = spectrum_groups(m, o, vec, rows["kept"])
+    spectrum = losses.mean_spectrum_loss(real, fake, groups=groups, frames=o.stft_frames)
     metrics["g/stft"] = spectrum
     total = total + o.stft_weight * spectrum
   return total, metrics
