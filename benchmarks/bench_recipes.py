@@ -33,6 +33,7 @@ from typing import Any
 # sources in the README's "Training recipes" section.
 NS_R1 = ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"]
 TTUR = ["optim.n_critic=1", "optim.d_lr=4e-4"]
+SPECTROGRAM = ["optim.stft_weight=1", "optim.stft_by_style=true", "optim.stft_frames=true"]
 VARIANTS: dict[str, list[str]] = {
   "default": [],
   "nonsaturating + R1": ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"],
@@ -56,12 +57,18 @@ VARIANTS: dict[str, list[str]] = {
     "optim.stft_weight=1",
     "optim.stft_by_style=true",
   ],
-  "NS + R1, n_critic 1 + TTUR, spectrogram per style": [
+  "NS + R1, n_critic 1 + TTUR, spectrogram per style": [*NS_R1, *TTUR, *SPECTROGRAM],
+  "NS + R1, n_critic 1 + TTUR, spectrogram per style, AC-GAN": [
     *NS_R1,
     *TTUR,
-    "optim.stft_weight=1",
-    "optim.stft_by_style=true",
-    "optim.stft_frames=true",
+    *SPECTROGRAM,
+    "model.d_cond=acgan",
+  ],
+  "NS + R1, n_critic 1 + TTUR, spectrogram per style x3": [
+    *NS_R1,
+    *TTUR,
+    *SPECTROGRAM,
+    "optim.stft_weight=3",
   ],
   "NS + R1, n_critic 1 + TTUR, AC-GAN, Adam b1 0": [
     *NS_R1,
