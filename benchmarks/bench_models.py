@@ -24,7 +24,7 @@ VARIANTS = {
   # Width 4: at the default 16 the three extra critics cost ~20x the demo model's step on a CPU.
   "waveform + MRD/MSD/MPD": ["model.aux_discs=mrstft,msd,mpd", "model.aux_width=4"],
   "waveform + MPD": ["model.aux_discs=mpd", "model.aux_width=4"],
-  "specgan": ["model.kind=specgan"],
+  "specgan": ["model.kind=specgan", "optim.stft_weight=0"],  # a waveform loss
   "waveform, pitch-conditioned": ["data.attributes=pitch"],
 }
 

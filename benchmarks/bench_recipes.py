@@ -4,7 +4,8 @@
     python benchmarks/bench_recipes.py --data FSDD_FOLDER --cpu-minutes 30 \\
         --out runs/recipes/fsdd --only default "<variant>" ...
 
-Each variant is the `demo` preset plus its `--set` overrides (`VARIANTS`). A run stops after
+Each variant is the `demo` preset with the paper's WGAN-GP recipe (`BASE`, the demo's recipe
+before this comparison) plus its `--set` overrides (`VARIANTS`). A run stops after
 `--cpu-minutes` of training CPU time (`train.max_cpu_minutes`: data preparation, the reference
 classifier, previews and light evaluations are not counted), then `wavegan evaluate --n N` scores
 it. The light evaluations during training (every `eval.every` steps, with the training CPU minutes
@@ -29,6 +30,18 @@ import subprocess
 import sys
 from typing import Any
 
+# What every variant starts from: the demo preset with the paper's WGAN-GP recipe (5 critic
+# updates per G update, learning rates 1e-4), its recipe before this comparison ("default").
+BASE = [
+  "optim.loss=wgan-gp",
+  "optim.n_critic=5",
+  "optim.d_lr=1e-4",
+  "optim.r1_weight=0",
+  "optim.r1_every=1",
+  "optim.stft_weight=0",
+  "optim.stft_by_style=false",
+  "optim.stft_frames=false",
+]
 # Each option alone against the default, then combinations of the winners. Values follow the
 # sources in the README's "Training recipes" section.
 NS_R1 = ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"]
@@ -101,6 +114,7 @@ def run_variant(name: str, args: argparse.Namespace) -> str:
     f"train.max_cpu_minutes={args.cpu_minutes}",
     "train.steps=1000000",
     "train.checkpoint_every=200",
+    *BASE,
     *VARIANTS[name],
   ]
   data = ["--data", args.data] if args.data else []

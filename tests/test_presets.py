@@ -57,6 +57,10 @@ def test_preset_builds_every_model_kind(name, kind):
   cfg = dataclasses.replace(
     PRESETS[name], model=dataclasses.replace(PRESETS[name].model, kind=kind)
   )
+  if kind != "wavegan" and cfg.optim.stft_weight > 0:  # a waveform loss, refused by name
+    with pytest.raises(ConfigError, match="optim.stft_weight=0"):
+      kinds.check(cfg.validate())
+    cfg = apply_overrides(cfg, ["optim.stft_weight=0"])
   kinds.check(cfg.validate())
   fake, logits = _abstract_networks(cfg)
   assert fake.ndim == kinds.KINDS[kind].critic_ndim and fake.shape[0] == 2

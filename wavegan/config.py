@@ -200,11 +200,11 @@ class OptimConfig:
   aux_weight: float = 1.0  # weight of the extra discriminators' adversarial loss for G
   fm_weight: float = 2.0  # feature matching (batch-mean activations of the extra discriminators)
   stft_weight: float = 0.0  # multi-resolution STFT loss of G's average spectrum against the batch's
-  # the mean-spectrum loss per style: each label-field entry's average spectrum against the real
-  # rows' of that entry (a kick's against the kicks'), not the whole batch's
+  # the mean-spectrum loss (when stft_weight > 0) per style: each label-field entry's average
+  # spectrum against the real rows' of that entry (a kick's against the kicks'), not the batch's
   stft_by_style: bool = False
-  # the mean-spectrum loss frame by frame: average spectrograms (one-shots aligned at their onset)
-  # instead of long-term spectra
+  # the mean-spectrum loss (when stft_weight > 0) frame by frame: average spectrograms (one-shots
+  # aligned at their onset) instead of long-term spectra
   stft_frames: bool = False
   # R1 (Mescheder et al. 2018): r1_weight / 2 * E||grad D(real)||^2 on real clips; 0 = off
   r1_weight: float = 0.0
@@ -234,9 +234,6 @@ class OptimConfig:
       raise ConfigError(f"optim.r1_weight={self.r1_weight}: must be in [0, {MAX_LOSS_WEIGHT:g}]")
     if self.r1_every < 1:
       raise ConfigError(f"optim.r1_every={self.r1_every}: must be >= 1")
-    for name in ("stft_by_style", "stft_frames"):
-      if getattr(self, name) and self.stft_weight == 0:
-        raise ConfigError(f"optim.{name} shapes the mean-spectrum loss: set optim.stft_weight > 0")
     if self.eps <= 0:
       raise ConfigError(f"optim.eps={self.eps}: must be > 0")
     if not 0.0 <= self.ema_decay < 1.0:

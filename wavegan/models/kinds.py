@@ -101,7 +101,10 @@ def _spec_check(cfg: Config) -> None:
   if m.aux_names:
     raise ConfigError("model.aux_discs are waveform discriminators: use them with kind=wavegan")
   if cfg.optim.stft_weight > 0:
-    raise ConfigError("optim.stft_weight is a waveform loss: use it with model.kind=wavegan")
+    raise ConfigError(
+      "optim.stft_weight is a waveform loss: use it with model.kind=wavegan, or set "
+      "optim.stft_weight=0 (the demo and large presets use it)"
+    )
   waveform_only = {
     "model.g_upsample": m.g_upsample != "transposed",
     "model.mbstd_group": m.mbstd_group > 0,

@@ -1,0 +1,31 @@
+"""The recipe comparison's variants are valid configs, and its base is the demo's former recipe."""
+
+import dataclasses
+import os
+import sys
+
+import pytest
+
+from wavegan.config import OptimConfig, apply_overrides
+from wavegan.models import kinds
+from wavegan.presets import preset
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+import bench_recipes  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(bench_recipes.VARIANTS))
+def test_every_variant_is_a_valid_config(name):
+  cfg = apply_overrides(preset("demo"), [*bench_recipes.BASE, *bench_recipes.VARIANTS[name]])
+  kinds.check(cfg.validate())
+
+
+def test_the_base_is_the_paper_recipe_at_the_demo_ema():
+  cfg = apply_overrides(preset("demo"), bench_recipes.BASE)
+  assert cfg.optim == OptimConfig(ema_decay=preset("demo").optim.ema_decay)
+  assert dataclasses.replace(cfg, optim=preset("demo").optim) == preset("demo")
+
+
+def test_variant_names_make_distinct_run_folders():
+  slugs = [bench_recipes.slug(n) for n in bench_recipes.VARIANTS]
+  assert len(set(slugs)) == len(slugs)
