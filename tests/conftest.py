@@ -19,11 +19,23 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 def _isolated_cache(tmp_path_factory):
   """The built-in corpus is generated under a per-session temporary cache, never in $HOME.
 
+  Compiled XLA programs go to a per-session folder too, shared by this process and the many
+  `wavegan` subprocesses that compile the same tiny steps: every run of the suite starts cold, and
+  a program is compiled once per suite rather than once per process.
+
   Session-scoped, so module-scoped fixtures (set up before any function-scoped one) see it too.
   """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  base = tmp_path_factory.getbasetemp()
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("WAVEGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    mp.setenv("WAVEGAN_CACHE", str(base / "cache"))
+    mp.setenv("JAX_COMPILATION_CACHE_DIR", str(base / "xla"))
+    mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+    jax.config.update("jax_compilation_cache_dir", str(base / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
     yield
+    jax.config.update("jax_compilation_cache_dir", None)
 
 
 def strong_components(nodes: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
