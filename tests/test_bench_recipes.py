@@ -1,4 +1,5 @@
-"""The recipe comparison's variants are valid configs, and its base is the demo's former recipe."""
+"""The recipe comparison's and the model zoo's variants are valid configs, on the demo's former
+recipe."""
 
 import dataclasses
 import os
@@ -29,3 +30,11 @@ def test_the_base_is_the_paper_recipe_at_the_demo_ema():
 def test_variant_names_make_distinct_run_folders():
   slugs = [bench_recipes.slug(n) for n in bench_recipes.VARIANTS]
   assert len(set(slugs)) == len(slugs)
+
+
+def test_the_model_zoo_variants_are_valid_on_the_same_base():
+  import bench_models  # noqa: PLC0415 (beside bench_recipes on the path)
+
+  for sets in bench_models.VARIANTS.values():
+    cfg = apply_overrides(preset("demo"), [*bench_recipes.BASE, *sets])
+    kinds.check(cfg.validate())
