@@ -12,8 +12,8 @@ it. The light evaluations during training (every `eval.every` steps, with the tr
 they were taken at) give the curves. Written to OUT:
 
 - results.md: one row per variant (steps reached; today's judge: style accuracy, FD, KID, NDB/K
-  and the nearest-neighbour memorisation ratio; the hardened judge's accepted style accuracy and
-  FD; the upsampling tones, mean peakiness in dB over the upsampling periods), and the light
+  and the nearest-neighbour memorisation ratio; the hardened judge's style accuracy, accepted
+  style accuracy and FD; the upsampling tones, mean peakiness in dB over the upsampling periods), and the light
   evaluations of every variant at each CPU minute;
 - curves.png: FD and style accuracy against training CPU minutes, every variant in one figure.
 
@@ -156,7 +156,8 @@ def row(name: str, report: dict[str, Any]) -> str:
   return (
     f"| {name} | {report['step']} | {_f(g.get('style_accuracy'), '.3f')} | "
     f"{_f(g.get('fd'), '.1f')} | {_f(g.get('kid'), '.2f')} | {_f(g.get('ndb_over_k'), '.2f')} | "
-    f"{_f(nn, '.2f')}x | {_f(hard.get('accepted_style_accuracy'), '.3f')} | "
+    f"{_f(nn, '.2f')}x | {_f(hard.get('style_accuracy'), '.3f')} | "
+    f"{_f(hard.get('accepted_style_accuracy'), '.3f')} | "
     f"{_f(hard.get('fd'), '.1f')} | {_f(tones, '.1f')} |"
   )
 
@@ -213,8 +214,8 @@ def main() -> None:
     f"{corpus}, {args.cpu_minutes:g} training CPU minutes each, `wavegan evaluate --n {args.n}`.",
     "",
     "| variant | steps | style accuracy | FD | KID | NDB/K | NN distance / real's "
-    "| accepted style accuracy | hardened FD | upsampling tones (dB) |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| hardened style accuracy | accepted style accuracy | hardened FD | upsampling tones (dB) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     *rows,
     "",
     "Light evaluations (FD / style accuracy) at training CPU minutes:",
