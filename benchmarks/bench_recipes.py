@@ -153,12 +153,13 @@ def row(name: str, report: dict[str, Any]) -> str:
   hard = report.get("hardened", {}).get("generated", {})
   tones = report.get("upsampling_artefacts", {}).get("generated")
   tones = sum(tones) / len(tones) if tones else math.nan
+  shape = report.get("spectrum", {}).get("generated", math.nan)
   return (
     f"| {name} | {report['step']} | {_f(g.get('style_accuracy'), '.3f')} | "
     f"{_f(g.get('fd'), '.1f')} | {_f(g.get('kid'), '.2f')} | {_f(g.get('ndb_over_k'), '.2f')} | "
     f"{_f(nn, '.2f')}x | {_f(hard.get('style_accuracy'), '.3f')} | "
     f"{_f(hard.get('accepted_style_accuracy'), '.3f')} | "
-    f"{_f(hard.get('fd'), '.1f')} | {_f(tones, '.1f')} |"
+    f"{_f(hard.get('fd'), '.1f')} | {_f(tones, '.1f')} | {_f(shape, '.1f')} |"
   )
 
 
@@ -214,8 +215,9 @@ def main() -> None:
     f"{corpus}, {args.cpu_minutes:g} training CPU minutes each, `wavegan evaluate --n {args.n}`.",
     "",
     "| variant | steps | style accuracy | FD | KID | NDB/K | NN distance / real's "
-    "| hardened style accuracy | accepted style accuracy | hardened FD | upsampling tones (dB) |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| hardened style accuracy | accepted style accuracy | hardened FD | upsampling tones (dB) "
+    "| spectral shape distance (dB) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     *rows,
     "",
     "Light evaluations (FD / style accuracy) at training CPU minutes:",

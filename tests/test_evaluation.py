@@ -124,8 +124,11 @@ def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
       "style_accuracy_per_style",
     }, part
   assert report["classifier"]["held_out_accuracy"] is not None
+  spectrum = report["spectrum"]  # real held-out clips are shaped like the training clips
+  assert spectrum["real_held_out"] < spectrum["noise"], spectrum
   md = (tmp_path / "ev" / "report.md").read_text()
   assert "| Frechet distance | lower |" in md and "Memorisation check" in md
+  assert "| spectral shape distance (dB) |" in md
   for png in ("spectrograms.png", "style_accuracy.png"):
     assert (tmp_path / "ev" / png).stat().st_size > 5000
   assert "report:" in capsys.readouterr().out

@@ -305,7 +305,9 @@ def test_hardened_judge_on_a_tiny_corpus_is_cached_apart_from_the_reference(monk
       "noise": far,
     },
     "upsampling_artefacts": {"periods": [256], "hz": [62.5], "generated": [4.0], "noise": [0.0]},
+    "spectrum": {"n_fft": 512, "generated": 12.5, "real_held_out": 0.75, "noise": 30.0},
   }
   md = markdown(scores.json_safe(report))
+  assert "| spectral shape distance (dB) | 12.5 | 0.75 | 30 |" in md
   assert "| Accepted style accuracy (right style and near a real clip) | higher | 0 |" in md
   assert "| 256 | 62.5 | 4 | - | 0 |" in md

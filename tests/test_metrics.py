@@ -258,3 +258,56 @@ def test_clipping_rate():
   assert metrics.clipping_rate(audio, min_fraction=0.01) == 0.25
   with pytest.raises(ValueError, match="non-empty"):
     metrics.clipping_rate(np.zeros((0, 10, 1)))
+
+
+def _band_limited_noise(n, t=4096, seed=0, cutoff=0.5):
+  """White noise with every frequency above `cutoff` x Nyquist removed [n, t, 1]."""
+  x = np.random.default_rng(seed).standard_normal((n, t))
+  spec = np.fft.rfft(x, axis=1)
+  spec[:, int(cutoff * spec.shape[1]) :] = 0
+  return np.fft.irfft(spec, n=t, axis=1)[..., None]
+
+
+def test_spectrum_distance_sees_a_band_the_real_clips_leave_empty():
+  real = _band_limited_noise(16)
+  assert metrics.average_spectrum(real).sum() == pytest.approx(1.0)
+  # Other clips of the same shape, at another level: near 0 (the shape counts, not the level).
+  assert metrics.spectrum_distance(3.0 * _band_limited_noise(16, seed=1), real) < 1.0
+  # Broadband noise fills the empty upper half: half the bins read up to the 80 dB floor.
+  white = np.random.default_rng(2).standard_normal((16, 4096, 1))
+  assert metrics.spectrum_distance(white, real) > 40.0
+
+
+def test_average_spectrum_and_distance_by_hand():
+  rng = np.random.default_rng(5)
+  # One frame (T = n_fft = 8): the Hann-windowed power spectrum, scaled to sum to 1.
+  x = rng.standard_normal((1, 8, 1))
+  hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(8) / 8)
+  power = np.abs(np.fft.rfft(x[0, :, 0] * hann)) ** 2
+  np.testing.assert_allclose(metrics.average_spectrum(x, n_fft=8), power / power.sum())
+  # Frames every n_fft / 2 samples: T = 16 holds frames at 0, 4 and 8, all averaged.
+  y = rng.standard_normal((1, 16, 1))
+  frames = [np.abs(np.fft.rfft(y[0, s : s + 8, 0] * hann)) ** 2 for s in (0, 4, 8)]
+  want = np.sum(frames, axis=0)
+  np.testing.assert_allclose(metrics.average_spectrum(y, n_fft=8), want / want.sum())
+  # The distance: dB differences, the reference's empty bins floored 80 dB below its max.
+  a = metrics.average_spectrum(x, n_fft=8)
+  ref_clip = np.cos(2 * np.pi * np.arange(8) / 8)[None, :, None]  # bin 1 (and Hann leakage)
+  r = metrics.average_spectrum(ref_clip, n_fft=8)
+  floor = r.max() * 1e-8
+  db = 10 * np.log10(np.maximum(a, floor)) - 10 * np.log10(np.maximum(r, floor))
+  got = metrics.spectrum_distance(x, ref_clip, n_fft=8)
+  assert got == pytest.approx(float(np.sqrt(np.mean(db**2))))
+  assert metrics.spectrum_distance(ref_clip, ref_clip, n_fft=8) == 0.0
+
+
+def test_spectrum_distance_by_style_compares_like_with_like():
+  low, high = _band_limited_noise(8, seed=3), _band_limited_noise(8, seed=4, cutoff=1.0) * 0.1
+  real = np.concatenate([low, high])
+  labels = np.repeat([0, 1], 8)
+  swapped = np.concatenate([high, low])
+  # As whole sets the shapes match; style by style they do not.
+  assert metrics.spectrum_distance(swapped, real) < 1.0
+  assert metrics.spectrum_distance_by_style(swapped, labels, real, labels) > 10.0
+  assert metrics.spectrum_distance_by_style(real[::-1], labels[::-1], real, labels) < 1.0
+  assert np.isnan(metrics.spectrum_distance_by_style(real, labels + 5, real, labels))

@@ -109,6 +109,15 @@ def evaluate_run(
     synth.sample_rate,
     upsampling_periods(synth.model),
   )
+  report["spectrum"] = spectrum_report(
+    {
+      "generated": (fake, ids),
+      "real_held_out": (real, ref.test_labels if styles else None),
+      "noise": (noise, ids),
+    },
+    train_data.cache.gather(ref.train_idx),
+    train_data.labels[ref.train_idx] if styles else None,
+  )
   hard = (
     scores.hardened_reference(
       train_data, ref, cfg.data.label_field, scores.classifier_config(cfg), log=log
@@ -186,6 +195,24 @@ def artefact_report(
   for name, audio in sets.items():
     values = metrics.upsampling_artefacts(audio, sample_rate, periods)
     out[name] = [values[p] for p in periods]
+  return out
+
+
+SPECTRUM_FFT = 512
+
+
+def spectrum_report(
+  sets: dict[str, tuple[np.ndarray, np.ndarray | None]],
+  train: np.ndarray,
+  train_labels: np.ndarray | None,
+) -> dict[str, Any]:
+  """`metrics.spectrum_distance_by_style` of each set (clips [N, T, C], style ids or None) to the
+  real training clips: {"n_fft", and per set its dB}."""
+  out: dict[str, Any] = {"n_fft": SPECTRUM_FFT}
+  for name, (audio, labels) in sets.items():
+    out[name] = metrics.spectrum_distance_by_style(
+      audio, labels, train, train_labels, n_fft=SPECTRUM_FFT
+    )
   return out
 
 
@@ -279,7 +306,27 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"| {s} | {_fmt(per[s])} | {_fmt(real_per.get(s))} |" for s in per]
   lines += _hardened_markdown(report.get("hardened"), sets)
   lines += _artefact_markdown(report.get("upsampling_artefacts"), sets)
+  lines += _spectrum_markdown(report.get("spectrum"), sets)
   return "\n".join(lines) + "\n"
+
+
+def _spectrum_markdown(spec: dict[str, Any] | None, sets: tuple[str, ...]) -> list[str]:
+  """The spectral-shape distance row (nothing when absent)."""
+  if not spec:
+    return []
+  row = [_fmt(spec[s]) if s in spec else "-" for s in sets]
+  return [
+    "",
+    "## Spectral shape",
+    "",
+    "RMS difference (dB) of the average spectrum's shape to the real training clips' (per "
+    "style, averaged; no learned model: a band real clips leave empty counts wherever the clips "
+    "fill it).",
+    "",
+    "| | generated | real held-out | noise |",
+    "| --- | --- | --- | --- |",
+    "| spectral shape distance (dB) | " + " | ".join(row) + " |",
+  ]
 
 
 def _hardened_markdown(hard: dict[str, Any] | None, sets: tuple[str, ...]) -> list[str]:
