@@ -38,3 +38,11 @@ def test_the_model_zoo_variants_are_valid_on_the_same_base():
   for sets in bench_models.VARIANTS.values():
     cfg = apply_overrides(preset("demo"), [*bench_recipes.BASE, *sets])
     kinds.check(cfg.validate())
+
+
+def test_the_demo_preset_is_the_spectrogram_variant():
+  """The README's demo figures are that variant's row: the same config but for the run length."""
+  name = "NS + R1, n_critic 1 + TTUR, spectrogram per style"
+  cfg = apply_overrides(preset("demo"), [*bench_recipes.BASE, *bench_recipes.VARIANTS[name]])
+  assert cfg.validate() == preset("demo").validate()
+  assert preset("large").optim == dataclasses.replace(preset("demo").optim, ema_decay=0.999)
