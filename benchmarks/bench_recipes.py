@@ -13,8 +13,9 @@ they were taken at) give the curves. Written to OUT:
 
 - results.md: one row per variant (steps reached; today's judge: style accuracy, FD, KID, NDB/K
   and the nearest-neighbour memorisation ratio; the hardened judge's style accuracy, accepted
-  style accuracy and FD; the upsampling tones, mean peakiness in dB over the upsampling periods), and the light
-  evaluations of every variant at each CPU minute;
+  style accuracy and FD; the upsampling tones, mean peakiness in dB over the upsampling periods;
+  the spectral-shape distance to the real clips), and the light evaluations of every variant at
+  each CPU minute;
 - curves.png: FD and style accuracy against training CPU minutes, every variant in one figure.
 
 Variants already evaluated in OUT are not run again, so variants can be added one at a time.
