@@ -15,10 +15,11 @@ from wavegan.config import (
   TrainConfig,
 )
 
-# The training recipe that won at equal compute on both corpora (README, "Training recipes at equal
-# compute"): the non-saturating loss with lazy R1 (gamma 1, every 4th critic update), one critic
-# update per G update with the critic at 4x G's learning rate (TTUR), and G's average spectrogram
-# per style pulled towards the real clips'. The paper's WGAN-GP recipe stays the `paper` preset.
+# The training recipe that won at equal compute on the built-in corpus (README, "Training recipes
+# at equal compute", which also has where it fails: speech): the non-saturating loss with lazy R1
+# (gamma 1, every 4th critic update), one critic update per G update with the critic at 4x G's
+# learning rate (TTUR), and G's average spectrogram per style pulled towards the real clips'. The
+# paper's WGAN-GP recipe stays the `paper` preset.
 RECIPE = OptimConfig(
   loss="nonsaturating",
   r1_weight=1.0,
