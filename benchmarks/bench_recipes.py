@@ -47,30 +47,21 @@ BASE = [
 # sources in the README's "Training recipes" section.
 NS_R1 = ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"]
 TTUR = ["optim.n_critic=1", "optim.d_lr=4e-4"]
-SPECTROGRAM = ["optim.stft_weight=1", "optim.stft_by_style=true", "optim.stft_frames=true"]
+SPECTRUM = ["optim.stft_weight=1", "optim.stft_by_style=true"]
+SPECTROGRAM = [*SPECTRUM, "optim.stft_frames=true"]
 VARIANTS: dict[str, list[str]] = {
   "default": [],
-  "nonsaturating + R1": ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"],
+  "nonsaturating + R1": NS_R1,
   "hinge + R1": ["optim.loss=hinge", "optim.r1_weight=1", "optim.r1_every=4"],
   "n_critic 1 + TTUR": ["optim.n_critic=1", "optim.d_lr=4e-4"],
   "minibatch std": ["model.mbstd_group=4"],
   "spectral norm": ["model.spectral_norm=true"],
   "augment p 0.25": ["augment.p=0.25"],
   "nearest upsampling": ["model.g_upsample=nearest"],
-  "nonsaturating + R1 + ADA": [
-    "optim.loss=nonsaturating",
-    "optim.r1_weight=1",
-    "optim.r1_every=4",
-    "augment.ada_target=0.6",
-  ],
+  "nonsaturating + R1 + ADA": [*NS_R1, "augment.ada_target=0.6"],
   "NS + R1, n_critic 1 + TTUR": [*NS_R1, *TTUR],
   "NS + R1, n_critic 1 + TTUR, AC-GAN": [*NS_R1, *TTUR, "model.d_cond=acgan"],
-  "NS + R1, n_critic 1 + TTUR, spectrum per style": [
-    *NS_R1,
-    *TTUR,
-    "optim.stft_weight=1",
-    "optim.stft_by_style=true",
-  ],
+  "NS + R1, n_critic 1 + TTUR, spectrum per style": [*NS_R1, *TTUR, *SPECTRUM],
   "NS + R1, n_critic 1 + TTUR, spectrogram per style": [*NS_R1, *TTUR, *SPECTROGRAM],
   "NS + R1, n_critic 1 + TTUR, spectrogram per style, AC-GAN": [
     *NS_R1,
