@@ -49,6 +49,20 @@ NS_R1 = ["optim.loss=nonsaturating", "optim.r1_weight=1", "optim.r1_every=4"]
 TTUR = ["optim.n_critic=1", "optim.d_lr=4e-4"]
 SPECTRUM = ["optim.stft_weight=1", "optim.stft_by_style=true"]
 SPECTROGRAM = [*SPECTRUM, "optim.stft_frames=true"]
+# The network's remedies (long-range context, style-aware extra critics), each on top of the
+# best recipe without them: the demo's (spectrogram per style) on the built-in corpus, the
+# spectrum per style on the spoken digits.
+DEMO = [*NS_R1, *TTUR, *SPECTROGRAM]
+SPEECH = [*NS_R1, *TTUR, *SPECTRUM]
+EXTRA_CRITICS = ["model.aux_discs=mpd", "model.aux_width=8"]
+STRUCTURES: dict[str, list[str]] = {
+  "attention 64": ["model.attention=64"],
+  "attention 256": ["model.attention=256"],
+  "recurrent GRU": ["model.recurrent=gru"],
+  "attention 256 + recurrent GRU": ["model.attention=256", "model.recurrent=gru"],
+  "extra critics (MPD)": EXTRA_CRITICS,
+  "extra critics (MPD), projection": [*EXTRA_CRITICS, "model.aux_cond=projection"],
+}
 VARIANTS: dict[str, list[str]] = {
   "default": [],
   "nonsaturating + R1": NS_R1,
@@ -82,6 +96,11 @@ VARIANTS: dict[str, list[str]] = {
     "optim.b1=0",
     "optim.b2=0.99",
   ],
+  **{f"demo recipe, {k}": [*DEMO, *v] for k, v in STRUCTURES.items()},
+  **{
+    f"NS + R1, n_critic 1 + TTUR, spectrum per style, {k}": [*SPEECH, *v]
+    for k, v in STRUCTURES.items()
+  },
 }
 
 

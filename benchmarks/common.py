@@ -166,8 +166,17 @@ def r5(x: float | None) -> float | None:
 Layer = tuple[int, int, int, int]  # (c_in, c_out, len_in, len_out)
 
 
+MAX_WIDTH_MULT = 32  # widths stop doubling at 32d (wavegan.models.waveform.layer_plan)
+
+
 def _strides(slice_len: int) -> list[int]:
-  plans = {16384: [4] * 5, 32768: [4] * 5 + [2], 65536: [4] * 6}
+  plans = {
+    16384: [4] * 5,
+    32768: [4] * 5 + [2],
+    65536: [4] * 6,
+    131072: [4] * 6 + [2],
+    262144: [4] * 7,
+  }
   if slice_len not in plans:
     raise ValueError(f"slice_len must be one of {sorted(plans)}")
   return plans[slice_len]
@@ -177,7 +186,7 @@ def g_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
   """G's transposed convs, widest first: 16d (32d for long slices) -> ... -> d -> channels."""
   strides = _strides(slice_len)
   n = len(strides)
-  chans = [dim * 2 ** (n - 1 - i) for i in range(n)] + [channels]
+  chans = [dim * min(2 ** (n - 1 - i), MAX_WIDTH_MULT) for i in range(n)] + [channels]
   layers, length = [], 16
   for i, s in enumerate(strides):
     layers.append((chans[i], chans[i + 1], length, length * s))
@@ -192,7 +201,7 @@ def d_layers(dim: int, slice_len: int, channels: int = 1) -> list[Layer]:
   (stride 2 for 32768) is D's last (32768 -> 8192 -> 2048 -> 512 -> 128 -> 32 -> 16).
   """
   strides = _strides(slice_len)
-  chans = [channels] + [dim * 2**i for i in range(len(strides))]
+  chans = [channels] + [dim * min(2**i, MAX_WIDTH_MULT) for i in range(len(strides))]
   layers, length = [], slice_len
   for i, s in enumerate(strides):
     layers.append((chans[i], chans[i + 1], length, length // s))

@@ -41,7 +41,7 @@ def audio(seed, t=16384, channels=1, scale=0.5):
 def test_output_shapes(name, slice_len, channels):
   graphdef, state = nnx.split(nnx.eval_shape(lambda: build(name, channels)))  # abstract params
   x = jax.ShapeDtypeStruct((B, slice_len, channels), jnp.float32)
-  logits, feats = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
+  logits, feats, _ = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
   assert [l.shape for l in logits] == [(B, n) for n in expected_logit_lens(name, slice_len)]
   assert feats and all(f.shape[0] == B and f.dtype == jnp.float32 for f in feats)
 
@@ -50,7 +50,7 @@ def test_output_shapes(name, slice_len, channels):
 def test_forward_is_finite_and_generator_gradients_flow(name, channels):
   disc = build(name, channels)
   real, fake = audio(0, channels=channels), audio(1, channels=channels)
-  logits, feats = nnx.jit(lambda d, x: d(x))(disc, real)
+  logits, feats, _ = nnx.jit(lambda d, x: d(x))(disc, real)
   assert len(logits) == len(expected_logit_lens(name, 16384))
   assert feats
   for t in logits + feats:
@@ -58,7 +58,7 @@ def test_forward_is_finite_and_generator_gradients_flow(name, channels):
   assert all(float(jnp.std(f)) > 0 for f in feats)
 
   def g_loss(y):
-    fake_logits, fake_feats = disc(y)
+    fake_logits, fake_feats, _ = disc(y)
     return losses.hinge_g_loss(fake_logits) + losses.feature_matching_loss(feats, fake_feats)
 
   grad = jax.jit(jax.grad(g_loss))(fake)

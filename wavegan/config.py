@@ -14,7 +14,8 @@ from typing import Any
 
 from wavegan.errors import UserError
 
-SLICE_LENS = (16384, 32768, 65536)
+SLICE_LENS = (16384, 32768, 65536, 131072, 262144)  # 1 s at 16 kHz ... 5.9 s at 44.1 kHz
+MIN_SAMPLE_RATE = 1000  # data.sample_rate's floor, as the CLI's --sample-rate and render's
 MAX_LEARNING_RATE = 1.0
 MAX_LOSS_WEIGHT = 1e4
 MAX_FLOAT = 1e9  # no float setting means anything past this
@@ -30,6 +31,8 @@ INT_LIMITS = {  # sizes whose arrays would exhaust any machine long before
   "model.post_filter_len": 65536,
   "model.aux_width": 4096,
   "model.mbstd_group": 65536,
+  "model.attention": 2**20,
+  "model.attention_heads": 1024,
   "model.n_fft": 65536,
   "model.hop": 65536,
   "model.gl_iters": 10000,
@@ -45,6 +48,8 @@ LOSSES = ("wgan-gp", "hinge", "lsgan", "nonsaturating")
 G_UPSAMPLES = ("transposed", "nearest")
 AUGMENTS = ("gain", "polarity", "shift", "noise", "mask")  # see wavegan.training.augment
 ADA_LOSSES = ("hinge", "nonsaturating")  # losses whose logits' sign says real or fake
+RECURRENT = ("none", "gru", "lstm")  # model.recurrent
+AUX_CONDS = ("none", "projection", "acgan")  # model.aux_cond
 GP_WEIGHTS = {"wgan-gp": 10.0}  # each loss' own gradient-penalty weight (the others': 0)
 
 
@@ -56,7 +61,7 @@ class ConfigError(UserError, ValueError):
 class ModelConfig:
   """WaveGAN generator and discriminator shape (Donahue et al. 2019, Table 1 + the TF code)."""
 
-  slice_len: int = 16384  # samples per clip: 16384, 32768 or 65536
+  slice_len: int = 16384  # samples per clip: one of SLICE_LENS (16384 ... 262144)
   channels: int = 1  # audio channels C of [B, T, C]
   dim: int = 64  # width d: G's first layer has 16d channels (32d for longer slices)
   latent_dim: int = 100  # z ~ U[-1, 1]^latent_dim
@@ -82,6 +87,16 @@ class ModelConfig:
   g_upsample: str = "transposed"
   mbstd_group: int = 0  # minibatch standard deviation in D over groups of this many clips; 0 = off
   spectral_norm: bool = False  # divide each of D's weight matrices by its largest singular value
+  # gated self-attention in G and D where a feature map has this many positions (steps; for
+  # specgan frames x bins, e.g. 1024 = 32 x 32); several allowed; () or 0 = off
+  attention: tuple[int, ...] = ()
+  attention_heads: int = 4  # heads of each attention block
+  # a gated bidirectional recurrent layer over G's lowest-resolution feature map and D's last:
+  # "none", "gru" or "lstm"
+  recurrent: str = "none"
+  # how the extra critics (aux_discs) hear the style: "none", "projection" (a projection term on
+  # every sub-critic's last feature map) or "acgan" (a style classifier on each, optim.ac_weight)
+  aux_cond: str = "none"
 
   def validate(self) -> None:
     """The checks every model kind shares; a kind's own are `wavegan.models.kinds.check`."""
@@ -93,6 +108,15 @@ class ModelConfig:
       raise ConfigError(f"model.mbstd_group={self.mbstd_group}: must be >= 0 (0 = off)")
     if self.gl_iters < 1:
       raise ConfigError(f"model.gl_iters={self.gl_iters}: must be >= 1")
+    if any(n < 0 for n in self.attention) or self.attention_heads < 1:
+      raise ConfigError(
+        f"model.attention={list(self.attention)}, model.attention_heads={self.attention_heads}: "
+        "positions must be >= 0 (0 = off) and heads >= 1"
+      )
+    if self.recurrent not in RECURRENT:
+      raise ConfigError(f"model.recurrent={self.recurrent!r}: must be one of {RECURRENT}")
+    if self.aux_cond not in AUX_CONDS:
+      raise ConfigError(f"model.aux_cond={self.aux_cond!r}: must be one of {AUX_CONDS}")
     unknown = set(self.aux_names) - {"mrstft", "msd", "mpd"}
     if unknown:
       raise ConfigError(f"model.aux_discs: unknown {sorted(unknown)}; valid: mpd, msd, mrstft")
@@ -131,6 +155,11 @@ class ModelConfig:
   @property
   def aux_names(self) -> tuple[str, ...]:
     return self.aux_discs
+
+  @property
+  def attention_at(self) -> tuple[int, ...]:
+    """The feature-map lengths that get a self-attention block (`attention` without its 0s)."""
+    return tuple(sorted({n for n in self.attention if n}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +206,8 @@ class DataConfig:
     for name in ("slice_hop", "prepare_workers", "loader_workers", "prefetch"):
       if getattr(self, name) < 0:
         raise ConfigError(f"data.{name}={getattr(self, name)}: must be >= 0")
-    if self.sample_rate < 1:
-      raise ConfigError(f"data.sample_rate={self.sample_rate}: must be >= 1")
+    if self.sample_rate < MIN_SAMPLE_RATE:
+      raise ConfigError(f"data.sample_rate={self.sample_rate}: must be >= {MIN_SAMPLE_RATE} (Hz)")
 
 
 @dataclasses.dataclass(frozen=True)

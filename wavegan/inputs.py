@@ -29,6 +29,7 @@ from data_pipelines import (
   open_cache,
   prepare,
 )
+from data_pipelines.corpus import MIN_SAMPLE_RATE as MIN_CORPUS_RATE
 from data_pipelines.reports import summarize
 from wavegan import files
 from wavegan.conditioning import Attribute, Conditioning
@@ -185,6 +186,13 @@ def load_data(
     if d.manifest:
       log("data.manifest is not read: the cache carries the labels it was prepared with")
   else:
+    if not d.path and d.sample_rate < MIN_CORPUS_RATE:
+      raise ConfigError(
+        f"data.sample_rate={d.sample_rate}: the built-in corpus is made at {MIN_CORPUS_RATE} Hz "
+        "or more; pass a higher rate or --data FOLDER"
+      )
+    # The built-in one-shots are synthesised at the run's rate (pitches and decays in Hz and
+    # seconds), 1 s each: longer slices hold the whole sound and silence after it.
     folder = d.path or builtin_corpus(per_class=d.builtin_per_class, sample_rate=d.sample_rate)
     opts = slice_options(cfg)
     out = prepared_path(folder, opts, d.store_dtype, d.manifest)

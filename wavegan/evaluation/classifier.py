@@ -7,6 +7,11 @@ It is trained on the real corpus with a held-out split (by source file, so windo
 recording never sit on both sides), reports its own held-out accuracy, and is cached next to the
 corpus under a key made from the corpus' content, the label field and these settings.
 
+The features are computed at the corpus' own rate and for clips of any length (the CNN pools over
+time): its frames are `n_fft` and `hop` samples (32 and 16 ms at 16 kHz, 11.6 and 5.8 ms at 44.1
+kHz), and the 64 mel bands span 0 Hz to half the rate. A classifier is trained for, and cached
+under, one rate (`corpus_key`): what it measures is always audio at the rate it was trained on.
+
 A corpus with one style has nothing to classify: its "classifier" is then the log-mel features'
 per-band mean and standard deviation (an embedding without probabilities).
 

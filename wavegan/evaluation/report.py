@@ -35,6 +35,10 @@ def evaluate_run(
   hardened judge (`scores.hardened_reference`: a second, augmented and calibrated classifier with
   a reject test) and the upsampling-artefact peakiness of every set.
 
+  Any rate and slice length: the real clips are read at the run's rate (an audio folder is
+  resampled to it; a prepared cache must hold it) and length, and every measure is taken at that
+  rate (the classifiers are trained per corpus and rate, see `scores.reference`).
+
   Nothing is written (not even the report folder) until every figure is computed; then the
   pictures, report.md and, last, report.json are each written whole or not at all.
 
@@ -52,7 +56,8 @@ def evaluate_run(
     `out/report.json`.
 
   Raises:
-    ConfigError: `workdir` holds no run, or the data does not fit it.
+    ConfigError: `workdir` holds no run, or the data does not fit it (another slice length, or a
+      prepared cache at another rate).
     DiskFullError: the disk filled up while writing (no half-written file is left).
   """
   from wavegan.synthesis.synthesizer import Synthesizer  # pylint: disable=g-import-not-at-top
@@ -63,7 +68,12 @@ def evaluate_run(
   cfg = run.config
   if data is not None:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
-  _, train_data = inputs.load_data(cfg, log=log)
+  data_cfg, train_data = inputs.load_data(cfg, log=log)
+  if data_cfg.data.sample_rate != cfg.data.sample_rate:  # a prepared cache keeps its own rate
+    raise ConfigError(
+      f"{train_data.cache.path} holds clips at {data_cfg.data.sample_rate} Hz but {workdir} was "
+      f"trained at {cfg.data.sample_rate} Hz; pass its audio folder (resampled to the run's rate)"
+    )
   if cfg.model.conditional and train_data.styles != run.styles:
     raise ConfigError(
       f"{workdir} was trained on styles {list(run.styles)} but the data has "

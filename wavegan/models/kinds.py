@@ -22,7 +22,7 @@ from flax import nnx
 
 from wavegan import dsp
 from wavegan.config import Config, ConfigError, ModelConfig
-from wavegan.models import specgan, waveform
+from wavegan.models import context, specgan, waveform
 
 Stats = Mapping[str, Any]  # as stored with the run: lists of floats per name
 Arrays = dict[str, jax.Array]
@@ -50,6 +50,8 @@ class ModelKind:
     statistics_file: `(model) -> str`, the file-name stem the statistics of a corpus are cached
       under; it names every model setting they depend on (SpecGAN: "stft-256-128").
     check: `(config) -> None`, raising `ConfigError` for what this kind cannot train.
+    placements: `(model) -> context.Placements`, the positions of G's and D's hidden maps (where
+      `model.attention` can place a block).
   """
 
   name: str
@@ -62,6 +64,7 @@ class ModelKind:
   measure: Callable[[Iterable[np.ndarray], ModelConfig], dict[str, list[float]]] | None = None
   statistics_file: Callable[[ModelConfig], str] | None = None
   check: Callable[[Config], None] = lambda cfg: None
+  placements: Callable[[ModelConfig], context.Placements] = waveform.placements
 
   def needs(self, stats: Stats | None) -> Arrays:
     """`stats` as arrays; refuses a kind with statistics given none."""
@@ -135,6 +138,7 @@ KINDS: dict[str, ModelKind] = {
     measure=_spec_measure,
     statistics_file=_spec_statistics_file,
     check=_spec_check,
+    placements=specgan.placements,
   ),
 }
 
@@ -147,9 +151,18 @@ def kind_of(model: ModelConfig) -> ModelKind:
     raise ConfigError(f"model.kind={model.kind!r}: must be one of {sorted(KINDS)}") from None
 
 
+def check_model(cfg: Config) -> None:
+  """The checks of the model kind and of where `model.attention` places its blocks."""
+  kind = kind_of(cfg.model)
+  kind.check(cfg)
+  context.check_placements(cfg.model, kind.placements(cfg.model))
+
+
 def check(cfg: Config) -> Config:
-  """`cfg` after the checks of its model kind (the generic ones are `Config.validate`)."""
-  kind_of(cfg.model).check(cfg)
+  """`cfg` after the checks of its model kind (the generic ones are `Config.validate`) and of the
+  memory its attention blocks need at the run's batch (`context.check_memory`)."""
+  check_model(cfg)
+  context.check_memory(cfg, kind_of(cfg.model).placements(cfg.model))
   return cfg
 
 
@@ -163,7 +176,7 @@ def abstract_generator(model: ModelConfig) -> tuple[Any, Any]:
     ConfigError: `model.kind` is unknown, or the kind refuses the model's settings.
   """
   kind = kind_of(model)
-  check(Config(model=model))
+  check_model(Config(model=model))  # not the memory: a trained model is read at any batch
   abstract = nnx.eval_shape(lambda: kind.generator(model, rngs=nnx.Rngs(0)))
   graph, params = nnx.split(abstract, nnx.Param)
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(params))

@@ -19,7 +19,9 @@ As in `layers.Upsample1d` / `Downsample1d`, the strided layers keep the paper's 
 Both run through `conv2d`, whose own VJP keeps the critic `scan` fast (see there).
 
 Conditioning is `models.Generator` / `models.Discriminator`'s, with the same attribute names, so
-the trainer, EMA and checkpoints treat both model kinds alike.
+the trainer, EMA and checkpoints treat both model kinds alike. So is long-range context
+(`wavegan.models.context`): `model.attention` counts a map's frames x bins positions (1024 is
+the 32 x 32 map), and `model.recurrent` runs over G's first map and D's last, frame by frame.
 
 The functions at the end connect the images to audio: `spec_features` (audio -> normalised
 images, the training input), `spec_to_waveform` (images -> audio by Griffin-Lim) and
@@ -39,6 +41,7 @@ from flax import nnx
 
 from wavegan import dsp
 from wavegan.config import ModelConfig
+from wavegan.models import context
 from wavegan.models.layers import lrelu, polyphase_plan, same_pad_before
 from wavegan.models.waveform import critic_heads, critic_outputs, embed_style, film, style_layers
 
@@ -61,6 +64,14 @@ def base_shape(cfg: ModelConfig) -> tuple[int, int]:
   if frames % scale or bins % scale:
     raise ValueError(f"specgan needs frames ({frames}) and bins ({bins}) divisible by {scale}")
   return frames // scale, bins // scale
+
+
+def placements(cfg: ModelConfig) -> context.Placements:
+  """The positions (frames x bins) of G's hidden maps (from its first projection on) and D's (from
+  its first layer's output on): where `model.attention` can place a block."""
+  h0, w0 = base_shape(cfg)
+  g = tuple(h0 * w0 * 4**i for i in range(N_LAYERS))  # 16, 64, ..., 4096 in the paper
+  return context.Placements(g, g[::-1])
 
 
 def layer_widths(cfg: ModelConfig) -> list[int]:
@@ -222,6 +233,9 @@ class SpecGenerator(nnx.Module):
     )
     outs = widths[1:] + [cfg.channels]
     self.ups = nnx.List([Upsample2d(ci, co, rngs=rngs) for ci, co in zip(widths, outs)])
+    # Long-range context (off by default), as in the waveform generator.
+    self.attention = context.attention_blocks(cfg, placements(cfg).g, tuple(widths), rngs=rngs)
+    self.recurrent = context.recurrent_block(cfg, widths[0], rngs=rngs)
 
   def __call__(self, z: jax.Array, style: jax.Array | None = None) -> jax.Array:
     b = z.shape[0]
@@ -229,8 +243,10 @@ class SpecGenerator(nnx.Module):
     h0, w0 = self.base_shape
     x = self.project(z).reshape(b, h0, w0, -1)  # [B, 4, 4, 16d]
     x = nnx.relu(film(self, x, emb, 0))
+    x = context.apply(self.attention[0], context.apply(self.recurrent, x))
     for i, up in enumerate(self.ups[:-1]):
       x = nnx.relu(film(self, up(x), emb, i + 1))  # H, W *= 2, C /= 2
+      x = context.apply(self.attention[i + 1], x)
     return jnp.tanh(self.ups[-1](x))  # [B, F, K, C]
 
 
@@ -244,6 +260,9 @@ class SpecDiscriminator(nnx.Module):
     h0, w0 = base_shape(cfg)
     feat = h0 * w0 * chans[-1]
     self.out, self.style_proj, self.classifier = critic_heads(cfg, feat, rngs=rngs)
+    widths = tuple(chans[1:])
+    self.attention = context.attention_blocks(cfg, placements(cfg).d, widths, rngs=rngs)
+    self.recurrent = context.recurrent_block(cfg, chans[-1], rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     """[B, F, K, C] -> flat features [B, 4 * 4 * 16d].
@@ -252,8 +271,9 @@ class SpecDiscriminator(nnx.Module):
     would change its pitch). It is accepted so both critics share one signature.
     """
     del rng
-    for down in self.downs:
-      x = lrelu(down(x))  # H, W /= 2, C *= 2
+    for down, attention in zip(self.downs, self.attention, strict=True):
+      x = context.apply(attention, lrelu(down(x)))  # H, W /= 2, C *= 2
+    x = context.apply(self.recurrent, x)  # over the last map's positions, frame by frame
     return x.reshape(x.shape[0], -1)
 
   def __call__(

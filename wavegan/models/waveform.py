@@ -2,7 +2,8 @@
 
 Shapes follow the authors' TF code: at 16384 samples G maps z [B, 100] to [B, 16, 16d] and
 upsamples x4 five times; D mirrors it with five stride-4 convolutions. The longer slices add one
-layer (the TF code's 32768/65536 variants, whose last layer has stride 2 and 4 respectively).
+layer (the TF code's 32768/65536 variants, whose last layer has stride 2 and 4 respectively), and
+131072/262144 samples a seventh the same way, with widths capped at 32d (`layer_plan`).
 
 Conditioning (when the corpus has more than one style): G concatenates a learned style embedding
 to z, or applies it to every layer (FiLM); D adds a projection term <embed(style), h> to its logit
@@ -15,6 +16,11 @@ nearest-neighbour repetition and a convolution (`model.g_upsample="nearest"`, th
 option); D may append a minibatch standard deviation channel before its dense head
 (`model.mbstd_group`) and spectrally normalise its convolution kernels and dense output layer
 (`model.spectral_norm`).
+
+Long-range context (`wavegan.models.context`, off by default): gated self-attention after the
+layers whose maps have `model.attention` steps (G's first projection counts, its output does not;
+D's every layer), and a gated bidirectional GRU or LSTM (`model.recurrent`) over G's first map and
+D's last.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavegan.config import ModelConfig
+from wavegan.config import SLICE_LENS, ConfigError, ModelConfig
+from wavegan.models import context
 from wavegan.models.layers import (
   Downsample1d,
   NearestUpsample1d,
@@ -34,23 +41,34 @@ from wavegan.models.layers import (
   spectral_normalize,
 )
 
+MAX_WIDTH_MULT = 32  # G's first layers have at most 32d channels (D's last ones too)
 SPECTRAL_ITERS = 8  # power iterations per call estimating each weight's largest singular value
 
 
 def layer_plan(cfg: ModelConfig) -> tuple[int, list[int], list[int]]:
   """(G's first-layer width multiplier, channel list from widest to d, stride list).
 
-  The strides are in the order both G and D apply them, as in the TF code: five of
-  `cfg.stride`, then the longer slices' sixth layer (stride 2 for 32768, `cfg.stride` for 65536).
+  The strides are in the order both G and D apply them, as in the TF code: five of `cfg.stride`
+  for 16384 samples; each doubling of the slice then doubles the upsampling, by a last layer of
+  stride 2 that the next doubling turns into one of `cfg.stride`:
+
+      16384: 5 x stride        (16d ... d)       32768: 5 x stride, 2  (32d ... d)
+      65536: 6 x stride        (32d ... d)      131072: 6 x stride, 2  (32d, 32d, 16d ... d)
+      262144: 7 x stride       (32d, 32d, 16d ... d)
+
+  Layer i of L has d * min(2^(L-1-i), MAX_WIDTH_MULT) channels: the 5- and 6-layer plans are the
+  paper's (16d and 32d first), and the widths stop doubling at 32d past six layers.
+
+  Raises:
+    ConfigError: `cfg.slice_len` is not one of `SLICE_LENS`.
   """
-  if cfg.slice_len == 16384:
-    mult, strides = 16, [cfg.stride] * 5
-  else:
-    mult = 32
-    last = 2 if cfg.slice_len == 32768 else cfg.stride
-    strides = [cfg.stride] * 5 + [last]
-  widths = [mult * cfg.dim // 2**i for i in range(len(strides))]  # e.g. 16d, 8d, 4d, 2d, d
-  return mult, widths, strides
+  if cfg.slice_len not in SLICE_LENS:  # each 16384 times a power of two
+    raise ConfigError(f"model.slice_len={cfg.slice_len}: must be one of {SLICE_LENS}")
+  doublings = (cfg.slice_len // 16384).bit_length() - 1
+  strides = [cfg.stride] * (5 + doublings // 2) + [2] * (doublings % 2)
+  mults = [min(2 ** (len(strides) - 1 - i), MAX_WIDTH_MULT) for i in range(len(strides))]
+  widths = [m * cfg.dim for m in mults]  # e.g. 16d, 8d, 4d, 2d, d
+  return mults[0], widths, strides
 
 
 def base_len(cfg: ModelConfig) -> int:
@@ -60,6 +78,31 @@ def base_len(cfg: ModelConfig) -> int:
   for s in strides:
     n //= s
   return n
+
+
+def hidden_maps(cfg: ModelConfig) -> tuple[list[int], list[int], list[int], list[int]]:
+  """(G's hidden lengths, their widths, D's hidden lengths, their widths), in computing order.
+
+  G's maps run from its first projection (`base_len` steps) to the map before its output layer;
+  D's from its first layer's output to its last (`base_len` steps): where `model.attention` can
+  place a block.
+  """
+  _, widths, strides = layer_plan(cfg)
+  g_lengths, n = [], base_len(cfg)
+  for s in strides:
+    g_lengths.append(n)
+    n *= s
+  d_lengths, n = [], cfg.slice_len
+  for s in strides:
+    n //= s
+    d_lengths.append(n)
+  return g_lengths, widths, d_lengths, widths[::-1]
+
+
+def placements(cfg: ModelConfig) -> context.Placements:
+  """The positions of G's and D's hidden maps (`context.Placements`)."""
+  g_lengths, _, d_lengths, _ = hidden_maps(cfg)
+  return context.Placements(tuple(g_lengths), tuple(d_lengths))
 
 
 def sample_latents(rng: jax.Array, batch: int, latent_dim: int) -> jax.Array:
@@ -189,6 +232,11 @@ class Generator(nnx.Module):
     self.ups = nnx.List(
       [up(ci, co, cfg.kernel_len, s, rngs=rngs) for ci, co, s in zip(widths, outs, strides)]
     )
+    g_lengths, g_widths, _, _ = hidden_maps(cfg)
+    # Long-range context (off by default): attention where `model.attention` asks, recurrence
+    # over the first (lowest-resolution) map.
+    self.attention = context.attention_blocks(cfg, g_lengths, g_widths, rngs=rngs)
+    self.recurrent = context.recurrent_block(cfg, widths[0], rngs=rngs)
     self.post_filter = nnx.data(None)
     if cfg.post_filter_len:
       self.post_filter = nnx.Param(
@@ -202,8 +250,10 @@ class Generator(nnx.Module):
     z, emb = embed_style(self, z, style)
     x = self.project(z).reshape(b, self.base_len, -1)  # [B, 16, 16d]
     x = nnx.relu(film(self, x, emb, 0))
+    x = context.apply(self.attention[0], context.apply(self.recurrent, x))
     for i, up in enumerate(self.ups[:-1]):
       x = nnx.relu(film(self, up(x), emb, i + 1))  # T *= 4, C /= 2
+      x = context.apply(self.attention[i + 1], x)
     x = jnp.tanh(self.ups[-1](x))  # [B, T, C]
     if self.post_filter is not None:
       x = jax.lax.conv_general_dilated(
@@ -240,6 +290,9 @@ class Discriminator(nnx.Module):
     )
     feat = base_len(cfg) * (chans[-1] + (1 if cfg.mbstd_group else 0))
     self.out, self.style_proj, self.classifier = critic_heads(cfg, feat, rngs=rngs)
+    _, _, d_lengths, d_widths = hidden_maps(cfg)
+    self.attention = context.attention_blocks(cfg, d_lengths, d_widths, rngs=rngs)
+    self.recurrent = context.recurrent_block(cfg, chans[-1], rngs=rngs)
 
   def features(self, x: jax.Array, rng: jax.Array) -> jax.Array:
     """[B, T, C] -> flat features [B, 16 * 16d] ([B, 16 * (16d + 1)] with minibatch std)."""
@@ -248,6 +301,8 @@ class Discriminator(nnx.Module):
       x = lrelu(down(x))  # T /= 4, C *= 2
       if i < 4:  # the TF code shuffles after the first four layers only
         x = phase_shuffle(x, keys[i], self.cfg.phase_shuffle)
+      x = context.apply(self.attention[i], x)
+    x = context.apply(self.recurrent, x)  # over the last map: [B, 16, 16d]
     if self.cfg.mbstd_group:
       x = jnp.concatenate([x, minibatch_std(x, self.cfg.mbstd_group)], axis=-1)  # [B, 16, 16d+1]
     return x.reshape(x.shape[0], -1)

@@ -108,7 +108,12 @@ def build(cfg: Config, seed: int | None = None) -> tuple[Models, GANState]:
   if cfg.model.aux_names:
     aux_graph, aux_params = _pure(
       aux_lib.AuxDiscriminators(
-        cfg.model.aux_names, cfg.model.channels, cfg.model.aux_width, rngs=nnx.Rngs(params=a_key)
+        cfg.model.aux_names,
+        cfg.model.channels,
+        cfg.model.aux_width,
+        rngs=nnx.Rngs(params=a_key),
+        cond_dim=cfg.model.cond_dim,
+        cond=cfg.model.aux_cond,
       )
     )
     d_params = {"main": d_params, "aux": aux_params}
@@ -234,13 +239,17 @@ def critic_classes(
   return in_compute_dtype(fn, spec.cfg.compute)(d_params, x, style, rng)
 
 
-def aux_critics(spec: StepSpec, d_params: Any, audio: jax.Array) -> aux_lib.Outputs:
-  """The extra critics' (logits [[B, N_i]], feature maps) for audio [B, T, C]."""
+def aux_critics(
+  spec: StepSpec, d_params: Any, audio: jax.Array, style: jax.Array | None = None
+) -> aux_lib.Outputs:
+  """The extra critics' (logits [[B, N_i]], feature maps, style heads) for audio [B, T, C]; they
+  hear `style` (vectors [B, cond_dim]) with `model.aux_cond` set and a conditional model."""
+  style = style if spec.cfg.model.conditional and spec.cfg.model.aux_cond != "none" else None
 
-  def fn(d_params, audio):
-    return spec.models.aux(d_params)(audio)
+  def fn(d_params, audio, style):
+    return spec.models.aux(d_params)(audio, style)
 
-  return in_compute_dtype(fn, spec.cfg.compute)(d_params, audio)
+  return in_compute_dtype(fn, spec.cfg.compute)(d_params, audio, style)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +300,15 @@ def class_loss(
   if m.num_attributes:
     per_row += jnp.sum(jnp.square(head[:, start:] - vec[:, start:]), axis=-1)
   return jnp.sum(per_row * kept) / styled
+
+
+def aux_class_loss(
+  m: ModelConfig, heads: list[jax.Array], vec: jax.Array, kept: jax.Array, styled: jax.Array
+) -> jax.Array:
+  """`class_loss` averaged over the extra critics' AC-GAN heads (0 without any)."""
+  if not heads:
+    return jnp.zeros(())
+  return jnp.mean(jnp.stack([class_loss(m, h, vec, kept, styled) for h in heads]))
 
 
 def spectrum_groups(
@@ -387,7 +405,7 @@ def critic_objective(
     spec: the static pieces.
   Returns:
     (loss, {"d/adv", "d/gp", "d/real", "d/fake", and "d/r1" with R1, "d/ac" with AC-GAN,
-    "d/aux" with extra critics, "d/sign_real" (mean sign of D's real logits) with ADA}).
+    "d/aux" with extra critics, "d/aux_ac" with their AC-GAN heads, "d/sign_real" (mean sign of D's real logits) with ADA}).
   """
   m, o = spec.cfg.model, spec.cfg.optim
   d_loss_fn, _ = losses.LOSSES[o.loss]
@@ -424,9 +442,14 @@ def critic_objective(
     total = total + 0.5 * o.r1_weight * o.r1_every * r1
   if spec.models.aux_graph is not None:
     aux_d_loss, _ = losses.AUX_LOSSES[o.aux_loss]
-    aux_adv = aux_d_loss(aux_critics(spec, d_params, real)[0], aux_critics(spec, d_params, fake)[0])
+    aux_real = aux_critics(spec, d_params, real, style)
+    aux_adv = aux_d_loss(aux_real.logits, aux_critics(spec, d_params, fake, style).logits)
     metrics["d/aux"] = aux_adv
     total = total + aux_adv
+    if aux_real.classes:
+      aux_ac = aux_class_loss(m, aux_real.classes, vec, rows["kept"], shared.styled)
+      metrics["d/aux_ac"] = aux_ac
+      total = total + o.ac_weight * aux_ac
   return total, metrics
 
 
@@ -461,7 +484,8 @@ def generator_objective(
     shared: `generator_draws`' key and class-loss denominator.
     spec: the static pieces.
   Returns:
-    (loss, {"g/adv", and "g/ac" with AC-GAN, "g/aux" and "g/fm" with extra critics, "g/stft"
+    (loss, {"g/adv", and "g/ac" with AC-GAN, "g/aux" and "g/fm" with extra critics (and
+    "g/aux_ac" with their AC-GAN heads), "g/stft"
     with `optim.stft_weight`}).
   """
   m, o = spec.cfg.model, spec.cfg.optim
@@ -480,12 +504,16 @@ def generator_objective(
   total = adv + o.ac_weight * ac
   if spec.models.aux_graph is not None:
     _, aux_g_loss = losses.AUX_LOSSES[o.aux_loss]
-    fake_logits, fake_feats = aux_critics(spec, d_params, fake_seen)
-    real_feats = aux_critics(spec, d_params, seen(real, rows, "aug_real", shared))[1]
-    aux_adv = aux_g_loss(fake_logits)
-    fm = losses.mean_feature_matching_loss(real_feats, fake_feats)
+    aux_fake = aux_critics(spec, d_params, fake_seen, style)
+    real_feats = aux_critics(spec, d_params, seen(real, rows, "aug_real", shared), style).feats
+    aux_adv = aux_g_loss(aux_fake.logits)
+    fm = losses.mean_feature_matching_loss(real_feats, aux_fake.feats)
     metrics.update({"g/aux": aux_adv, "g/fm": fm})
     total = total + o.aux_weight * aux_adv + o.fm_weight * fm
+    if aux_fake.classes:
+      aux_ac = aux_class_loss(m, aux_fake.classes, vec, rows["kept"], shared.styled)
+      metrics["g/aux_ac"] = aux_ac
+      total = total + o.aux_weight * o.ac_weight * aux_ac
   if o.stft_weight > 0:
     groups = spectrum_groups(m, o, vec, rows["kept"])
     spectrum = losses.mean_spectrum_loss(real, fake, groups=groups, frames=o.stft_frames)
