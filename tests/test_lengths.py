@@ -158,6 +158,8 @@ def test_preview_spectrograms_scale_with_rate_and_length():
 def test_train_export_render_at_44100_hz(tmp_path, capsys):
   run, rate, length = tmp_path / "run", 44100, 32768
   overrides = ["--set", f"data.sample_rate={rate}", "--set", f"model.slice_len={length}"]
+  # with long-range context too: its blocks travel in the model file
+  overrides += ["--set", "model.attention=64,128", "--set", "model.recurrent=lstm"]  # G: 64, D: 128
   argv = ["train", "--workdir", run, "--preset", "tiny", "--steps", 2, "--no-progress", *overrides]
   assert main([str(a) for a in argv]) == 0
   for wav in (run / "previews" / "step_0000002").glob("*.wav"):
@@ -172,6 +174,8 @@ def test_train_export_render_at_44100_hz(tmp_path, capsys):
   for i in range(2):
     info = sf.info(str(out / f"snares_{i:04d}.wav"))
     assert (info.samplerate, info.frames, info.channels) == (rate, length, 1)
+    audio = sf.read(str(out / f"snares_{i:04d}.wav"))[0]
+    assert np.all(np.isfinite(audio)) and np.any(audio != 0)
 
   # `evaluate` refuses a prepared cache at another rate (of the same clip length) in one line.
   cache = tmp_path / "cache16k"
