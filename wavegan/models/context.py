@@ -58,7 +58,7 @@ class SelfAttention(nnx.Module):
   """Gated multi-head self-attention: x + gate * MHA(x, x), the gate a scalar starting at 0.
 
   Reads [B, T, C] or a 2-D map [B, F, K, C] (attended over its F * K positions); returns the same
-  shape and dtype.
+  shape and dtype, computing in float32.
   """
 
   def __init__(self, channels: int, heads: int, *, rngs: nnx.Rngs):
@@ -76,7 +76,8 @@ class SelfAttention(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = x.shape
-    seq = x.reshape(shape[0], -1, shape[-1])  # [B, T, C]
+    # in float32 whatever the compute dtype: a softmax over T scores loses too much in bfloat16
+    seq = x.reshape(shape[0], -1, shape[-1]).astype(jnp.float32)  # [B, T, C]
     y = self.attention(seq, seq).astype(x.dtype)  # [B, T, C]
     return x + self.gate[...].astype(x.dtype) * y.reshape(shape)
 
