@@ -232,7 +232,7 @@ def test_projection_heads_make_extra_critics_hear_the_style(name):
   assert [v.shape for v in a.logits] == [v.shape for v in b.logits]
   other = aware(x, styles[::-1])
   assert all(not np.allclose(np.asarray(u), np.asarray(v)) for u, v in zip(b.logits, other.logits))
-  assert b.classes == []
+  assert b.classes == ()
   # rows trained without a style (zero vectors) get no projection term
   for u, v in zip(aware(x).logits, aware(x, jnp.zeros_like(styles)).logits):
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))

@@ -41,7 +41,7 @@ class Outputs(NamedTuple):
 
   logits: list[jax.Array]  # one [B, N_i] per sub-discriminator
   feats: list[jax.Array]  # every sub-discriminator's hidden activations
-  classes: list[jax.Array] = []  # with AC-GAN heads: one style head [B, cond_dim] each
+  classes: tuple[jax.Array, ...] = ()  # with AC-GAN heads: one style head [B, cond_dim] each
 
 
 DEFAULT_PERIODS = (2, 3, 5, 7, 11)
@@ -138,7 +138,7 @@ class StyleHead(nnx.Module):
     if self.proj is not None:
       emb = (style.astype(jnp.float32) @ self.proj[...]).astype(h.dtype)  # [B, C]
       return Outputs([logits + jnp.einsum("bnc,bc->bn", h, emb)], out.feats)
-    return Outputs(out.logits, out.feats, [self.classifier(jnp.mean(h, axis=1))])
+    return Outputs(out.logits, out.feats, (self.classifier(jnp.mean(h, axis=1)),))
 
 
 def style_head(channels: int, cond_dim: int, mode: str, *, rngs: nnx.Rngs) -> StyleHead | None:
@@ -268,7 +268,7 @@ def merge_outputs(outs: Sequence[Outputs]) -> Outputs:
   return Outputs(
     [a for o in outs for a in o.logits],
     [a for o in outs for a in o.feats],
-    [a for o in outs for a in o.classes],
+    tuple(a for o in outs for a in o.classes),
   )
 
 

@@ -303,7 +303,7 @@ def class_loss(
 
 
 def aux_class_loss(
-  m: ModelConfig, heads: list[jax.Array], vec: jax.Array, kept: jax.Array, styled: jax.Array
+  m: ModelConfig, heads: tuple[jax.Array, ...], vec: jax.Array, kept: jax.Array, styled: jax.Array
 ) -> jax.Array:
   """`class_loss` averaged over the extra critics' AC-GAN heads (0 without any)."""
   if not heads:
