@@ -5,6 +5,7 @@ The models are only traced (`jax.eval_shape`), so the longest slices cost nothin
 """
 
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -177,7 +178,12 @@ def test_train_export_render_at_44100_hz(tmp_path, capsys):
     audio = sf.read(str(out / f"snares_{i:04d}.wav"))[0]
     assert np.all(np.isfinite(audio)) and np.any(audio != 0)
 
-  # `evaluate` refuses a prepared cache at another rate (of the same clip length) in one line.
+  # `evaluate` scores the run at its own rate and length ...
+  assert main(["evaluate", "--workdir", str(run), "--n", "8", "--out", str(tmp_path / "ev")]) == 0
+  report = json.loads((tmp_path / "ev" / "report.json").read_text())
+  assert np.isfinite(report["generated"]["fd"])
+
+  # ... and refuses a prepared cache at another rate (of the same clip length) in one line.
   cache = tmp_path / "cache16k"
   corpus = builtin_corpus(per_class=4, sample_rate=rate)
   prepare = ["prepare", corpus, "--out", cache, "--sample-rate", 16000, "--slice-len", length]
