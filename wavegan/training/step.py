@@ -405,7 +405,8 @@ def critic_objective(
     spec: the static pieces.
   Returns:
     (loss, {"d/adv", "d/gp", "d/real", "d/fake", and "d/r1" with R1, "d/ac" with AC-GAN,
-    "d/aux" with extra critics, "d/aux_ac" with their AC-GAN heads, "d/sign_real" (mean sign of D's real logits) with ADA}).
+    "d/aux" with extra critics, "d/aux_ac" with their AC-GAN heads, "d/sign_real" (mean sign
+    of D's real logits) with ADA}).
   """
   m, o = spec.cfg.model, spec.cfg.optim
   d_loss_fn, _ = losses.LOSSES[o.loss]
@@ -485,8 +486,7 @@ def generator_objective(
     spec: the static pieces.
   Returns:
     (loss, {"g/adv", and "g/ac" with AC-GAN, "g/aux" and "g/fm" with extra critics (and
-    "g/aux_ac" with their AC-GAN heads), "g/stft"
-    with `optim.stft_weight`}).
+    "g/aux_ac" with their AC-GAN heads), "g/stft" with `optim.stft_weight`}).
   """
   m, o = spec.cfg.model, spec.cfg.optim
   _, g_loss_fn = losses.LOSSES[o.loss]
