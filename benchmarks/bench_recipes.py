@@ -18,6 +18,10 @@ they were taken at) give the curves. Written to OUT:
   each CPU minute;
 - curves.png: FD and style accuracy against training CPU minutes, every variant in one figure.
 
+`--steps N` trains every variant for N generator steps instead (equal steps, not equal compute:
+for variants whose step costs several times the others', to tell what they learn per step from
+what they cost).
+
 Variants already evaluated in OUT are not run again, so variants can be added one at a time.
 """
 
@@ -60,6 +64,7 @@ STRUCTURES: dict[str, list[str]] = {
   "attention 256": ["model.attention=256"],
   "recurrent GRU": ["model.recurrent=gru"],
   "attention 256 + recurrent GRU": ["model.attention=256", "model.recurrent=gru"],
+  "attention 64 + recurrent GRU": ["model.attention=64", "model.recurrent=gru"],
   "extra critics (MPD)": EXTRA_CRITICS,
   "extra critics (MPD), projection": [*EXTRA_CRITICS, "model.aux_cond=projection"],
 }
@@ -121,9 +126,13 @@ def run_variant(name: str, args: argparse.Namespace) -> str:
   run = os.path.join(args.out, slug(name))
   if os.path.exists(os.path.join(run, "eval", "report.json")):
     return run
+  budget = (
+    [f"train.steps={args.steps}"]
+    if args.steps
+    else [f"train.max_cpu_minutes={args.cpu_minutes}", "train.steps=1000000"]
+  )
   sets = [
-    f"train.max_cpu_minutes={args.cpu_minutes}",
-    "train.steps=1000000",
+    *budget,
     "train.checkpoint_every=200",
     *BASE,
     *VARIANTS[name],
@@ -200,6 +209,7 @@ def main() -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   p.add_argument("--cpu-minutes", type=float, default=16.0)
+  p.add_argument("--steps", type=int, default=0, help="N generator steps each, not CPU minutes")
   p.add_argument("--data", default="", help="audio folder (default: the built-in corpus)")
   p.add_argument("--n", type=int, default=600, help="generated clips per evaluation")
   p.add_argument("--out", default="runs/recipes/builtin")
@@ -222,8 +232,9 @@ def main() -> None:
       rows.append(row(name, json.load(f)))
     curves[name] = curve(run)
   corpus = os.path.basename(os.path.normpath(args.data)) if args.data else "built-in corpus"
+  budget = f"{args.steps} steps" if args.steps else f"{args.cpu_minutes:g} training CPU minutes"
   lines = [
-    f"{corpus}, {args.cpu_minutes:g} training CPU minutes each, `wavegan evaluate --n {args.n}`.",
+    f"{corpus}, {budget} each, `wavegan evaluate --n {args.n}`.",
     "",
     "| variant | steps | style accuracy | FD | KID | NDB/K | NN distance / real's "
     "| hardened style accuracy | accepted style accuracy | hardened FD | upsampling tones (dB) "
