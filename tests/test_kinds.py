@@ -98,8 +98,9 @@ SPECGAN_REFUSALS = [
 
 
 @pytest.mark.parametrize("sets,message", SPECGAN_REFUSALS)
-def test_kind_checks_refuse_what_the_kind_cannot_train(sets, message):
-  cfg = apply_overrides(preset("tiny"), ["model.kind=specgan", *sets]).validate()
+@pytest.mark.parametrize("name", ["specgan", "complex", "ifspec"])
+def test_kind_checks_refuse_what_the_kind_cannot_train(name, sets, message):
+  cfg = apply_overrides(preset("tiny"), [f"model.kind={name}", *sets]).validate()
   with pytest.raises(ConfigError, match=message):
     kinds.check(cfg)
   # The same settings are fine for the waveform model (n_fft and hop are not its).

@@ -76,9 +76,11 @@ class ModelConfig:
   # set from the corpus with several label fields: their block sizes, e.g. (4, 3)
   style_groups: tuple[int, ...] = ()
   num_attributes: int = 0  # set from the corpus: continuous attributes in the style vector
-  kind: str = "wavegan"  # see models.kinds: "wavegan" (waveforms) or "specgan" (spectrograms)
-  n_fft: int = 256  # specgan: STFT frame; n_fft // 2 bins are modelled
-  hop: int = 128  # specgan: STFT step; slice_len // hop frames are modelled
+  # see models.kinds: "wavegan" (waveforms), "specgan" (log-magnitude spectrograms), "complex"
+  # (complex STFT planes) or "ifspec" (log magnitude + instantaneous frequency)
+  kind: str = "wavegan"
+  n_fft: int = 256  # spectral kinds: STFT frame; n_fft // 2 bins are modelled
+  hop: int = 128  # spectral kinds: STFT step; slice_len // hop frames are modelled
   gl_iters: int = 32  # specgan: Griffin-Lim iterations when turning images into audio
   aux_discs: tuple[str, ...] = ()  # wavegan: extra discriminators, any of mrstft, msd, mpd
   aux_width: int = 16  # channels of the extra discriminators' first layers

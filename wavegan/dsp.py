@@ -179,6 +179,81 @@ def istft(
   return (out / jnp.asarray(env, out.dtype))[:, :length]  # [B, length]
 
 
+def packed_stft(audio: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array:
+  """Audio [B, T] -> the invertible spectrum [B, T // hop, n_fft // 2] (complex; T a multiple of hop).
+
+  The phase-aware kinds' STFT: centred frames (frame f centred on sample f * hop, the ends
+  reflect-padded) with the periodic Hann window, the last frame (centred on sample T) dropped so
+  there are T // hop frames. A real signal's DC and Nyquist bins are real, so the Nyquist value is
+  packed into the DC bin's imaginary part: bin 0 holds X[0] + i X[n_fft / 2], and n_fft // 2 bins
+  (a power of two, as the 2-D GANs need) keep all the information. `packed_istft` inverts it.
+  """
+  spec = stft(audio, n_fft, hop, center=True)[:, :-1]  # [B, T // hop, n_fft/2 + 1]
+  k = n_fft // 2
+  dc = jnp.real(spec[..., 0]) + 1j * jnp.real(spec[..., k])
+  return jnp.concatenate([dc[..., None].astype(spec.dtype), spec[..., 1:k]], -1)  # [B, F, K]
+
+
+def overlap_envelope(n_frames: int, n_fft: int, hop: int, length: int) -> np.ndarray:
+  """The squared-window sum that `packed_istft` divides by, over samples [0, length): float64.
+
+  Frame 0 is centred on sample 0, so the start is always well covered. Past the last frame's
+  centre, (F - 1) * hop, fewer frames cover each sample, and at hop = n_fft / 2 only the last
+  frame's falling half covers the last hop, whose square vanishes: a generated spectrum is not a
+  consistent one, and dividing its last samples by that would turn them into spikes. So the sum
+  is floored at its minimum up to the last frame's centre: the samples past that centre where it
+  is lower (the last ~80 of 128 at n_fft 256, hop 128) fade out instead of being inverted
+  exactly; every other sample is exact.
+  """
+  half = n_fft // 2
+  idx = frame_indices(n_frames, n_fft, hop) - half  # frame f starts at f * hop - n_fft / 2
+  sq = np.broadcast_to(hann(n_fft) ** 2, idx.shape)
+  keep = (idx >= 0) & (idx < length)
+  env = np.bincount(idx[keep], sq[keep], minlength=length)[:length]
+  return np.maximum(env, env[: (n_frames - 1) * hop + 1].min())
+
+
+def packed_istft(spec: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array:
+  """Inverse of `packed_stft`: [B, F, n_fft // 2] (complex) -> audio [B, F * hop].
+
+  Unpacks the DC and Nyquist bins, inverse-FFTs every frame, windows it again and overlap-adds,
+  dividing by `overlap_envelope`: exact (to float32 rounding) on every sample but the last few
+  (see there), for any spectrum a clip gave.
+  """
+  b, n_frames, k = spec.shape
+  length = n_frames * hop
+  dc, nyquist = jnp.real(spec[..., :1]), jnp.imag(spec[..., :1])
+  full = jnp.concatenate([dc.astype(spec.dtype), spec[..., 1:], nyquist.astype(spec.dtype)], -1)
+  frames = jnp.fft.irfft(full, n=n_fft, axis=-1)  # [B, F, n_fft]
+  frames = frames * jnp.asarray(hann(n_fft), frames.dtype)
+  half = n_fft // 2
+  idx = frame_indices(n_frames, n_fft, hop)  # [F, n_fft], offset by n_fft / 2
+  out = jnp.zeros((b, length + n_fft), frames.dtype).at[:, idx].add(frames)
+  env = overlap_envelope(n_frames, n_fft, hop, length)
+  return out[:, half : half + length] / jnp.asarray(env, out.dtype)  # [B, F * hop]
+
+
+def wrap_phase(x: ArrayT) -> ArrayT:
+  """Angles into [-pi, pi)."""
+  return (x + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def instantaneous_frequency(phase: jax.Array) -> jax.Array:
+  """Phase [..., F, K] -> GANSynth's instantaneous frequency [..., F, K] in [-1, 1).
+
+  The phase's frame-to-frame difference, wrapped and divided by pi (the unwrapped phase's
+  derivative along time); frame 0 keeps its phase itself (a difference from 0), so
+  `phase_from_frequency` gives the phase back exactly (modulo 2 pi).
+  """
+  diff = jnp.diff(phase, axis=-2, prepend=jnp.zeros_like(phase[..., :1, :]))
+  return wrap_phase(diff) / np.pi
+
+
+def phase_from_frequency(freq: jax.Array) -> jax.Array:
+  """Inverse of `instantaneous_frequency`: the cumulative sum along frames, times pi."""
+  return wrap_phase(jnp.cumsum(freq * np.pi, axis=-2))
+
+
 def log_magnitude(
   audio: jax.Array, n_fft: int = 256, hop: int = 128, eps: float = 1e-6
 ) -> jax.Array:

@@ -22,7 +22,7 @@ from flax import nnx
 
 from wavegan import dsp
 from wavegan.config import Config, ConfigError, ModelConfig
-from wavegan.models import context, specgan, waveform
+from wavegan.models import context, phase, specgan, waveform
 
 Stats = Mapping[str, Any]  # as stored with the run: lists of floats per name
 Arrays = dict[str, jax.Array]
@@ -93,12 +93,29 @@ def _spec_statistics_file(model: ModelConfig) -> str:
   return f"stft-{model.n_fft}-{model.hop}"
 
 
+def _planes_input(audio: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
+  return phase.features(audio, stats["mean"], stats["std"], model)
+
+
+def _planes_audio(images: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
+  return phase.to_waveform(images, stats["mean"], stats["std"], model)
+
+
+def _planes_measure(batches: Iterable[np.ndarray], model: ModelConfig) -> dict[str, list[float]]:
+  return dsp.moments_to_dict(*phase.plane_moments(batches, model))
+
+
+def _planes_statistics_file(model: ModelConfig) -> str:
+  return f"{model.kind}-{model.n_fft}-{model.hop}"
+
+
 def _spec_check(cfg: Config) -> None:
+  """What the 2-D spectral kinds (specgan, complex, ifspec) cannot train."""
   m = cfg.model
   bins, frames = m.n_fft // 2, m.slice_len // max(m.hop, 1)
   if bins % 32 or frames % 32 or m.slice_len % max(m.hop, 1):
     raise ConfigError(
-      f"model.kind=specgan needs n_fft // 2 ({bins}) and slice_len // hop "
+      f"model.kind={m.kind} needs n_fft // 2 ({bins}) and slice_len // hop "
       f"({m.slice_len}/{m.hop}) to be multiples of 32"
     )
   if m.aux_names:
@@ -140,6 +157,22 @@ KINDS: dict[str, ModelKind] = {
     check=_spec_check,
     placements=specgan.placements,
   ),
+  **{
+    name: ModelKind(
+      name=name,
+      generator=phase.PlanesGenerator,
+      critic=phase.PlanesDiscriminator,
+      critic_input=_planes_input,
+      to_audio=_planes_audio,
+      critic_ndim=4,
+      statistics="spec_moments",
+      measure=_planes_measure,
+      statistics_file=_planes_statistics_file,
+      check=_spec_check,
+      placements=specgan.placements,
+    )
+    for name in ("complex", "ifspec")
+  },
 }
 
 

@@ -219,7 +219,14 @@ class Downsample2d(_StridedConv2d):
 
 
 class SpecGenerator(nnx.Module):
-  """SpecGAN generator: z [B, latent] (+ style) -> images [B, frames, bins, C] in [-1, 1]."""
+  """SpecGAN generator: z [B, latent] (+ style) -> images [B, frames, bins, C] in [-1, 1].
+
+  `planes` images per audio channel (C * planes channels out) and a `bounded` (tanh) output are
+  class attributes, so the phase-aware kinds (`wavegan.models.phase`) reuse the network.
+  """
+
+  planes = 1
+  bounded = True
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -231,7 +238,7 @@ class SpecGenerator(nnx.Module):
     self.project = nnx.Linear(
       in_dim, h0 * w0 * widths[0], rngs=rngs, kernel_init=nnx.initializers.glorot_uniform()
     )
-    outs = widths[1:] + [cfg.channels]
+    outs = widths[1:] + [cfg.channels * self.planes]
     self.ups = nnx.List([Upsample2d(ci, co, rngs=rngs) for ci, co in zip(widths, outs)])
     # Long-range context (off by default), as in the waveform generator.
     self.attention = context.attention_blocks(cfg, placements(cfg).g, tuple(widths), rngs=rngs)
@@ -247,15 +254,18 @@ class SpecGenerator(nnx.Module):
     for i, up in enumerate(self.ups[:-1]):
       x = nnx.relu(film(self, up(x), emb, i + 1))  # H, W *= 2, C /= 2
       x = context.apply(self.attention[i + 1], x)
-    return jnp.tanh(self.ups[-1](x))  # [B, F, K, C]
+    x = self.ups[-1](x)  # [B, F, K, C * planes]
+    return jnp.tanh(x) if self.bounded else x
 
 
 class SpecDiscriminator(nnx.Module):
-  """SpecGAN critic: images [B, frames, bins, C] (+ style) -> one logit per example [B]."""
+  """SpecGAN critic: images [B, frames, bins, C * planes] (+ style) -> one logit per example [B]."""
+
+  planes = 1  # images per audio channel, as the generator's
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    chans = [cfg.channels] + layer_widths(cfg)[::-1]  # C, d, 2d, 4d, 8d, 16d
+    chans = [cfg.channels * self.planes] + layer_widths(cfg)[::-1]  # C, d, 2d, 4d, 8d, 16d
     self.downs = nnx.List([Downsample2d(ci, co, rngs=rngs) for ci, co in itertools.pairwise(chans)])
     h0, w0 = base_shape(cfg)
     feat = h0 * w0 * chans[-1]
@@ -333,7 +343,7 @@ def _log_mags(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
   return log_mag.reshape(n, c, *log_mag.shape[1:])
 
 
-def _chunks(batches: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[np.ndarray, int]]:
+def chunks(batches: Iterable[np.ndarray], chunk: int) -> Iterator[tuple[np.ndarray, int]]:
   """Regroups [N, T, C] arrays into (array [chunk, T, C], rows that are real) pieces.
 
   Rows are carried over between batches so only the very last piece is padded (with zeros),
@@ -370,7 +380,7 @@ def audio_moments(
   """
 
   def log_mags() -> Iterator[np.ndarray]:
-    for piece, rows in _chunks(batches, chunk):
+    for piece, rows in chunks(batches, chunk):
       yield np.asarray(_log_mags(jnp.asarray(piece), cfg.n_fft, cfg.hop))[:rows]  # [n, C, F, K]
 
   mean, std = dsp.moments_from_batches(log_mags())
