@@ -129,6 +129,10 @@ def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
   md = (tmp_path / "ev" / "report.md").read_text()
   assert "| Frechet distance | lower |" in md and "Memorisation check" in md
   assert "| spectral shape distance (dB) |" in md
+  attack = report["attack"]  # per style, real drums rise in a few milliseconds
+  assert set(attack["rise_ms"]["real_held_out"]) == set(report["styles"])
+  assert 0 < attack["rise_ms"]["real_held_out"]["kick"] < 5
+  assert "## Attack" in md and "| kick |" in md
   for png in ("spectrograms.png", "style_accuracy.png"):
     assert (tmp_path / "ev" / png).stat().st_size > 5000
   assert "report:" in capsys.readouterr().out

@@ -311,3 +311,41 @@ def test_spectrum_distance_by_style_compares_like_with_like():
   assert metrics.spectrum_distance_by_style(swapped, labels, real, labels) > 10.0
   assert metrics.spectrum_distance_by_style(real[::-1], labels[::-1], real, labels) < 1.0
   assert np.isnan(metrics.spectrum_distance_by_style(real, labels + 5, real, labels))
+
+
+# ------------------------------------------------------------------------------------------------
+# Attack sharpness.
+
+
+def _burst(rise_samples: int, n: int = 4096, onset: int = 500) -> np.ndarray:
+  """Noise under a linear attack of `rise_samples` then a slow decay: [1, n, 1]."""
+  env = np.zeros(n)
+  env[onset : onset + rise_samples] = np.linspace(0, 1, rise_samples, endpoint=False)
+  env[onset + rise_samples :] = np.exp(-np.arange(n - onset - rise_samples) / 2000)
+  noise = np.random.default_rng(0).choice([-1.0, 1.0], n)  # unit RMS everywhere
+  return (env * noise)[None, :, None]
+
+
+def test_rise_time_reads_a_known_linear_attack():
+  sr = 16000
+  for rise in (16, 160, 800):  # 1, 10 and 50 ms
+    measured = metrics.rise_time_ms(_burst(rise), sr, window_ms=0.0625)  # one-sample window
+    # 10 % to 90 % of a linear ramp is 0.8 of it, to a sample.
+    assert measured[0] == pytest.approx(0.8 * rise * 1000 / sr, abs=2 * 1000 / sr), rise
+  # Louder or softer, stereo or mono: the same attack.
+  x = _burst(160)
+  assert metrics.rise_time_ms(0.1 * x, sr)[0] == pytest.approx(
+    metrics.rise_time_ms(x, sr)[0], abs=0.07
+  )
+  assert metrics.rise_time_ms(np.repeat(x, 2, axis=2), sr)[0] == metrics.rise_time_ms(x, sr)[0]
+  assert np.isnan(metrics.rise_time_ms(np.zeros((1, 4096, 1)), sr)[0])
+
+
+def test_onset_flux_is_larger_for_a_sharp_attack():
+  sr = 16000
+  sharp, smeared = (metrics.onset_flux_db(_burst(r), sr)[0] for r in (8, 1600))
+  assert sharp > 2 * smeared > 0
+  assert metrics.onset_flux_db(0.1 * _burst(8), sr)[0] == pytest.approx(sharp)
+  assert np.isnan(metrics.onset_flux_db(np.zeros((1, 4096, 1)), sr)[0])
+  with pytest.raises(ValueError, match="shorter than one"):
+    metrics.onset_flux_db(np.zeros((1, 100, 1)), sr)

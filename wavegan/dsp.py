@@ -150,8 +150,11 @@ def istft(
 ) -> jax.Array:
   """Inverse of `stft`: windowed overlap-add divided by the summed squared window.
 
-  Dividing by sum_k w[n - k hop]^2 makes istft(stft(x)) == x wherever that sum is not tiny; only
-  the first few samples (under the rising edge of the first window alone) are unreliable.
+  Dividing by sum_k w[n - k hop]^2 makes istft(stft(x)) == x wherever every overlapping frame
+  covers the sample. The first n_fft - hop samples are under the first windows' rising edges
+  alone, where the sum vanishes: it is floored there (`window_envelope`), so they fade in (the
+  first ~80 of 128 at n_fft 256, hop 128) rather than turn a generated spectrum's first frame
+  into a full-scale click.
 
   Args:
     spec: complex spectrum [B, F, n_fft // 2 + 1].
@@ -171,11 +174,8 @@ def istft(
   total = max(int(idx[-1, -1]) + 1, length)
   out = jnp.zeros((spec.shape[0], total), frames.dtype)
   out = out.at[:, idx].add(frames)  # [B, total]
-  # The window-square envelope is shape-only, so it is a numpy constant; floor it so the
-  # near-zero edge of the first window does not blow up (those samples carry no energy anyway).
-  # (np.bincount rather than np.add.at, whose broadcast values misbehave in numpy 2.4.)
-  sq = np.broadcast_to(window**2, idx.shape)
-  env = np.maximum(np.bincount(idx.ravel(), sq.ravel(), minlength=total), 1e-8)  # [total]
+  full = (n_fft - hop, n_frames * hop)  # the samples every overlapping frame covers
+  env = window_envelope(idx, n_fft, total, full)  # [total]
   return (out / jnp.asarray(env, out.dtype))[:, :length]  # [B, length]
 
 
@@ -194,23 +194,34 @@ def packed_stft(audio: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array
   return jnp.concatenate([dc[..., None].astype(spec.dtype), spec[..., 1:k]], -1)  # [B, F, K]
 
 
-def overlap_envelope(n_frames: int, n_fft: int, hop: int, length: int) -> np.ndarray:
-  """The squared-window sum that `packed_istft` divides by, over samples [0, length): float64.
+def window_envelope(idx: np.ndarray, n_fft: int, length: int, full: tuple[int, int]) -> np.ndarray:
+  """The squared-window sum an inverse STFT divides by, over samples [0, length): float64.
 
-  Frame 0 is centred on sample 0, so the start is always well covered. Past the last frame's
-  centre, (F - 1) * hop, fewer frames cover each sample, and at hop = n_fft / 2 only the last
-  frame's falling half covers the last hop, whose square vanishes: a generated spectrum is not a
-  consistent one, and dividing its last samples by that would turn them into spikes. So the sum
-  is floored at its minimum up to the last frame's centre: the samples past that centre where it
-  is lower (the last ~80 of 128 at n_fft 256, hop 128) fade out instead of being inverted
-  exactly; every other sample is exact.
+  `idx` [F, n_fft] are the samples each frame's window lands on (those outside [0, length)
+  dropped). The sum is floored at its minimum over `full` (the samples that every overlapping
+  frame covers): where fewer frames cover a sample (an end of the signal) it can vanish, and
+  dividing a generated, inconsistent spectrum by it would turn those samples into spikes; they
+  fade instead. A shape-only numpy constant (np.bincount rather than np.add.at, whose broadcast
+  values misbehave in numpy 2.4).
   """
-  half = n_fft // 2
-  idx = frame_indices(n_frames, n_fft, hop) - half  # frame f starts at f * hop - n_fft / 2
   sq = np.broadcast_to(hann(n_fft) ** 2, idx.shape)
   keep = (idx >= 0) & (idx < length)
   env = np.bincount(idx[keep], sq[keep], minlength=length)[:length]
-  return np.maximum(env, env[: (n_frames - 1) * hop + 1].min())
+  lo = min(max(full[0], 0), length - 1)
+  return np.maximum(env, env[lo : max(min(full[1], length), lo + 1)].min())
+
+
+def overlap_envelope(n_frames: int, n_fft: int, hop: int, length: int) -> np.ndarray:
+  """`window_envelope` of `packed_istft`: its centred frames over samples [0, length).
+
+  Frame 0 is centred on sample 0, so the start is always well covered. Past the last frame's
+  centre, (F - 1) * hop, fewer frames cover each sample, and at hop = n_fft / 2 only the last
+  frame's falling half covers the last hop. So the floor is the minimum up to the last frame's
+  centre: the samples past it where the sum is lower (the last ~80 of 128 at n_fft 256, hop 128)
+  fade out instead of being inverted exactly; every other sample is exact.
+  """
+  idx = frame_indices(n_frames, n_fft, hop) - n_fft // 2  # frame f starts at f * hop - n_fft / 2
+  return window_envelope(idx, n_fft, length, (0, (n_frames - 1) * hop + 1))
 
 
 def packed_istft(spec: jax.Array, n_fft: int = 256, hop: int = 128) -> jax.Array:
