@@ -35,6 +35,8 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
+
 # What every variant starts from: the demo preset with the paper's WGAN-GP recipe (5 critic
 # updates per G update, learning rates 1e-4), its recipe before this comparison ("default").
 BASE = [
@@ -68,6 +70,7 @@ STRUCTURES: dict[str, list[str]] = {
   "extra critics (MPD)": EXTRA_CRITICS,
   "extra critics (MPD), projection": [*EXTRA_CRITICS, "model.aux_cond=projection"],
 }
+SPECTRAL = ("specgan", "complex", "ifspec")
 VARIANTS: dict[str, list[str]] = {
   "default": [],
   "nonsaturating + R1": NS_R1,
@@ -106,6 +109,9 @@ VARIANTS: dict[str, list[str]] = {
     f"NS + R1, n_critic 1 + TTUR, spectrum per style, {k}": [*SPEECH, *v]
     for k, v in STRUCTURES.items()
   },
+  # The spectral kinds with the best recipe that applies to them (the spectral losses are the
+  # waveform model's).
+  **{f"NS + R1, n_critic 1 + TTUR, {k}": [*NS_R1, *TTUR, f"model.kind={k}"] for k in SPECTRAL},
 }
 
 
@@ -179,8 +185,22 @@ def row(name: str, report: dict[str, Any]) -> str:
     f"{_f(g.get('fd'), '.1f')} | {_f(g.get('kid'), '.2f')} | {_f(g.get('ndb_over_k'), '.2f')} | "
     f"{_f(nn, '.2f')}x | {_f(hard.get('style_accuracy'), '.3f')} | "
     f"{_f(hard.get('accepted_style_accuracy'), '.3f')} | "
-    f"{_f(hard.get('fd'), '.1f')} | {_f(tones, '.1f')} | {_f(shape, '.1f')} |"
+    f"{_f(hard.get('fd'), '.1f')} | {_f(tones, '.1f')} | {_f(shape, '.1f')} | "
+    f"{attack(report)} |"
   )
+
+
+def attack(report: dict[str, Any]) -> str:
+  """The generated clips' median attack rise time (ms) against the real clips': kick and snare
+  where the corpus has them, else the median over the styles."""
+  rise = report.get("attack", {}).get("rise_ms", {})
+  gen, real = rise.get("generated", {}), rise.get("real_held_out", {})
+  if not gen:
+    return "-"
+  if {"kick", "snare"} <= set(gen):
+    return " / ".join(f"{_f(gen[s], '.1f')} ({_f(real.get(s), '.1f')})" for s in ("kick", "snare"))
+  med = lambda d: float(np.nanmedian(list(d.values()))) if d else math.nan  # noqa: E731
+  return f"{_f(med(gen), '.1f')} ({_f(med(real), '.1f')})"
 
 
 def plot(curves: dict[str, list[dict[str, float]]], path: str, title: str) -> None:
@@ -238,8 +258,8 @@ def main() -> None:
     "",
     "| variant | steps | style accuracy | FD | KID | NDB/K | NN distance / real's "
     "| hardened style accuracy | accepted style accuracy | hardened FD | upsampling tones (dB) "
-    "| spectral shape distance (dB) |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| spectral shape distance (dB) | attack rise, generated (real) (ms) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     *rows,
     "",
     "Light evaluations (FD / style accuracy) at training CPU minutes:",
