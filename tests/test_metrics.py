@@ -339,6 +339,11 @@ def test_rise_time_reads_a_known_linear_attack():
   )
   assert metrics.rise_time_ms(np.repeat(x, 2, axis=2), sr)[0] == metrics.rise_time_ms(x, sr)[0]
   assert np.isnan(metrics.rise_time_ms(np.zeros((1, 4096, 1)), sr)[0])
+  # An earlier, softer event that faded out does not count: the rise is the peak's own.
+  early = np.zeros_like(x)
+  early[0, 100:300, 0] = 0.95 * x[0, 3000:3200, 0] / np.abs(x[0, 3000:3200, 0]).max()
+  both = metrics.rise_time_ms(x + early, sr, window_ms=0.0625)[0]
+  assert both == pytest.approx(0.8 * 160 * 1000 / sr, abs=2 * 1000 / sr)
 
 
 def test_onset_flux_is_larger_for_a_sharp_attack():

@@ -377,7 +377,8 @@ def rise_time_ms(audio: np.ndarray, sample_rate: int, window_ms: float = 1.0) ->
 
   The envelope is the RMS over a sliding `window_ms` window ending at each sample (the channels'
   mean first); the rise runs from the last sample before the peak under 10 % of it to the first
-  sample at 90 % or more. A drum's attack takes about a millisecond; a smeared one takes longer.
+  sample after that at 90 % or more (so an earlier event that faded does not count). A drum's
+  attack takes about a millisecond; a smeared one takes longer.
   NaN for a silent clip.
 
   Args:
@@ -395,7 +396,8 @@ def rise_time_ms(audio: np.ndarray, sample_rate: int, window_ms: float = 1.0) ->
   idx = np.arange(t)[None, :]
   before = idx <= peak_at[:, None]
   low = np.where(before & (env < 0.1 * peak), idx, -1).max(axis=1)  # [N], -1: none
-  high = np.where(before & (env >= 0.9 * peak), idx, t).min(axis=1)  # [N]
+  after_low = before & (idx > low[:, None])  # the last rise, not an earlier event's
+  high = np.where(after_low & (env >= 0.9 * peak), idx, t).min(axis=1)  # [N], <= the peak
   rise = (high - np.maximum(low, 0)) * 1000.0 / sample_rate
   return np.where(peak[:, 0] > 1e-6, rise, np.nan)
 
