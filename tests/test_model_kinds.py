@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from wavegan import dsp, inputs
 from wavegan.config import apply_overrides
@@ -37,6 +38,11 @@ def test_specgan_moments_are_computed_stored_and_restored(tmp_path):
   assert int(state.step) == 3 and run3.spec_moments == run.spec_moments
 
   # The run renders through Griffin-Lim, and its exported file carries the moments.
+  _renders_and_exports_with_its_statistics(tmp_path, run)
+
+
+def _renders_and_exports_with_its_statistics(tmp_path, run):
+  """The run renders, and its exported file carries the statistics and renders the same."""
   synth = Synthesizer.from_workdir(str(tmp_path / "run"), batch_size=4)
   audio = synth.generate(3, "kick", seed=2)
   assert audio.shape == (3, 16384, 1) and np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1
@@ -50,6 +56,17 @@ def test_specgan_moments_are_computed_stored_and_restored(tmp_path):
   assert report.written == 2
   with open(tmp_path / "out" / "manifest.json") as f:
     assert len(json.load(f)) == 2
+
+
+@pytest.mark.parametrize("name", ["complex", "ifspec"])
+def test_phase_aware_kinds_train_resume_export_and_render(tmp_path, name):
+  run, _ = _train(tmp_path / "run", f"model.kind={name}", "train.steps=2")
+  mean, std = dsp.moments_from_dict(run.spec_moments)
+  assert mean.shape == std.shape == (256,) and np.all(std > 0)  # 2 planes x 128 bins
+  assert saved_run(str(tmp_path / "run")).spec_moments == run.spec_moments
+  run3, state = _train(tmp_path / "run", f"model.kind={name}", "train.steps=3")
+  assert int(state.step) == 3 and run3.spec_moments == run.spec_moments
+  _renders_and_exports_with_its_statistics(tmp_path, run)
 
 
 def test_waveform_model_with_extra_discriminators_resumes_and_renders(tmp_path):

@@ -1,6 +1,5 @@
 """The phase-aware spectral kinds (complex STFT planes; log magnitude + instantaneous frequency)."""
 
-import json
 import os
 
 import jax
@@ -12,13 +11,8 @@ from flax import nnx
 
 from data_pipelines import corpus
 from wavegan import dsp
-from wavegan.config import ModelConfig, apply_overrides
+from wavegan.config import ModelConfig
 from wavegan.models import kinds, phase
-from wavegan.presets import preset
-from wavegan.run import saved_run
-from wavegan.synthesis.render import RenderJob, render
-from wavegan.synthesis.synthesizer import Synthesizer
-from wavegan.training import loop as trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(ROOT, "..", "shared", "corpora", "fsdd")
@@ -138,36 +132,6 @@ def test_generated_images_become_finite_bounded_audio(name):
   images = jnp.tile(wild, (2, 128, 64, 1))  # absurd planes: overflow bait
   audio = kind.to_audio(images, stats, model)
   assert bool(jnp.all(jnp.isfinite(audio))) and float(jnp.max(jnp.abs(audio))) <= 1.0
-
-
-def _train(workdir, *sets):
-  cfg = apply_overrides(preset("tiny"), ["train.tensorboard=false", *sets])
-  return trainer.train(cfg, str(workdir), progress=False, log=lambda _: None)
-
-
-@pytest.mark.parametrize("name", KINDS)
-def test_a_tiny_run_trains_resumes_exports_and_renders(tmp_path, name):
-  sets = (f"model.kind={name}", "train.steps=2")
-  run, _ = _train(tmp_path / "run", *sets)
-  mean, std = dsp.moments_from_dict(run.spec_moments)
-  assert mean.shape == std.shape == (256,) and np.all(std > 0)  # 2 planes x 128 bins
-  assert saved_run(str(tmp_path / "run")).spec_moments == run.spec_moments
-  run3, state = _train(tmp_path / "run", f"model.kind={name}", "train.steps=3")
-  assert int(state.step) == 3 and run3.spec_moments == run.spec_moments
-
-  synth = Synthesizer.from_workdir(str(tmp_path / "run"), batch_size=4)
-  audio = synth.generate(3, "kick", seed=2)
-  assert audio.shape == (3, 16384, 1) and np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1
-  assert np.abs(audio).max() > 0
-  exported = Synthesizer.load(synth.export(str(tmp_path / "m.wgan")), batch_size=4)
-  assert exported.extras["spec_moments"] == run.spec_moments
-  np.testing.assert_array_equal(exported.generate(3, "kick", seed=2), audio)
-  report = render(
-    exported, [RenderJob(name="k", count=2, seed=2, style="kick")], str(tmp_path / "out")
-  )
-  assert report.written == 2
-  with open(tmp_path / "out" / "manifest.json") as f:
-    assert len(json.load(f)) == 2
 
 
 def test_the_planes_module_is_what_the_registry_uses():

@@ -372,37 +372,51 @@ def _mono(audio: np.ndarray, name: str = "audio") -> np.ndarray:
   return x.astype(np.float64).mean(axis=2)  # [N, T]
 
 
-def rise_time_ms(audio: np.ndarray, sample_rate: int, window_ms: float = 1.0) -> np.ndarray:
+def _per_clip_chunks(fn, audio: np.ndarray, chunk: int) -> np.ndarray:
+  """fn(mono clips [b, T]) -> [b], applied `chunk` clips at a time (memory), concatenated."""
+  x = np.asarray(audio)
+  return np.concatenate([fn(_mono(x[i : i + chunk])) for i in range(0, len(x), chunk)])
+
+
+def rise_time_ms(
+  audio: np.ndarray, sample_rate: int, window_ms: float = 1.0, chunk: int = 64
+) -> np.ndarray:
   """The attack's rise time of each clip [N] (ms): its RMS envelope from 10 % to 90 % of its peak.
 
   The envelope is the RMS over a sliding `window_ms` window ending at each sample (the channels'
   mean first); the rise runs from the last sample before the peak under 10 % of it to the first
   sample after that at 90 % or more (so an earlier event that faded does not count). A drum's
-  attack takes about a millisecond; a smeared one takes longer.
-  NaN for a silent clip.
+  attack takes about a millisecond; a smeared one takes longer. NaN for a silent clip.
 
   Args:
     audio: clips [N, T, C].
     sample_rate: Hz.
     window_ms: the envelope's window.
+    chunk: clips at a time (memory).
   """
-  x = _mono(audio)
-  n, t = x.shape
+  _mono(audio[:1])  # the shape check, before any work
   w = max(1, round(sample_rate * window_ms / 1000.0))
-  sums = np.cumsum(np.pad(x**2, ((0, 0), (w, 0))), axis=1)  # [N, T + w]
-  env = np.sqrt(np.maximum(sums[:, w:] - sums[:, :-w], 0.0) / w)  # [N, T]
-  peak_at = np.argmax(env, axis=1)  # [N]
-  peak = env[np.arange(n), peak_at][:, None]  # [N, 1]
-  idx = np.arange(t)[None, :]
-  before = idx <= peak_at[:, None]
-  low = np.where(before & (env < 0.1 * peak), idx, -1).max(axis=1)  # [N], -1: none
-  after_low = before & (idx > low[:, None])  # the last rise, not an earlier event's
-  high = np.where(after_low & (env >= 0.9 * peak), idx, t).min(axis=1)  # [N], <= the peak
-  rise = (high - np.maximum(low, 0)) * 1000.0 / sample_rate
-  return np.where(peak[:, 0] > 1e-6, rise, np.nan)
+
+  def rise(x: np.ndarray) -> np.ndarray:
+    n, t = x.shape
+    sums = np.cumsum(np.pad(x**2, ((0, 0), (w, 0))), axis=1)  # [n, T + w]
+    env = np.sqrt(np.maximum(sums[:, w:] - sums[:, :-w], 0.0) / w)  # [n, T]
+    peak_at = np.argmax(env, axis=1)  # [n]
+    peak = env[np.arange(n), peak_at][:, None]  # [n, 1]
+    idx = np.arange(t)[None, :]
+    before = idx <= peak_at[:, None]
+    low = np.where(before & (env < 0.1 * peak), idx, -1).max(axis=1)  # [n], -1: none
+    after_low = before & (idx > low[:, None])  # the last rise, not an earlier event's
+    high = np.where(after_low & (env >= 0.9 * peak), idx, t).min(axis=1)  # [n], <= the peak
+    ms = (high - np.maximum(low, 0)) * 1000.0 / sample_rate
+    return np.where(peak[:, 0] > 1e-6, ms, np.nan)
+
+  return _per_clip_chunks(rise, audio, chunk)
 
 
-def onset_flux_db(audio: np.ndarray, sample_rate: int, floor_db: float = 80.0) -> np.ndarray:
+def onset_flux_db(
+  audio: np.ndarray, sample_rate: int, floor_db: float = 80.0, chunk: int = 64
+) -> np.ndarray:
   """The attack's spectral flux of each clip [N] (dB): the largest frame-to-frame rise of its
   spectrum, averaged over the bins.
 
@@ -411,20 +425,25 @@ def onset_flux_db(audio: np.ndarray, sample_rate: int, floor_db: float = 80.0) -
   mean over bins of the rise (negative changes count 0) from the frame before; the figure is the
   largest over the clip. An attack that arrives in one frame across the spectrum gives a large
   figure; one spread over several frames, or missing its high frequencies, a smaller one. NaN for
-  a silent clip.
+  a silent clip. `chunk` clips at a time (memory).
   """
-  x = _mono(audio)
   n_fft = 1 << max(3, math.ceil(math.log2(sample_rate * 0.016)))
   hop = n_fft // 4
-  if x.shape[1] < n_fft:
-    raise ValueError(f"clips of {x.shape[1]} samples are shorter than one {n_fft}-sample frame")
+  length = _mono(audio[:1]).shape[1]
+  if length < n_fft:
+    raise ValueError(f"clips of {length} samples are shorter than one {n_fft}-sample frame")
   window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
-  starts = np.arange(0, x.shape[1] - n_fft + 1, hop)
-  power = np.abs(np.fft.rfft(x[:, starts[:, None] + np.arange(n_fft)] * window, axis=-1)) ** 2
-  top = power.max(axis=(1, 2), keepdims=True)  # [N, 1, 1]
-  db = 10.0 * np.log10(np.maximum(power, np.maximum(top, 1e-300) * 10.0 ** (-floor_db / 10.0)))
-  flux = np.maximum(np.diff(db, axis=1), 0.0).mean(axis=2)  # [N, F - 1]
-  return np.where(top[:, 0, 0] > 1e-12, flux.max(axis=1), np.nan)
+  frames = np.arange(0, length - n_fft + 1, hop)[:, None] + np.arange(n_fft)  # [F, n_fft]
+
+  def flux(x: np.ndarray) -> np.ndarray:
+    power = np.abs(np.fft.rfft(x[:, frames] * window, axis=-1)) ** 2  # [n, F, bins]
+    top = power.max(axis=(1, 2), keepdims=True)  # [n, 1, 1]
+    floor = np.maximum(top, 1e-300) * 10.0 ** (-floor_db / 10.0)
+    db = 10.0 * np.log10(np.maximum(power, floor))
+    rises = np.maximum(np.diff(db, axis=1), 0.0).mean(axis=2)  # [n, F - 1]
+    return np.where(top[:, 0, 0] > 1e-12, rises.max(axis=1), np.nan)
+
+  return _per_clip_chunks(flux, audio, chunk)
 
 
 # ------------------------------------------------------------------------------------------------
