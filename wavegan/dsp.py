@@ -2,7 +2,9 @@
 
 `stft` is the one short-time Fourier transform: SpecGAN's images, the spectral critics and losses
 (`stft_magnitude`), the reference classifier's features (`log_mel`) and the preview spectrograms
-all frame, window and transform through it (the previews in numpy, with `xp=np`).
+all frame, window and transform through it (the previews in numpy, with `xp=np`), and so do the
+phase-aware kinds' invertible `packed_stft` and `packed_istft` (with `instantaneous_frequency`
+and its inverse for GANSynth's representation).
 
 SpecGAN (Donahue et al. 2019) trains a 2-D GAN on 128 x 128 log-magnitude images: 16384 samples
 at 16 kHz, `n_fft=256`, `hop=128`, 128 frames, the Nyquist bin dropped to leave 128 frequency
