@@ -77,32 +77,22 @@ def _identity(x: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
   return x
 
 
-def _spec_input(audio: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
-  return specgan.spec_features(audio, stats["mean"], stats["std"], model)
+def _with_moments(
+  fn: Callable[..., jax.Array],
+) -> Callable[[jax.Array, Arrays, ModelConfig], jax.Array]:
+  """`fn(x, mean, std, model)` as a kind's `(x, stats arrays, model)` conversion."""
+  return lambda x, stats, model: fn(x, stats["mean"], stats["std"], model)
 
 
-def _spec_audio(images: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
-  return specgan.spec_to_waveform(images, stats["mean"], stats["std"], model)
-
-
-def _spec_measure(batches: Iterable[np.ndarray], model: ModelConfig) -> dict[str, list[float]]:
-  return dsp.moments_to_dict(*specgan.audio_moments(batches, model))
+def _as_dict(
+  fn: Callable[..., tuple[np.ndarray, np.ndarray]],
+) -> Callable[..., dict[str, list[float]]]:
+  """`fn(batches, model) -> (mean, std)` as a kind's `measure`, JSON-ready."""
+  return lambda batches, model: dsp.moments_to_dict(*fn(batches, model))
 
 
 def _spec_statistics_file(model: ModelConfig) -> str:
   return f"stft-{model.n_fft}-{model.hop}"
-
-
-def _planes_input(audio: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
-  return phase.features(audio, stats["mean"], stats["std"], model)
-
-
-def _planes_audio(images: jax.Array, stats: Arrays, model: ModelConfig) -> jax.Array:
-  return phase.to_waveform(images, stats["mean"], stats["std"], model)
-
-
-def _planes_measure(batches: Iterable[np.ndarray], model: ModelConfig) -> dict[str, list[float]]:
-  return dsp.moments_to_dict(*phase.plane_moments(batches, model))
 
 
 def _planes_statistics_file(model: ModelConfig) -> str:
@@ -148,11 +138,11 @@ KINDS: dict[str, ModelKind] = {
     name="specgan",
     generator=specgan.SpecGenerator,
     critic=specgan.SpecDiscriminator,
-    critic_input=_spec_input,
-    to_audio=_spec_audio,
+    critic_input=_with_moments(specgan.spec_features),
+    to_audio=_with_moments(specgan.spec_to_waveform),
     critic_ndim=4,
     statistics="spec_moments",
-    measure=_spec_measure,
+    measure=_as_dict(specgan.audio_moments),
     statistics_file=_spec_statistics_file,
     check=_spec_check,
     placements=specgan.placements,
@@ -162,11 +152,11 @@ KINDS: dict[str, ModelKind] = {
       name=name,
       generator=phase.PlanesGenerator,
       critic=phase.PlanesDiscriminator,
-      critic_input=_planes_input,
-      to_audio=_planes_audio,
+      critic_input=_with_moments(phase.features),
+      to_audio=_with_moments(phase.to_waveform),
       critic_ndim=4,
       statistics="spec_moments",
-      measure=_planes_measure,
+      measure=_as_dict(phase.plane_moments),
       statistics_file=_planes_statistics_file,
       check=_spec_check,
       placements=specgan.placements,
