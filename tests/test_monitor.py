@@ -17,8 +17,9 @@ from PIL import Image
 
 from wavegan.errors import DiskFullError
 from wavegan.files import FILE_MODE
-from wavegan.training import monitor
-from wavegan.training.monitor import TensorBoardLogger, plot_run, read_metrics
+from wavegan.synthesis import curves
+from wavegan.synthesis.curves import plot_run, read_metrics
+from wavegan.training.monitor import TensorBoardLogger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,10 +183,10 @@ def write_metrics(run, n_steps=300, eval_every=50):
 
 def test_panels_group_losses_diagnostics_speed_and_each_eval(tmp_path):
   write_metrics(tmp_path)
-  series = monitor._series(read_metrics(str(tmp_path / "metrics.jsonl")))
+  series = curves._series(read_metrics(str(tmp_path / "metrics.jsonl")))
   assert "time" not in series and "step" not in series
   assert len(series["eval/fd"][0]) == 6 and len(series["d/loss"][0]) == 300
-  assert monitor._panels(series) == [
+  assert curves._panels(series) == [
     ("losses", ["d/loss", "g/loss"], True),
     ("training diagnostics", ["d/grad_norm", "d/wdist"], True),
     ("steps per second", ["steps_per_s"], True),

@@ -9,6 +9,7 @@ wavegan export --workdir RUN --out MODEL [--overwrite]
 wavegan render JOBS.toml (--model MODEL | --workdir RUN) [--out DIR] [--overwrite]
 wavegan evaluate --workdir RUN [--data DIR] [--n N] [--out DIR]
 wavegan plot --workdir RUN [--out PNG]
+wavegan studio (--model MODEL | --workdir RUN) [--out DIR] [--port P] [--host HOST]
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-  from wavegan.training.monitor import plot_run
+  from wavegan.synthesis.curves import plot_run
 
   if not os.path.isdir(args.workdir):
     raise ConfigError(f"{args.workdir}: no such run folder")
@@ -277,6 +278,32 @@ def cmd_plot(args: argparse.Namespace) -> None:
   except (OSError, ValueError) as err:
     raise ConfigError(str(err)) from None
   print(f"wrote {path}")
+
+
+def cmd_studio(args: argparse.Namespace) -> None:
+  if (args.model is None) == (args.workdir is None):
+    raise ConfigError("pass exactly one of --model MODEL_FILE and --workdir RUN")
+  try:
+    import gradio  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    raise ConfigError(
+      "the studio needs its optional extra: pip install 'wavegan-jax[studio]' "
+      "(in a checkout: pip install -e '.[studio]')"
+    ) from None
+  from wavegan.studio import Studio, serve
+
+  source = args.model or args.workdir
+  out = args.out or (
+    os.path.join(args.workdir, "studio")
+    if args.workdir
+    else os.path.splitext(args.model)[0] + "_studio"
+  )
+  _need_folder_or_nothing(out, "--out")
+  studio = Studio.load(source, out)
+  _err(f"compiling {source} ...")
+  url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
+  _err(f"studio on {url} (Ctrl-C stops it); favourites go to {out}")
+  serve(studio, host=args.host, port=args.port)
 
 
 class UsageError(UserError):
@@ -422,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", required=True)
   p.add_argument("--out", help="PNG path (default: RUN/curves.png)")
   p.set_defaults(func=cmd_plot)
+
+  p = sub.add_parser(
+    "studio", help="play a model in the browser: mix styles, roll seeds, keep clips"
+  )
+  p.add_argument("--model", help="exported model file")
+  p.add_argument("--workdir", help="training run folder (its latest checkpoint)")
+  p.add_argument("--out", help="favourites folder (default: RUN/studio or MODEL_studio)")
+  p.add_argument("--port", type=_int_in(1, 65535), default=7860)
+  p.add_argument(
+    "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+  )
+  p.set_defaults(func=cmd_studio)
   return parser
 
 

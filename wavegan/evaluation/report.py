@@ -14,7 +14,7 @@ from wavegan import inputs
 from wavegan.config import ConfigError
 from wavegan.evaluation import metrics, scores
 from wavegan.files import write_json, write_text
-from wavegan.synthesis import previews
+from wavegan.synthesis import pages, previews
 
 if TYPE_CHECKING:
   from wavegan.run import RunInfo
@@ -41,7 +41,8 @@ def evaluate_run(
   rate (the classifiers are trained per corpus and rate, see `scores.reference`).
 
   Nothing is written (not even the report folder) until every figure is computed; then the
-  pictures, report.md and, last, report.json are each written whole or not at all.
+  pictures, report.html (the audition page: every style's clips to play), report.md and, last,
+  report.json are each written whole or not at all.
 
   Args:
     workdir: a training run folder.
@@ -155,7 +156,9 @@ def evaluate_run(
   responses = attribute_responses(synth, train_data, n, seed, log)
   if responses:
     report["attributes"] = responses
-  _pictures(out, fake, ids, real, ref, synth.sample_rate, report)
+  rows = audition_rows(fake, ids, real, ref)
+  _pictures(out, rows, synth.sample_rate, report)
+  write_audition_page(out, workdir, rows, synth.sample_rate, report)
   write_report(out, report)
   return report
 
@@ -467,18 +470,15 @@ def _artefact_markdown(art: dict[str, Any] | None, sets: tuple[str, ...]) -> lis
   return lines
 
 
-def _pictures(
-  out: str,
-  fake: np.ndarray,
-  ids: np.ndarray | None,
-  real: np.ndarray,
-  ref: scores.Reference,
-  sample_rate: int,
-  report: dict[str, Any],
-) -> None:
-  """spectrograms.png (per style: generated row, real row) and style_accuracy.png."""
-  per_row = 4
-  rows, clips = [], []
+PER_ROW = 4  # clips per row of the spectrogram grid and the audition page
+
+
+def audition_rows(
+  fake: np.ndarray, ids: np.ndarray | None, real: np.ndarray, ref: scores.Reference
+) -> list[pages.ClipRow]:
+  """Per style (or "all"), `PER_ROW` generated clips, then `PER_ROW` held-out real clips (fewer
+  clips repeat); a set with no clip of a style has no row."""
+  rows = []
   groups = list(enumerate(ref.styles)) if ref.conditional else [(None, "all")]
   for i, name in groups:
     g = fake[ids == i] if i is not None else fake
@@ -486,12 +486,55 @@ def _pictures(
     for label, x in ((f"{name}: generated", g), (f"{name}: real", r)):
       if x.shape[0] == 0:
         continue
-      take = x[np.arange(per_row) % x.shape[0]]
-      rows.append(label)
-      clips.append(take)
-  previews.spectrogram_grid(
-    np.concatenate(clips),
+      rows.append(pages.ClipRow(label, x[np.arange(PER_ROW) % x.shape[0]]))
+  return rows
+
+
+def write_audition_page(
+  out: str, workdir: str, rows: list[pages.ClipRow], sample_rate: int, report: dict[str, Any]
+) -> str:
+  """report.html: the clips of `rows` to play, the report's tables (generated against real
+  held-out clips and noise), the per-style accuracy and the run's curves (also written as
+  curves.png), in one self-contained file."""
+  from wavegan.synthesis.curves import plot_run  # pylint: disable=g-import-not-at-top
+
+  images = []
+  accuracy = os.path.join(out, "style_accuracy.png")
+  if os.path.exists(accuracy):
+    images.append(("style accuracy per style", _read_bytes(accuracy)))
+  try:
+    images.append(
+      ("training curves", _read_bytes(plot_run(workdir, os.path.join(out, "curves.png"))))
+    )
+  except (FileNotFoundError, ValueError):
+    pass  # a run without metrics.jsonl has no curves
+  tables = markdown(scores.json_safe(report)).split("\n", 1)[1]  # its title is the page's
+  page = pages.audition_page(
+    f"Evaluation of {os.path.basename(os.path.normpath(report['run']))} at step {report['step']}",
     rows,
+    sample_rate,
+    intro=f"{report['n']} generated clips (seed {report['seed']}); {PER_ROW} of each style "
+    "are here, beside held-out real clips of the same style.",
+    sections=[("metrics", pages.markdown_html(tables))],
+    images=images,
+  )
+  path = os.path.join(out, "report.html")
+  write_text(path, page)
+  return path
+
+
+def _read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _pictures(
+  out: str, rows: list[pages.ClipRow], sample_rate: int, report: dict[str, Any]
+) -> None:
+  """spectrograms.png (the audition rows) and style_accuracy.png."""
+  previews.spectrogram_grid(
+    np.concatenate([r.clips for r in rows]),
+    [r.label for r in rows],
     os.path.join(out, "spectrograms.png"),
     sample_rate,
     title=f"step {report['step']}: generated vs real",

@@ -36,6 +36,7 @@ from wavegan import files
 from wavegan.config import MAX_SEED, ConfigError
 from wavegan.errors import UserError, one_line
 from wavegan.files import atomic_path
+from wavegan.synthesis import pages
 from wavegan.synthesis.synthesizer import LATENT_LIMIT, Synthesizer, interpolation_path
 
 FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
@@ -324,7 +325,7 @@ class Plan:
     return np.asarray(self.rows[start:stop], np.float32)
 
   def style_label(self, synth: Synthesizer, i: int) -> str:
-    return _style_label(synth, self.job.style, i)
+    return style_label(synth, self.job.style, i)
 
   def file(self, synth: Synthesizer, i: int) -> str:
     """Clip i's file, relative to the output folder, with its extension."""
@@ -344,7 +345,7 @@ class Plan:
     return self
 
 
-def _style_label(synth: Synthesizer, style: Any, i: int) -> str:
+def style_label(synth: Synthesizer, style: Any, i: int) -> str:
   """A clip's style for file names and the manifest: a name, a mix as JSON, or ""."""
   if not synth.model.conditional:
     return synth.styles[0] if len(synth.styles) == 1 else ""
@@ -570,6 +571,13 @@ def save_latents(path: str, synth: Synthesizer, plan: Plan, chunk: int = 65536) 
         f.write(plan.latents(synth, start, min(plan.count, start + chunk)).tobytes())
 
 
+def save_array(path: str, array: np.ndarray) -> None:
+  """Writes float32 `array` as a .npy file, whole or not at all."""
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.save(f, np.asarray(array, np.float32), allow_pickle=False)
+
+
 def manifest_rows(synth: Synthesizer, plan: Plan, latents_path: str) -> Iterator[dict[str, Any]]:
   """One manifest row per clip of a plan."""
   j = plan.job
@@ -593,7 +601,7 @@ def manifest_rows(synth: Synthesizer, plan: Plan, latents_path: str) -> Iterator
     }
 
 
-def _read_manifest(out: str) -> dict[str, dict[str, Any]]:
+def read_manifest(out: str) -> dict[str, dict[str, Any]]:
   """OUT/manifest.json's rows by file ({} when there is none or it cannot be read)."""
   try:
     with open(os.path.join(out, "manifest.json")) as f:
@@ -660,10 +668,11 @@ def check_unchanged(
       )
 
 
-def _write_manifest(out: str, rows: Iterable[dict[str, Any]]) -> None:
-  """Merges rows into OUT/manifest.{csv,json} (rows of other files are kept), atomically."""
+def write_manifest(out: str, rows: Iterable[dict[str, Any]]) -> None:
+  """Merges rows into OUT/manifest.{csv,json} (rows of other files are kept), atomically, and
+  writes OUT/index.html (`pages.index_pages`: a player per clip) from the merged rows."""
   path_json = os.path.join(out, "manifest.json")
-  merged = _read_manifest(out)
+  merged = read_manifest(out)
   merged.update({r["file"]: r for r in rows})
   ordered = [merged[k] for k in sorted(merged)]
   files.write_json(path_json, ordered)
@@ -672,6 +681,8 @@ def _write_manifest(out: str, rows: Iterable[dict[str, Any]]) -> None:
   w.writeheader()
   w.writerows(ordered)
   files.write_text(os.path.join(out, "manifest.csv"), text.getvalue())
+  title = f"{os.path.basename(os.path.normpath(os.path.abspath(out)))}: rendered clips"
+  pages.write_index_pages(out, ordered, title)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -745,7 +756,7 @@ def render(
   check_plans(synth, plans)
   if on_plan is not None:
     on_plan(plans)
-  recorded = _read_manifest(out)
+  recorded = read_manifest(out)
   for plan, idx in zip(plans, todo):
     check_unchanged(synth, plan, idx, out, recorded)
   for plan in plans:
@@ -837,7 +848,7 @@ def _finish(
       if os.path.exists(os.path.join(out, row["file"])):
         rows.append(row if made[i] else {**row, **recorded.get(row["file"], {})})
   try:
-    _write_manifest(out, rows)
+    write_manifest(out, rows)
   except files.DiskFullError:
     pass  # the previous manifest is intact; the clips it lacks are found again on a re-run
   return len(rows)

@@ -33,7 +33,7 @@ import numpy as np
 from wavegan import files
 from wavegan.errors import NonFiniteError
 from wavegan.run import checkpoint_dir
-from wavegan.synthesis import previews
+from wavegan.synthesis import curves, pages, previews
 from wavegan.training.step import GANState
 
 Metrics = dict[str, jax.Array]
@@ -382,8 +382,10 @@ class ProgressHook(Hook):
 
 
 class PreviewHook(Hook):
-  """Every `every` steps and after the last: clips from fixed latents as WAVs and a spectrogram
-  grid in `out_dir/step_<step>/`, and the first clip of each row and the grid to TensorBoard."""
+  """Every `every` steps and after the last: clips from fixed latents as WAVs, a spectrogram grid
+  and an audition page (report.html: each row's clips to play beside real clips of its style,
+  the step's metrics and the curves so far) in `out_dir/step_<step>/`, and the first clip of each
+  row and the grid to TensorBoard."""
 
   def __init__(
     self,
@@ -396,6 +398,7 @@ class PreviewHook(Hook):
     *,
     out_dir: str | None,
     tensorboard: Any | None = None,
+    real: np.ndarray | None = None,
   ):
     """Builds the hook.
 
@@ -408,10 +411,12 @@ class PreviewHook(Hook):
       sample_rate: of the WAVs.
       out_dir: RUN/previews; None: render but write nothing (not the main process).
       tensorboard: a `monitor.TensorBoardLogger`, or None.
+      real: [R * K', T, C] training clips for the audition page, K' per row (the same rows),
+        or None.
     """
     self.every, self.render, self.z, self.style_ids = every, render, z, style_ids
     self.rows, self.sample_rate = rows, sample_rate
-    self.out_dir, self.tensorboard = out_dir, tensorboard
+    self.out_dir, self.tensorboard, self.real = out_dir, tensorboard, real
 
   def __call__(self, step: int, state: GANState, metrics: Metrics) -> str | None:
     audio = np.asarray(self.render(state.ema_params, self.z, self.style_ids))  # [R * K, T, C]
@@ -424,11 +429,38 @@ class PreviewHook(Hook):
     grid = previews.spectrogram_grid(
       audio, self.rows, os.path.join(out, "grid.png"), self.sample_rate, title=f"step {step}"
     )
+    self._audition_page(out, step, audio, metrics)
     if self.tensorboard is not None:
       for r, name in enumerate(self.rows):  # the first clip of each row, from the same latent
         self.tensorboard.audio(step, f"preview/{name}", audio[r * k], self.sample_rate)
       self.tensorboard.image(step, "preview/spectrograms", grid)
     return None
+
+  def _audition_page(self, out: str, step: int, audio: np.ndarray, metrics: Metrics) -> None:
+    """out/report.html: per row, the preview clips, then the real ones."""
+    k = audio.shape[0] // len(self.rows)
+    kr = 0 if self.real is None else self.real.shape[0] // len(self.rows)
+    rows = []
+    for r, name in enumerate(self.rows):
+      rows.append(pages.ClipRow(f"{name}: generated", audio[r * k : (r + 1) * k]))
+      if kr:
+        rows.append(pages.ClipRow(f"{name}: real", self.real[r * kr : (r + 1) * kr]))
+    images = []
+    try:  # the curves so far (metrics.jsonl sits in the run folder, above previews/)
+      run_dir = os.path.dirname(os.path.normpath(self.out_dir))
+      with open(curves.plot_run(run_dir, os.path.join(out, "curves.png")), "rb") as f:
+        images.append(("training curves", f.read()))
+    except (FileNotFoundError, ValueError):
+      pass  # nothing logged yet
+    page = pages.audition_page(
+      f"Preview at step {step}",
+      rows,
+      self.sample_rate,
+      intro="The same latents at every preview step; real clips are from the training data.",
+      sections=[(f"metrics at step {step}", pages.metrics_table(metrics))],
+      images=images,
+    )
+    files.write_text(os.path.join(out, "report.html"), page)
 
 
 class EvalHook(Hook):

@@ -410,7 +410,7 @@ def make_hooks(
   if main:
     _truncate_jsonl(metrics_path, start)  # steps after the last checkpoint are trained again
   previews_dir = os.path.join(workdir, "previews") if main else None
-  preview = _preview_hook(run, render, previews_dir, tensorboard)
+  preview = _preview_hook(run, data, render, previews_dir, tensorboard)
   budget = Budget(t.max_minutes, t.max_cpu_minutes)
   evaluate = (
     None
@@ -445,14 +445,43 @@ def _light_eval(
 
 
 def _preview_hook(
-  run: RunInfo, render: Render, out_dir: str | None, tensorboard: Any | None
+  run: RunInfo,
+  data: inputs.TrainData,
+  render: Render,
+  out_dir: str | None,
+  tensorboard: Any | None,
 ) -> PreviewHook:
-  """Previews of the run's styles (or of "all"), `train.preview_per_style` clips each."""
+  """Previews of the run's styles (or of "all"), `train.preview_per_style` clips each, with as
+  many real clips of each for the audition page (main process only)."""
   z, style_ids, rows = preview_inputs(run.config, run.styles)
   every, sample_rate = run.config.train.preview_every, run.config.data.sample_rate
+  k = run.config.train.preview_per_style
+  real = preview_real(data, len(rows) if run.config.model.conditional else 0, k)
   return PreviewHook(
-    every, render, z, style_ids, rows, sample_rate, out_dir=out_dir, tensorboard=tensorboard
+    every,
+    render,
+    z,
+    style_ids,
+    rows,
+    sample_rate,
+    out_dir=out_dir,
+    tensorboard=tensorboard,
+    real=real if out_dir is not None else None,
   )
+
+
+def preview_real(data: inputs.TrainData, n_styles: int, k: int) -> np.ndarray | None:
+  """The first `k` training clips of each style id 0 .. n_styles - 1 ([n_styles * k, T, C]; a
+  style with fewer clips repeats them), or of the whole corpus when `n_styles` is 0; None when a
+  style has no clip."""
+  if n_styles == 0:
+    idx = np.arange(k) % len(data.labels)
+  else:
+    per = [np.flatnonzero(data.labels == i) for i in range(n_styles)]
+    if any(p.size == 0 for p in per):
+      return None
+    idx = np.concatenate([p[np.arange(k) % p.size] for p in per])
+  return data.cache.gather(idx)
 
 
 def _eval_hook(
