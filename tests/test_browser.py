@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
+import sys
 import time
 
 import numpy as np
@@ -16,56 +16,16 @@ from wavegan.cli import main
 from wavegan.studio import Studio, serve
 from wavegan.synthesis import render
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-# Every <audio> of the page loads its source (decoding it) and starts playing; resolves with one
-# result per element.
-PLAY_ALL = """
-const done = arguments[arguments.length - 1];
-const els = Array.from(document.querySelectorAll('audio'));
-Promise.all(els.map(a => new Promise(resolve => {
-  const fail = () => resolve({ok: false, error: a.error ? a.error.code : 'no source'});
-  const ready = () => a.play().then(() => { a.pause(); resolve({ok: true, duration: a.duration}); },
-                                    e => resolve({ok: false, error: String(e)}));
-  if (a.readyState >= 3) return ready();
-  a.addEventListener('canplay', ready, {once: true});
-  a.addEventListener('error', fail, {once: true});
-  a.preload = 'auto';
-  a.load();
-}))).then(done);
-"""
-
-# Fetches a URL from the page and decodes it as audio: [channels, seconds] or an error.
-DECODE = """
-const [url, done] = [arguments[0], arguments[arguments.length - 1]];
-fetch(url).then(r => r.arrayBuffer())
-  .then(b => new OfflineAudioContext(1, 1, 44100).decodeAudioData(b))
-  .then(buf => done([buf.numberOfChannels, buf.duration]), e => done(String(e)));
-"""
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+from browser import DECODE, PLAY_ALL, chromium, set_number, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def browser():
-  if not (CHROMIUM and DRIVER):
-    pytest.fail("chromium and chromedriver are needed: `make test` installs them (make browser)")
-  from selenium import webdriver
-  from selenium.webdriver.chrome.options import Options
-  from selenium.webdriver.chrome.service import Service
-
-  options = Options()
-  options.binary_location = CHROMIUM
-  for arg in (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
-    "--autoplay-policy=no-user-gesture-required",
-  ):
-    options.add_argument(arg)
-  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-  driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-  driver.set_script_timeout(60)
+  try:
+    driver = chromium()
+  except RuntimeError as err:
+    pytest.fail(str(err))
   yield driver
   driver.quit()
 
@@ -150,24 +110,6 @@ def studio_page(run, tmp_path_factory):
   app.close()
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = ""):
-  end = time.monotonic() + timeout
-  while time.monotonic() < end:
-    value = predicate()
-    if value:
-      return value
-    time.sleep(0.05)
-  pytest.fail(f"timed out waiting for {what}")
-
-
-def set_number(driver, css: str, value: str) -> None:
-  from selenium.webdriver.common.keys import Keys
-
-  box = driver.find_element("css selector", css)
-  box.send_keys(Keys.CONTROL, "a")
-  box.send_keys(value, Keys.TAB)  # Gradio takes the value when the box loses focus
-
-
 def test_studio_generates_mixes_plays_and_keeps_a_favourite(browser, studio_page):
   from selenium.webdriver.common.by import By
 
@@ -186,7 +128,7 @@ def test_studio_generates_mixes_plays_and_keeps_a_favourite(browser, studio_page
     lambda: [a.get_attribute("href") for a in css("[id^=clip-] a[download]")][:3],
     what="the players",
   )
-  decoded = [browser.execute_async_script(DECODE, link) for link in links]
+  decoded = browser.execute_async_script(DECODE, links)
   answered = time.perf_counter() - t0
   assert decoded == [[1, pytest.approx(16384 / 16000, abs=1e-4)]] * 3, decoded
   assert len(css("#clip-3 a[download]")) == 0  # only as many players as clips

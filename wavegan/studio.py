@@ -297,19 +297,20 @@ def build_app(studio: Studio) -> Any:
         walk = gr.Button("walk from seed", elem_id="walk")
     status = gr.Markdown("", elem_id="status")
     players, keeps = [], []
-    with gr.Row():
-      for i in range(MAX_CLIPS):
-        with gr.Column(min_width=200):
-          players.append(
-            gr.Audio(
-              label=f"clip {i}",
-              visible=False,
-              interactive=False,
-              buttons=["download"],
-              elem_id=f"clip-{i}",
+    for first in range(0, MAX_CLIPS, 4):  # rows of four players
+      with gr.Row():
+        for i in range(first, first + 4):
+          with gr.Column(min_width=200):
+            players.append(
+              gr.Audio(
+                label=f"clip {i}",
+                visible=False,
+                interactive=False,
+                buttons=["download"],
+                elem_id=f"clip-{i}",
+              )
             )
-          )
-          keeps.append(gr.Button("keep", size="sm", visible=False, elem_id=f"keep-{i}"))
+            keeps.append(gr.Button("keep", size="sm", visible=False, elem_id=f"keep-{i}"))
     gr.Markdown("### favourites")
     table = gr.Dataframe(
       value=favourites_table(),
