@@ -133,8 +133,13 @@ def test_train_evaluate_plot_on_a_tiny_run(tmp_path, capsys):
   assert set(attack["rise_ms"]["real_held_out"]) == set(report["styles"])
   assert 0 < attack["rise_ms"]["real_held_out"]["kick"] < 5
   assert "## Attack" in md and "| kick |" in md
-  for png in ("spectrograms.png", "style_accuracy.png"):
+  for png in ("spectrograms.png", "style_accuracy.png", "curves.png"):
     assert (tmp_path / "ev" / png).stat().st_size > 5000
+  page = (tmp_path / "ev" / "report.html").read_text()  # played in Chromium: test_browser.py
+  assert page.count("<audio") == 4 * page.count('class="label"') > 4 * len(report["styles"])
+  assert "Frechet distance" in page and "training curves" in page
+  preview = (run / "previews" / "step_0000002" / "report.html").read_text()
+  assert preview.count("<audio") == 2 * len(report["styles"])  # one generated, one real each
   assert "report:" in capsys.readouterr().out
 
   assert main(["plot", "--workdir", str(run)]) == 0

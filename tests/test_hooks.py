@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 import types
@@ -310,20 +311,34 @@ def test_preview_hook_writes_wavs_a_grid_and_tensorboard(tmp_path):
   calls, tb = [], FakeTensorBoard()
   z, ids = jnp.ones((4, 3)), jnp.array([0, 0, 1, 1], jnp.int32)
   out = tmp_path / "previews"
+  real = np.full((2, 64, 1), 0.5, np.float32)  # one real clip per row
   hook = PreviewHook(
-    5, fake_render(calls), z, ids, ["kick", "snare"], 8000, out_dir=str(out), tensorboard=tb
+    5,
+    fake_render(calls),
+    z,
+    ids,
+    ["kick", "snare"],
+    8000,
+    out_dir=str(out),
+    tensorboard=tb,
+    real=real,
   )
   assert (hook.every, hook.at_end, hook.due(10)) == (5, True, True)
-  assert hook(10, STATE, {}) is None
+  assert hook(10, STATE, {"d/loss": jnp.float32(0.25)}) is None
   np.testing.assert_array_equal(calls[0][1], [0, 0, 1, 1])
   folder = out / "step_0000010"
   assert sorted(os.listdir(folder)) == [
     "grid.png",
     "kick_0.wav",
     "kick_1.wav",
+    "report.html",
     "snare_0.wav",
     "snare_1.wav",
-  ]
+  ]  # no curves.png: the run folder has no metrics.jsonl yet
+  page = (folder / "report.html").read_text()
+  labels = re.findall(r'class="label">([^<]*)<', page)
+  assert labels == ["kick: generated", "kick: real", "snare: generated", "snare: real"]
+  assert page.count("<audio") == 6 and "<td>d/loss</td><td>0.25</td>" in page
   audio, sr = sf.read(folder / "snare_0.wav", dtype="float32")
   assert sr == 8000 and audio.shape == (64,) and np.allclose(audio, 0.03, atol=1e-4)
   kinds = [(c[0], c[1], c[2]) for c in tb.calls]
