@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+DEMO_PRESET ?= demo-specgan
 
 .PHONY: setup browser demo lint test test-under-load bench clean
 
@@ -21,7 +22,7 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
 demo: setup
-	$(BIN)/wavegan train --workdir $(DEMO_DIR) --preset demo
+	$(BIN)/wavegan train --workdir $(DEMO_DIR) --preset $(DEMO_PRESET)
 	$(BIN)/wavegan generate --workdir $(DEMO_DIR) --n 12 --seed 0 --out $(DEMO_DIR)/clips --overwrite
 	$(BIN)/wavegan evaluate --workdir $(DEMO_DIR) --n 600 --out $(DEMO_DIR)/eval
 	$(BIN)/wavegan plot --workdir $(DEMO_DIR)

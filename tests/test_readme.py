@@ -20,7 +20,17 @@ from wavegan.presets import preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
-COMMANDS = ("make-corpus", "prepare", "train", "generate", "export", "render", "evaluate", "plot")
+COMMANDS = (
+  "make-corpus",
+  "prepare",
+  "train",
+  "generate",
+  "export",
+  "render",
+  "evaluate",
+  "plot",
+  "studio",
+)
 WAVEGAN = re.compile(r"(?:\.venv/bin/)?wavegan\s+(?:%s)\b[^\"\n]*" % "|".join(COMMANDS))
 
 
@@ -127,8 +137,8 @@ def readme_world(tmp_path_factory):
   }
   ran, steps = [], 0
   for argv in ALL_COMMANDS:
-    if is_synopsis(argv) or "--coordinator" in argv:
-      continue
+    if is_synopsis(argv) or "--coordinator" in argv or argv[0] == "studio":
+      continue  # the studio serves until stopped: tests/test_browser.py drives it
     argv = [
       next((a.replace(k, v, 1) for k, v in paths.items() if a.startswith(k)), a) for a in argv
     ]

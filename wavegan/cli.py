@@ -2,7 +2,7 @@
 
 wavegan make-corpus OUT_DIR [--per-class N] [--sample-rate SR] [--seed S]
 wavegan prepare DATA_DIR --out CACHE [--sample-rate SR] [--slice-len L] [--mode first|hop] ...
-wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|paper|large] [--steps N] [--set k=v ...]
+wavegan train --workdir RUN [--data DIR] [--preset tiny|demo|demo-specgan|paper|large] [--steps N] [--set k=v ...]
               [--coordinator HOST:PORT --num-processes N --process-id I]
 wavegan generate --workdir RUN --n N [--style STYLE] [--seed S] --out DIR [--overwrite]
 wavegan export --workdir RUN --out MODEL [--overwrite]

@@ -1,5 +1,5 @@
-"""The named starting points of a run (`--preset`): tiny for tests, demo for a laptop, the paper's,
-and large (the paper's model with the demo's recipe) for accelerators."""
+"""The named starting points of a run (`--preset`): tiny for tests, demo and demo-specgan for a
+laptop, the paper's, and large (the paper's model with the demo's recipe) for accelerators."""
 
 from __future__ import annotations
 
@@ -50,6 +50,26 @@ PRESETS: dict[str, Config] = {
     # ~0.5 s of CPU per step: about 16 CPU minutes, 9 on 2 cores.
     train=TrainConfig(
       steps=1800,
+      batch_size=16,
+      log_every=10,
+      checkpoint_every=100,
+      preview_every=200,
+      preview_per_style=4,
+    ),
+    eval=EvalConfig(every=200),
+  ),
+  # The demo's model as SpecGAN (log-magnitude STFT, Griffin-Lim) with the recipe but for the
+  # spectrogram loss (it reads waveforms): the best of the model kinds at equal compute on both
+  # corpora of the README ("Spectral kinds at equal compute"); what `make demo` trains. ~0.58 s
+  # of CPU per step: about 16 CPU minutes.
+  "demo-specgan": Config(
+    model=ModelConfig(dim=16, style_dim=16, kind="specgan"),
+    data=DataConfig(builtin_per_class=64),
+    optim=dataclasses.replace(
+      RECIPE, ema_decay=0.99, stft_weight=0.0, stft_by_style=False, stft_frames=False
+    ),
+    train=TrainConfig(
+      steps=1700,
       batch_size=16,
       log_every=10,
       checkpoint_every=100,
