@@ -59,9 +59,10 @@ PRESETS: dict[str, Config] = {
     eval=EvalConfig(every=200),
   ),
   # The demo's model as SpecGAN (log-magnitude STFT, Griffin-Lim) with the recipe but for the
-  # spectrogram loss (it reads waveforms): the best of the model kinds at equal compute on both
-  # corpora of the README ("Spectral kinds at equal compute"); what `make demo` trains. ~0.58 s
-  # of CPU per step: about 16 CPU minutes.
+  # spectrogram loss (it reads waveforms): at equal compute the best model kind by every figure on
+  # the built-in one-shots, and better than the waveform recipes on speech, where the complex
+  # kind is best (README, "Spectral kinds at equal compute"). What `make demo` trains. ~0.58 s of
+  # CPU per step: about 16 CPU minutes.
   "demo-specgan": Config(
     model=ModelConfig(dim=16, style_dim=16, kind="specgan"),
     data=DataConfig(builtin_per_class=64),
