@@ -60,9 +60,8 @@ PRESETS: dict[str, Config] = {
   ),
   # The demo's model as SpecGAN (log-magnitude STFT, Griffin-Lim) with the recipe but for the
   # spectrogram loss (it reads waveforms): at equal compute the best model kind by every figure on
-  # the built-in one-shots, and better than the waveform recipes on speech, where the complex
-  # kind is best (README, "Spectral kinds at equal compute"). What `make demo` trains. ~0.58 s of
-  # CPU per step: about 16 CPU minutes.
+  # the built-in one-shots; on speech the complex kind is better (README, "Spectral kinds at
+  # equal compute"). What `make demo` trains. ~0.58 s of CPU per step: about 16 CPU minutes.
   "demo-specgan": Config(
     model=ModelConfig(dim=16, style_dim=16, kind="specgan"),
     data=DataConfig(builtin_per_class=64),
