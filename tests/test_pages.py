@@ -76,6 +76,7 @@ def test_index_pages_split_link_and_escape():
 
 def test_write_index_pages_removes_pages_a_shorter_list_no_longer_needs(tmp_path):
   rows = [{"file": f"{i}.wav"} for i in range(2500)]
+  (tmp_path / "index_notes.html").write_text("mine")  # not a page of ours: kept
   assert len(pages.write_index_pages(str(tmp_path), rows, "r")) == 3
   assert len(pages.write_index_pages(str(tmp_path), rows[:10], "r")) == 1
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "index_notes.html"]

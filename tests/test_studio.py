@@ -70,6 +70,7 @@ def test_a_favourite_is_rerendered_bit_for_bit_from_its_manifest_row(studio, tmp
     (lambda s: s.walk(0, 1, 3, "spiral", None), "spiral"),
     (lambda s: s.style([float("inf")] + [0.0] * (len(s.styles) - 1)), "must be in"),
     (lambda s: s.style([0.0] * len(s.styles)), "every style weight is 0"),
+    (lambda s: s.style([None] + [0.0] * (len(s.styles) - 1)), "must be a number"),
   ],
 )
 def test_hostile_controls_are_refused_in_one_line(studio, call, message):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from wavegan.config import MAX_SEED, ConfigError
+from wavegan.errors import UserError
 from wavegan.synthesis import render
 from wavegan.synthesis.synthesizer import STYLE_WEIGHT_LIMIT, Synthesizer, interpolation_path
 
@@ -63,6 +65,7 @@ def check_seed(value: Any, name: str = "seed") -> int:
 
 
 def check_count(value: Any, name: str, low: int, high: int) -> int:
+  """A count from a form: a whole number in [low, high]."""
   v = check_seed(value, name) if value is not None else -1
   if not low <= v <= high:
     raise ConfigError(f"{name} {value!r}: must be in [{low}, {high}]")
@@ -115,17 +118,25 @@ class Studio:
     if len(weights) != len(self.styles):
       raise ConfigError(f"{len(weights)} style weights for {len(self.styles)} styles")
     mix: dict[str, float] = {}
+    limit = STYLE_WEIGHT_LIMIT
     for name, w in zip(self.styles, weights):
-      w = float(w)
-      if not math.isfinite(w) or abs(w) > STYLE_WEIGHT_LIMIT:
-        raise ConfigError(f"weight of {name} {w}: must be in [-4, 4]")
+      try:
+        w = float(w)
+      except (TypeError, ValueError):
+        raise ConfigError(f"weight of {name} {w!r}: must be a number") from None
+      if not math.isfinite(w) or abs(w) > limit:
+        raise ConfigError(f"weight of {name} {w}: must be in [{-limit:g}, {limit:g}]")
       if w != 0.0:
         mix[name] = w
     if not mix:
       raise ConfigError("every style weight is 0: move at least one style slider")
-    attrs = {k: float(v) for k, v in (attributes or {}).items()}
-    for k, v in attrs.items():
-      if not math.isfinite(v):
+    attrs = {}
+    for k, v in (attributes or {}).items():
+      try:
+        attrs[k] = float(v)
+      except (TypeError, ValueError):
+        raise ConfigError(f"{k} {v!r}: must be a number") from None
+      if not math.isfinite(attrs[k]):
         raise ConfigError(f"{k} {v}: must be a finite number")
     if not attrs and len(mix) == 1 and next(iter(mix.values())) == 1.0:
       return next(iter(mix))
@@ -171,7 +182,8 @@ class Studio:
     the row."""
     if not 0 <= i < take.audio.shape[0]:
       raise ConfigError(f"clip {i}: this take has {take.audio.shape[0]} clips")
-    number = 1 + max((int(r["file"][4:8]) for r in self.favourites()), default=0)
+    kept = (re.fullmatch(r"fav_(\d+)\.wav", r["file"]) for r in self.favourites())
+    number = 1 + max((int(m.group(1)) for m in kept if m), default=0)
     name = f"fav_{number:04d}"
     latents = f"latents/{name}.npy"
     render.save_array(os.path.join(self.out_dir, latents), take.latents[i : i + 1])
@@ -237,14 +249,14 @@ def build_app(studio: Studio) -> Any:
   def on_generate(seed, count, *values):
     try:
       take = studio.generate(seed, count, controls_style(values))
-    except ConfigError as err:
+    except UserError as err:
       raise gr.Error(str(err)) from None
     return show(take, f"seed {int(seed)}")
 
   def on_walk(seed_a, seed_b, steps, method, *values):
     try:
       take = studio.walk(seed_a, seed_b, steps, method, controls_style(values))
-    except ConfigError as err:
+    except UserError as err:
       raise gr.Error(str(err)) from None
     return show(take, f"walk from seed {int(seed_a)} to seed {int(seed_b)}")
 
@@ -256,7 +268,7 @@ def build_app(studio: Studio) -> Any:
       raise gr.Error("generate some clips first")
     try:
       row = studio.keep(take, i)
-    except (ConfigError, OSError) as err:
+    except (UserError, OSError) as err:
       raise gr.Error(str(err)) from None
     return f"kept {os.path.join(studio.out_dir, row['file'])}", favourites_table()
 
@@ -337,6 +349,5 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, block: bool
     prevent_thread_lock=not block,
     quiet=True,
     share=False,
-    allowed_paths=[os.path.abspath(studio.out_dir)],
   )
   return app

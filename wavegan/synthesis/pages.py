@@ -15,6 +15,7 @@ import dataclasses
 import html
 import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -219,6 +220,6 @@ def write_index_pages(out: str, rows: Sequence[Mapping[str, Any]], title: str) -
     write_text(paths[-1], page)
   keep = {os.path.basename(p) for p in paths}
   for name in os.listdir(out):
-    if name.startswith("index_") and name.endswith(".html") and name not in keep:
+    if re.fullmatch(r"index_\d{4,}\.html", name) and name not in keep:
       os.remove(os.path.join(out, name))
   return paths
