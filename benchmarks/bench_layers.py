@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,22 +44,12 @@ def isa_flags() -> str:
   return "unknown"
 
 
-def median_time(fn, reps: int) -> float:
-  fn()  # compile and warm up
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def time_jitted(fn, args: tuple, reps: int) -> float:
   """Median seconds of jit(fn)(*args), compiled and warmed up first."""
   import jax
 
   f = jax.jit(fn)
-  return median_time(lambda: jax.block_until_ready(f(*args)), reps)
+  return common.median_time(lambda: jax.block_until_ready(f(*args)), reps)
 
 
 def layer_shapes(cfg) -> list[tuple[str, int, int, int, int, int]]:
@@ -94,7 +82,7 @@ def jax_records(batch: int, reps: int) -> list[dict]:
   n = 2048
   a = jax.random.normal(jax.random.key(0), (n, n))
   mm = jax.jit(lambda a: a @ a)
-  s = median_time(lambda: mm(a).block_until_ready(), reps)
+  s = common.median_time(lambda: mm(a).block_until_ready(), reps)
   records = [{"record": "matmul", "n": n, "s": s, "gflop_s": 2 * n**3 / s / 1e9}]
   cfg = ModelConfig()
   for net, i, ci, co, lin, lout in layer_shapes(cfg):

@@ -16,23 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from browser import DECODE, chromium, set_number, wait_for  # noqa: E402
+from browser import DECODE, chromium, free_port, set_number, wait_for  # noqa: E402
 from common import cpu_model, emit  # noqa: E402
 
 from wavegan.studio import Studio, serve  # noqa: E402
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def click_generate(driver, seed: int, count: int) -> dict[str, float]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +65,13 @@ def chromium(width: int = 1400, height: int = 1000) -> Any:
   driver = webdriver.Chrome(service=Service(DRIVER), options=options)
   driver.set_script_timeout(60)
   return driver
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:

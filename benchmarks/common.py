@@ -150,6 +150,17 @@ def summarize(seconds: list[float], other_cpu: list[float | None]) -> Timing:
   )
 
 
+def median_time(fn: Any, reps: int) -> float:
+  """Median wall seconds of `reps` calls of fn() after one warm-up call (which compiles)."""
+  fn()
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
 def rate(amount: float, seconds: float | None, digits: int = 3) -> float | None:
   """amount / seconds, rounded; None when there is no time."""
   return round(amount / seconds, digits) if seconds else None

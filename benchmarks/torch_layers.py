@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
-
-def median_time(fn, reps: int) -> float:
-  fn()  # warm-up
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+import common  # beside this script; stdlib only, like this interpreter needs
 
 
 def main() -> None:
@@ -41,7 +31,7 @@ def main() -> None:
   torch.manual_seed(0)
   n = args.matmul
   a, b = torch.randn(n, n), torch.randn(n, n)
-  dt = median_time(lambda: a @ b, args.reps)
+  dt = common.median_time(lambda: a @ b, args.reps)
   print(json.dumps({"record": "matmul", "n": n, "s": dt, "gflop_s": 2 * n**3 / dt / 1e9}))
   cfg = W.WaveGANConfig()
   nets = (
@@ -81,7 +71,7 @@ def layer_times(torch, conv, x, v, penalty: bool, reps: int) -> dict[str, float]
   fns = {"forward": forward, "input_grad": input_grad, "weight_grad": weight_grad}
   if penalty:
     fns["penalty"] = double_backward
-  return {direction: median_time(fn, reps) for direction, fn in fns.items()}
+  return {direction: common.median_time(fn, reps) for direction, fn in fns.items()}
 
 
 if __name__ == "__main__":

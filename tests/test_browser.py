@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 
@@ -17,7 +16,7 @@ from wavegan.studio import Studio, serve
 from wavegan.synthesis import render
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
-from browser import DECODE, PLAY_ALL, chromium, set_number, wait_for  # noqa: E402
+from browser import DECODE, PLAY_ALL, chromium, free_port, set_number, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +92,6 @@ def test_render_index_plays_the_files_beside_it(browser, run):
   check_every_player_plays(browser, 3, 16384 / 16000)
   assert "kick" in browser.find_element("css selector", "table").text
   assert console_errors(browser) == []
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,23 @@ RECIPE = OptimConfig(
   stft_frames=True,
 )
 
+# Minutes on a laptop CPU: a small model that learns the built-in drum styles.
+DEMO = Config(
+  model=ModelConfig(dim=16, style_dim=16),
+  data=DataConfig(builtin_per_class=64),
+  optim=dataclasses.replace(RECIPE, ema_decay=0.99),
+  # ~0.5 s of CPU per step: about 16 CPU minutes, 9 on 2 cores.
+  train=TrainConfig(
+    steps=1800,
+    batch_size=16,
+    log_every=10,
+    checkpoint_every=100,
+    preview_every=200,
+    preview_per_style=4,
+  ),
+  eval=EvalConfig(every=200),
+)
+
 PRESETS: dict[str, Config] = {
   # Seconds on a CPU: for tests and smoke runs; sounds like nothing.
   "tiny": Config(
@@ -42,41 +59,16 @@ PRESETS: dict[str, Config] = {
     ),
     eval=EvalConfig(clips=32, classifier_steps=40, classifier_width=4),
   ),
-  # Minutes on a laptop CPU: a small model that learns the built-in drum styles.
-  "demo": Config(
-    model=ModelConfig(dim=16, style_dim=16),
-    data=DataConfig(builtin_per_class=64),
-    optim=dataclasses.replace(RECIPE, ema_decay=0.99),
-    # ~0.5 s of CPU per step: about 16 CPU minutes, 9 on 2 cores.
-    train=TrainConfig(
-      steps=1800,
-      batch_size=16,
-      log_every=10,
-      checkpoint_every=100,
-      preview_every=200,
-      preview_per_style=4,
-    ),
-    eval=EvalConfig(every=200),
-  ),
+  "demo": DEMO,
   # The demo's model as SpecGAN (log-magnitude STFT, Griffin-Lim) with the recipe but for the
   # spectrogram loss (it reads waveforms): at equal compute the best model kind by every figure on
   # the built-in one-shots; on speech the complex kind is better (README, "Spectral kinds at
   # equal compute"). What `make demo` trains. ~0.58 s of CPU per step: about 16 CPU minutes.
-  "demo-specgan": Config(
-    model=ModelConfig(dim=16, style_dim=16, kind="specgan"),
-    data=DataConfig(builtin_per_class=64),
-    optim=dataclasses.replace(
-      RECIPE, ema_decay=0.99, stft_weight=0.0, stft_by_style=False, stft_frames=False
-    ),
-    train=TrainConfig(
-      steps=1700,
-      batch_size=16,
-      log_every=10,
-      checkpoint_every=100,
-      preview_every=200,
-      preview_per_style=4,
-    ),
-    eval=EvalConfig(every=200),
+  "demo-specgan": dataclasses.replace(
+    DEMO,
+    model=dataclasses.replace(DEMO.model, kind="specgan"),
+    optim=dataclasses.replace(DEMO.optim, stft_weight=0.0, stft_by_style=False, stft_frames=False),
+    train=dataclasses.replace(DEMO.train, steps=1700),
   ),
   # The paper's model and recipe (d=64, 16384 samples, batch 64).
   "paper": Config(),
