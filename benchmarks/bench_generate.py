@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--dim", type=int, default=64, help="model width d")
   p.add_argument("--slice-len", type=int, default=16384, choices=(16384, 32768, 65536))
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--conv", default="winograd", choices=("winograd", "direct"), help="the layers' convolutions"
+  )
   common.add_torch_args(p)
   args = p.parse_args(argv)
   if args.steps < 1 or args.warmup < 0 or args.batch < 1:
@@ -50,6 +53,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
 
   from wavegan.config import apply_overrides
   from wavegan.models import kinds
+  from wavegan.models.layers import conv_algorithm
   from wavegan.presets import preset
   from wavegan.training import step as ts
 
@@ -70,6 +74,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
       warmup=args.warmup,
       steps=args.steps,
       wait_quiet=args.wait_quiet,
+      conv=args.conv,
     ),
   )
   models, state = ts.build(cfg, seed=args.seed)
@@ -88,7 +93,8 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
   keys = jax.random.split(jax.random.key(args.seed), args.warmup + args.steps)
   z0 = sample_z(keys[0])
   t0 = time.perf_counter()
-  compiled = generate.lower(params, z0).compile()  # one executable; a recompile would raise
+  with conv_algorithm(args.conv):  # read when the generator is traced
+    compiled = generate.lower(params, z0).compile()  # one executable; a recompile would raise
   compile_s = time.perf_counter() - t0
 
   def run(key: jax.Array) -> jax.Array:

@@ -22,7 +22,11 @@ et al.) and `spectral_normalize` (Miyato et al. 2018, stateless power iteration)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -32,29 +36,63 @@ from flax import nnx
 _DN = ("NWC", "WIO", "NWC")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+# How conv1d computes its correlations: "winograd" (the default) or "direct"; see `conv_algorithm`.
+_ALGORITHM: contextvars.ContextVar[str] = contextvars.ContextVar("conv_algorithm", default="winograd")
+CONV_ALGORITHMS = ("winograd", "direct")
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str) -> Iterator[None]:
+  """Within the block, `conv1d` computes its correlations this way (read when a function is traced).
+
+  "winograd" runs the wide layers' correlations (float32, both channel counts >= 32) as
+  `winograd_correlate`: half the multiply-adds of "direct", results that differ from it by float32
+  rounding (about 1e-6 relative). "direct" runs every one as XLA's convolution.
+  """
+  if name not in CONV_ALGORITHMS:
+    raise ValueError(f"conv algorithm {name!r}: must be one of {', '.join(CONV_ALGORITHMS)}")
+  token = _ALGORITHM.set(name)
+  try:
+    yield
+  finally:
+    _ALGORITHM.reset(token)
+
+
 def conv1d(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> jax.Array:
   """Stride-1 1-D convolution (cross-correlation): x [B, L, C_in], w [T, C_in, C_out].
 
   y[l] = sum_t x_pad[l + t] w[t], with x zero-padded by (pad_l, pad_r); [B, L + pad_l + pad_r -
-  T + 1, C_out]. Its own VJP keeps every derivative, to any order, a convolution of this one
+  T + 1, C_out]. Its own VJP keeps every derivative, to any order, a correlation of this one
   canonical form or a matmul. XLA's automatic transposes produce weight-gradient and input-gradient
   convolutions in other dimension orders, which XLA:CPU runs through a generic loop emitter inside
-  loops (the critic `scan`): 27x slower for the demo model's whole train step.
+  loops (the critic `scan`): 27x slower for the demo model's whole train step. The algorithm
+  (`conv_algorithm`) is fixed when the call is traced and used by its derivatives too.
   """
+  return _conv1d(x, w, pad_l, pad_r, _ALGORITHM.get())
+
+
+def _correlate(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int, algorithm: str) -> jax.Array:
+  """The forward correlation of `conv1d`, by `algorithm` where the shapes suit it."""
+  if algorithm == "winograd" and winograd_suits(x, w, pad_l, pad_r):
+    return winograd_correlate(x, w, pad_l, pad_r)
   return jax.lax.conv_general_dilated(x, w, (1,), [(pad_l, pad_r)], dimension_numbers=_DN)
 
 
-def _conv1d_fwd(x, w, pad_l, pad_r):
-  return conv1d(x, w, pad_l, pad_r), (x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv1d(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int, algorithm: str) -> jax.Array:
+  return _correlate(x, w, pad_l, pad_r, algorithm)
 
 
-def _conv1d_bwd(pad_l, pad_r, res, g):
+def _conv1d_fwd(x, w, pad_l, pad_r, algorithm):
+  return _conv1d(x, w, pad_l, pad_r, algorithm), (x, w)
+
+
+def _conv1d_bwd(pad_l, pad_r, algorithm, res, g):
   x, w = res
   taps = w.shape[0]
   # dx[m] = sum_t g[m + pad_l - t] w[t]^T: a correlation of g with the flipped, transposed kernel.
   w_t = jnp.flip(w, 0).transpose(0, 2, 1)  # [T, C_out, C_in]
-  dx = conv1d(g, w_t, taps - 1 - pad_l, taps - 1 - pad_r)  # [B, L, C_in]
+  dx = _conv1d(g, w_t, taps - 1 - pad_l, taps - 1 - pad_r, algorithm)  # [B, L, C_in]
   dw = _conv1d_weight_grad(x, g, pad_l, pad_r, taps)  # [T, C_in, C_out]
   return dx, dw.astype(w.dtype)
 
@@ -74,7 +112,102 @@ def _conv1d_weight_grad(x: jax.Array, g: jax.Array, pad_l: int, pad_r: int, taps
   return out.transpose(1, 0, 2)  # [T, C_in, C_out]
 
 
-conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)
+_conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Winograd's minimal filtering (Lavin & Gray 2016) for the wide layers' correlations
+
+WINOGRAD_TILE = 4  # outputs per tile m, and taps per kernel segment r (r = m: see below)
+# Toom-Cook's interpolation points (and infinity) for F(4, 4): of the sets drawn from 0, +-1, +-2,
+# +-3, +-1/2 and +-1/3, the one with the smallest float32 error on random tiles.
+WINOGRAD_POINTS = (0, 1, -1, 2, Fraction(1, 2), Fraction(-1, 2))
+
+
+@functools.cache
+def toom_cook(m: int, r: int, points: tuple[Fraction | int, ...]) -> tuple[np.ndarray, ...]:
+  """The transforms of Winograd's F(m, r): y = A^T [(G g) * (B^T d)] for a tile of m outputs
+  y[i] = sum_k d[i + k] g[k] of an r-tap correlation, with m + r - 1 products instead of m * r.
+
+  A^T and G come from Toom-Cook at `points` (m + r - 2 finite points, then infinity); B^T is
+  then the unique matrix that makes the identity hold, solved for and checked here.
+
+  Returns:
+    (A^T [m, a], G [a, r], B^T [a, a]) as float64, a = m + r - 1.
+  """
+  a = m + r - 1
+  pts = [Fraction(p) for p in points]
+  if len(pts) != a - 1 or len(set(pts)) != len(pts):
+    raise ValueError(f"F({m}, {r}) needs {a - 1} distinct finite points, got {points}")
+  at = [[float(p**i) for p in pts] + [float(i == m - 1)] for i in range(m)]
+  g = []
+  for j, p in enumerate(pts):
+    f = np.prod([p - q for q in pts if q != p])
+    g.append([float(p**k / f) for k in range(r)])
+  g.append([float(k == r - 1) for k in range(r)])
+  at, g = np.array(at), np.array(g)
+  # sum_j A^T[i, j] G[j, k] B^T[j, l] = [l == i + k] for every i, k, l: linear in B^T.
+  system = np.einsum("ij,jk,jJ,lL->iklJL", at, g, np.eye(a), np.eye(a)).reshape(m * r * a, a * a)
+  target = np.array([[[float(l == i + k) for l in range(a)] for k in range(r)] for i in range(m)])
+  bt, *_ = np.linalg.lstsq(system, target.reshape(-1), rcond=None)
+  if not np.allclose(system @ bt, target.reshape(-1), atol=1e-9):
+    raise ValueError(f"no Winograd F({m}, {r}) at points {points}")
+  return at, g, bt.reshape(a, a)
+
+
+def winograd_suits(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> bool:
+  """Whether `winograd_correlate` pays: float32 (bfloat16 would lose too much in the
+  transforms), both channel counts >= 32 and at least one whole tile of outputs."""
+  out_len = x.shape[1] + pad_l + pad_r - w.shape[0] + 1
+  wide = min(x.shape[-1], w.shape[-1]) >= 32
+  return x.dtype == jnp.float32 and w.dtype == jnp.float32 and wide and out_len >= WINOGRAD_TILE
+
+
+def _combine(coefs: np.ndarray, xs: list[jax.Array]) -> jax.Array:
+  """sum_i coefs[i] * xs[i], skipping zero coefficients (elementwise; XLA fuses it)."""
+  out = None
+  for c, x in zip(coefs.tolist(), xs):
+    if c == 0:
+      continue
+    term = x if c == 1 else -x if c == -1 else x * c
+    out = term if out is None else out + term
+  return out
+
+
+def winograd_correlate(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> jax.Array:
+  """The correlation of `conv1d` by Winograd's F(4, 4): x [B, L, C_in], w [T, C_in, C_out].
+
+  The kernel is cut into S = ceil(T / 4) segments of 4 taps. Output tile j (outputs 4j .. 4j+3)
+  of segment s reads the 7 input samples from 4(j + s): input tile j + s. So each input tile is
+  transformed once (U = B^T d, 7 values per channel), and in the transformed domain each of the
+  7 components is an ordinary S-tap correlation over tiles, with the transformed kernel (G g):
+  7 * S multiply-adds per 4 outputs and channel pair, against 4 * T directly (14 against 28 for
+  the paper model's 7-tap polyphase layers). A^T folds each component back to 4 outputs. The
+  transforms are sums of slices, fused by XLA; the correlations are `conv1d`'s direct form, so
+  their derivatives stay canonical.
+  """
+  b, length, c_in = x.shape
+  taps, _, c_out = w.shape
+  m = WINOGRAD_TILE
+  at, g, bt = toom_cook(m, m, WINOGRAD_POINTS)
+  a = 2 * m - 1
+  segments = -(-taps // m)
+  out_len = length + pad_l + pad_r - taps + 1
+  tiles = -(-out_len // m)  # output tiles
+  in_tiles = tiles + segments - 1  # input tiles read (each spans two blocks of m samples)
+  blocks = in_tiles + 1
+  xp = jnp.pad(x, ((0, 0), (pad_l, max(m * blocks - length - pad_l, 0)), (0, 0)))
+  xp = xp[:, : m * blocks].reshape(b, blocks, m, c_in)
+  d = [xp[:, i // m : i // m + in_tiles, i % m] for i in range(a)]  # [B, in_tiles, C_in] each
+  u = [_combine(bt[j], d) for j in range(a)]
+  wp = jnp.pad(w, ((0, segments * m - taps), (0, 0), (0, 0))).reshape(segments, m, c_in, c_out)
+  v = [_combine(g[j], [wp[:, k] for k in range(m)]) for j in range(a)]  # [S, C_in, C_out] each
+  prods = [
+    jax.lax.conv_general_dilated(u[j], v[j], (1,), [(0, 0)], dimension_numbers=_DN)
+    for j in range(a)
+  ]  # [B, tiles, C_out] each
+  y = jnp.stack([_combine(at[i], prods) for i in range(m)], axis=2)  # [B, tiles, m, C_out]
+  return y.reshape(b, tiles * m, c_out)[:, :out_len]
 
 
 def same_pad_before(kernel_len: int, stride: int) -> int:

@@ -76,6 +76,7 @@ RESUMABLE_CHANGES = {
   "compute.dtype",
   "compute.grad_accum",
   "compute.remat",
+  "compute.conv",
   "eval.every",
   "eval.clips",
   "eval.classifier_steps",

@@ -45,6 +45,7 @@ from wavegan import dsp
 from wavegan.config import ComputeConfig, Config, ModelConfig, OptimConfig
 from wavegan.models import critics as aux_lib
 from wavegan.models.kinds import Arrays, kind_of
+from wavegan.models.layers import conv_algorithm
 from wavegan.models.waveform import Discriminator, Generator, sample_latents, style_vector
 from wavegan.training import augment, losses
 
@@ -185,18 +186,20 @@ def shard_batch(spec: StepSpec, x: jax.Array) -> jax.Array:
 
 def in_compute_dtype(fn: Callable[..., Any], compute: ComputeConfig) -> Callable[..., Any]:
   """`fn(params, x, *rest)` run in `compute.dtype` (f32 parameters cast on the way in, the results
-  cast back to f32), its activations recomputed in the backward pass when `compute.remat`."""
+  cast back to f32) with `compute.conv`'s convolutions, its activations recomputed in the backward
+  pass when `compute.remat`."""
   cdt = jnp.bfloat16 if compute.dtype == "bfloat16" else jnp.float32
 
   def wrapped(params, x, *rest):
-    cast = lambda t: jax.tree.map(
-      lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t
-    )
-    out = fn(cast(params), x.astype(cdt), *cast(rest))
+    with conv_algorithm(compute.conv):
+      if cdt == jnp.float32:
+        return fn(params, x, *rest)
+      cast = lambda t: jax.tree.map(
+        lambda a: a.astype(cdt) if jnp.issubdtype(a.dtype, jnp.floating) else a, t
+      )
+      out = fn(cast(params), x.astype(cdt), *cast(rest))
     return jax.tree.map(lambda a: a.astype(jnp.float32), out)
 
-  if cdt == jnp.float32 and not compute.remat:
-    return fn
   return jax.checkpoint(wrapped) if compute.remat else wrapped
 
 
