@@ -37,7 +37,9 @@ _DN = ("NWC", "WIO", "NWC")
 
 
 # How conv1d computes its correlations: "winograd" (the default) or "direct"; see `conv_algorithm`.
-_ALGORITHM: contextvars.ContextVar[str] = contextvars.ContextVar("conv_algorithm", default="winograd")
+_ALGORITHM: contextvars.ContextVar[str] = contextvars.ContextVar(
+  "conv_algorithm", default="winograd"
+)
 CONV_ALGORITHMS = ("winograd", "direct")
 
 
@@ -141,7 +143,7 @@ def toom_cook(m: int, r: int, points: tuple[Fraction | int, ...]) -> tuple[np.nd
     raise ValueError(f"F({m}, {r}) needs {a - 1} distinct finite points, got {points}")
   at = [[float(p**i) for p in pts] + [float(i == m - 1)] for i in range(m)]
   g = []
-  for j, p in enumerate(pts):
+  for p in pts:
     f = np.prod([p - q for q in pts if q != p])
     g.append([float(p**k / f) for k in range(r)])
   g.append([float(k == r - 1) for k in range(r)])
