@@ -95,7 +95,10 @@ def _conv1d_bwd(pad_l, pad_r, algorithm, res, g):
   # dx[m] = sum_t g[m + pad_l - t] w[t]^T: a correlation of g with the flipped, transposed kernel.
   w_t = jnp.flip(w, 0).transpose(0, 2, 1)  # [T, C_out, C_in]
   dx = _conv1d(g, w_t, taps - 1 - pad_l, taps - 1 - pad_r, algorithm)  # [B, L, C_in]
-  dw = _conv1d_weight_grad(x, g, pad_l, pad_r, taps)  # [T, C_in, C_out]
+  if algorithm == "winograd" and winograd_suits(x, w, pad_l, pad_r):
+    dw = winograd_weight_grad(x, g, pad_l, pad_r, taps)
+  else:
+    dw = _conv1d_weight_grad(x, g, pad_l, pad_r, taps)  # [T, C_in, C_out]
   return dx, dw.astype(w.dtype)
 
 
@@ -176,6 +179,32 @@ def _combine(coefs: np.ndarray, xs: list[jax.Array]) -> jax.Array:
   return out
 
 
+def _winograd_tiles(length: int, pad_l: int, pad_r: int, taps: int) -> tuple[int, int, int]:
+  """(segments S, output tiles, input tiles) of an F(4, 4) correlation (see below)."""
+  m = WINOGRAD_TILE
+  segments = -(-taps // m)
+  tiles = -(-(length + pad_l + pad_r - taps + 1) // m)
+  return segments, tiles, tiles + segments - 1
+
+
+def _input_tiles(x: jax.Array, pad_l: int, in_tiles: int, axis: int) -> list[jax.Array]:
+  """The 7 transformed input tiles U_j = (B^T d)_j of x zero-padded by pad_l along `axis`:
+  tile t spans samples 4t .. 4t+6 of the padded x; each U_j has `in_tiles` along `axis`."""
+  m = WINOGRAD_TILE
+  _, _, bt = toom_cook(m, m, WINOGRAD_POINTS)
+  length = x.shape[axis]
+  blocks = in_tiles + 1  # each input tile spans two blocks of m samples
+  pads = [(0, 0)] * x.ndim
+  pads[axis] = (pad_l, max(m * blocks - length - pad_l, 0))
+  xp = jax.lax.slice_in_dim(jnp.pad(x, pads), 0, m * blocks, axis=axis)
+  xp = xp.reshape(*x.shape[:axis], blocks, m, *x.shape[axis + 1 :])
+  d = [  # [..., in_tiles, ...] each: sample i of every tile
+    jnp.take(jax.lax.slice_in_dim(xp, i // m, i // m + in_tiles, axis=axis), i % m, axis=axis + 1)
+    for i in range(2 * m - 1)
+  ]
+  return [_combine(bt[j], d) for j in range(2 * m - 1)]
+
+
 def winograd_correlate(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> jax.Array:
   """The correlation of `conv1d` by Winograd's F(4, 4): x [B, L, C_in], w [T, C_in, C_out].
 
@@ -185,31 +214,52 @@ def winograd_correlate(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> ja
   7 components is an ordinary S-tap correlation over tiles, with the transformed kernel (G g):
   7 * S multiply-adds per 4 outputs and channel pair, against 4 * T directly (14 against 28 for
   the paper model's 7-tap polyphase layers). A^T folds each component back to 4 outputs. The
-  transforms are sums of slices, fused by XLA; the correlations are `conv1d`'s direct form, so
-  their derivatives stay canonical.
+  transforms are sums of slices, fused by XLA. Its derivatives are `conv1d`'s: the input
+  gradient is another such correlation, the weight gradient `winograd_weight_grad`.
   """
   b, length, c_in = x.shape
   taps, _, c_out = w.shape
   m = WINOGRAD_TILE
-  at, g, bt = toom_cook(m, m, WINOGRAD_POINTS)
-  a = 2 * m - 1
-  segments = -(-taps // m)
-  out_len = length + pad_l + pad_r - taps + 1
-  tiles = -(-out_len // m)  # output tiles
-  in_tiles = tiles + segments - 1  # input tiles read (each spans two blocks of m samples)
-  blocks = in_tiles + 1
-  xp = jnp.pad(x, ((0, 0), (pad_l, max(m * blocks - length - pad_l, 0)), (0, 0)))
-  xp = xp[:, : m * blocks].reshape(b, blocks, m, c_in)
-  d = [xp[:, i // m : i // m + in_tiles, i % m] for i in range(a)]  # [B, in_tiles, C_in] each
-  u = [_combine(bt[j], d) for j in range(a)]
+  at, g, _ = toom_cook(m, m, WINOGRAD_POINTS)
+  segments, tiles, in_tiles = _winograd_tiles(length, pad_l, pad_r, taps)
+  u = _input_tiles(x, pad_l, in_tiles, axis=1)  # [B, in_tiles, C_in] each
   wp = jnp.pad(w, ((0, segments * m - taps), (0, 0), (0, 0))).reshape(segments, m, c_in, c_out)
-  v = [_combine(g[j], [wp[:, k] for k in range(m)]) for j in range(a)]  # [S, C_in, C_out] each
+  v = [_combine(g[j], [wp[:, k] for k in range(m)]) for j in range(2 * m - 1)]  # [S, C_in, C_out]
   prods = [
-    jax.lax.conv_general_dilated(u[j], v[j], (1,), [(0, 0)], dimension_numbers=_DN)
-    for j in range(a)
+    jax.lax.conv_general_dilated(u_j, v_j, (1,), [(0, 0)], dimension_numbers=_DN)
+    for u_j, v_j in zip(u, v)
   ]  # [B, tiles, C_out] each
   y = jnp.stack([_combine(at[i], prods) for i in range(m)], axis=2)  # [B, tiles, m, C_out]
+  out_len = length + pad_l + pad_r - taps + 1
   return y.reshape(b, tiles * m, c_out)[:, :out_len]
+
+
+def winograd_weight_grad(
+  x: jax.Array, g: jax.Array, pad_l: int, pad_r: int, taps: int
+) -> jax.Array:
+  """`_conv1d_weight_grad` through `winograd_correlate`'s transforms: dw [T, C_in, C_out].
+
+  Backwards through the forward: the output gradient g [B, L_out, C_out] unfolds into the 7
+  components (dM_j = sum_i A^T[i, j] g_i), each component's S-tap kernel gradient is the
+  canonical weight-gradient convolution of U_j and dM_j (C_in as its batch, B as its feature),
+  and G^T folds the 7 back into the 4 taps of each segment. Both operands are built directly in
+  that convolution's layout, so the only transposes are of x and g, once each.
+  """
+  b, length, c_in = x.shape
+  c_out = g.shape[-1]
+  m = WINOGRAD_TILE
+  at, gm, _ = toom_cook(m, m, WINOGRAD_POINTS)
+  segments, tiles, in_tiles = _winograd_tiles(length, pad_l, pad_r, taps)
+  u = _input_tiles(x.transpose(2, 1, 0), pad_l, in_tiles, axis=1)  # [C_in, in_tiles, B] each
+  gt = g.transpose(1, 0, 2)  # [L_out, B, C_out]
+  gt = jnp.pad(gt, ((0, tiles * m - gt.shape[0]), (0, 0), (0, 0))).reshape(tiles, m, b, c_out)
+  dm = [_combine(at[:, j], [gt[:, i] for i in range(m)]) for j in range(2 * m - 1)]
+  dv = [  # [C_in, S, C_out] each
+    jax.lax.conv_general_dilated(u_j, dm_j, (1,), [(0, 0)], dimension_numbers=_DN)
+    for u_j, dm_j in zip(u, dm)
+  ]
+  dwp = jnp.stack([_combine(gm[:, k], dv) for k in range(m)], axis=2)  # [C_in, S, m, C_out]
+  return dwp.reshape(c_in, segments * m, c_out)[:, :taps].transpose(1, 0, 2)
 
 
 def same_pad_before(kernel_len: int, stride: int) -> int:
