@@ -1,7 +1,8 @@
 """Where the training step's time goes: each conv layer of G and D, each direction, JAX against
 the PyTorch reference in the same run.
 
-    python benchmarks/bench_layers.py [--batch 64] [--reps 5] [--vs-torch] [--out FILE.md]
+    python benchmarks/bench_layers.py [--batch 64] [--reps 5] [--conv direct,winograd]
+                                      [--vs-torch] [--out FILE.md]
 
 For the paper's model (d=64, 16384 samples) at `--batch`: every upsampling layer of G and
 downsampling layer of D, timed alone (jitted, median of `--reps` after a warm-up) in four
@@ -9,7 +10,8 @@ directions: the forward pass, the input gradient, the weight gradient and, for D
 penalty's double backward (the weight gradient of |input gradient|^2, what WGAN-GP adds per
 layer). Each is also given as GFLOP/s of its analytic work (2 x multiply-adds per pass; the
 double backward counts two passes) against the f32 matmul ceiling (a 2048^3 matmul) measured in
-the same run by each library. With --vs-torch the reference (`.venv-torchref`, see
+the same run by each library. JAX runs each layer with each of `--conv`'s convolutions (direct
+and Winograd, see `wavegan.models.layers`), so the table holds before and after. With --vs-torch the reference (`.venv-torchref`, see
 `common.DEFAULT_TORCH_PYTHON`) runs the same shapes with its own layers (`torch_layers.py`), and
 the table gets its times and the ratio. The host's CPU and ISA flags head the table.
 """
@@ -27,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
 
 DIRECTIONS = ("forward", "input_grad", "weight_grad", "penalty")
+CONVS = ("direct", "winograd")  # the layers' convolutions (`wavegan.models.layers.conv_algorithm`)
 PASSES = {"forward": 1, "input_grad": 1, "weight_grad": 1, "penalty": 2}
 
 
@@ -70,14 +73,14 @@ def layer_shapes(cfg) -> list[tuple[str, int, int, int, int, int]]:
   return out
 
 
-def jax_records(batch: int, reps: int) -> list[dict]:
-  """The JAX side: the matmul ceiling, then every layer and direction."""
+def jax_records(batch: int, reps: int, convs: tuple[str, ...] = CONVS) -> list[dict]:
+  """The JAX side: the matmul ceiling, then every layer and direction, with each of `convs`."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
 
   from wavegan.config import ModelConfig
-  from wavegan.models.layers import Downsample1d, Upsample1d
+  from wavegan.models.layers import Downsample1d, Upsample1d, conv_algorithm
 
   n = 2048
   a = jax.random.normal(jax.random.key(0), (n, n))
@@ -110,21 +113,24 @@ def jax_records(batch: int, reps: int) -> list[dict]:
       **({"penalty": penalty} if net == "D" else {}),
     }
     for direction, fn in fns.items():
-      s = time_jitted(fn, (params, x, v), reps)
-      records.append(
-        {
-          "record": "layer",
-          "net": net,
-          "layer": i,
-          "c_in": ci,
-          "c_out": co,
-          "l_in": lin,
-          "l_out": lout,
-          "direction": direction,
-          "s": s,
-        }
-      )
-      print(json.dumps(records[-1]), flush=True)
+      for conv in convs:
+        with conv_algorithm(conv):  # read when time_jitted traces fn
+          s = time_jitted(fn, (params, x, v), reps)
+        records.append(
+          {
+            "record": "layer",
+            "net": net,
+            "layer": i,
+            "c_in": ci,
+            "c_out": co,
+            "l_in": lin,
+            "l_out": lout,
+            "direction": direction,
+            "conv": conv,
+            "s": s,
+          }
+        )
+        print(json.dumps(records[-1]), flush=True)
   return records
 
 
@@ -149,53 +155,66 @@ def gflop(batch: int, rec: dict, kernel_len: int = 25) -> float:
 
 
 def table(batch: int, ours: list[dict], ref: list[dict] | None) -> str:
-  """The per-layer table as Markdown."""
+  """The per-layer table as Markdown: per JAX convolution its time and GFLOP/s, then the
+  reference's, then each JAX convolution's speed-up over the reference (or, without it, the
+  speed-up of the last convolution over the first)."""
   ceiling = next(r["gflop_s"] for r in ours if r["record"] == "matmul")
   ref_ceiling = next((r["gflop_s"] for r in ref or [] if r["record"] == "matmul"), None)
   key = lambda r: (r["net"], r["layer"], r["direction"])
   theirs = {key(r): r for r in ref or [] if r["record"] == "layer"}
+  layers = [r for r in ours if r["record"] == "layer"]
+  convs = list(dict.fromkeys(r["conv"] for r in layers))
+  mine = {(*key(r), r["conv"]): r for r in layers}
   head = f"f32 matmul ceiling (2048^3): JAX {ceiling:.0f} GFLOP/s"
   if ref_ceiling:
     head += f", PyTorch {ref_ceiling:.0f} GFLOP/s"
+  cols = ["layer", "shape (C_in -> C_out, L_in -> L_out)", "direction"]
+  for c in convs:
+    cols += [f"JAX {c} ms", f"JAX {c} GFLOP/s (% of ceiling)"]
+  if ref:
+    cols += ["PyTorch ms", "PyTorch GFLOP/s", *(f"{c} speed-up" for c in convs)]
+  elif len(convs) > 1:
+    cols += [f"{convs[-1]} / {convs[0]}"]
   lines = [
     f"{common.cpu_model()}; ISA: {isa_flags()}",
     "",
     f"batch {batch}; {head}",
     "",
-    "| layer | shape (C_in -> C_out, L_in -> L_out) | direction | JAX ms | JAX GFLOP/s (% of ceiling)"
-    + (" | PyTorch ms | PyTorch GFLOP/s | JAX speed-up |" if ref else " |"),
-    "| --- | --- | --- | --- | ---" + (" | --- | --- | --- |" if ref else " |"),
+    "| " + " | ".join(cols) + " |",
+    "|" + " --- |" * len(cols),
   ]
-  for r in ours:
-    if r["record"] != "layer":
-      continue
-    work = gflop(batch, r)
-    rate = work / r["s"]
-    row = (
-      f"| {r['net']}{r['layer']} | {r['c_in']} -> {r['c_out']}, {r['l_in']} -> {r['l_out']} | "
-      f"{r['direction']} | {r['s'] * 1e3:.1f} | {rate:.0f} ({100 * rate / ceiling:.0f} %) |"
-    )
-    t = theirs.get(key(r))
+  totals: dict[tuple[str, str], float] = {}
+  for k in dict.fromkeys(key(r) for r in layers):
+    first = mine[(*k, convs[0])]
+    work = gflop(batch, first)
+    cells = [
+      f"{first['net']}{first['layer']}",
+      f"{first['c_in']} -> {first['c_out']}, {first['l_in']} -> {first['l_out']}",
+      first["direction"],
+    ]
+    for c in convs:
+      s = mine[(*k, c)]["s"]
+      totals[(first["direction"], c)] = totals.get((first["direction"], c), 0.0) + s
+      cells += [f"{s * 1e3:.1f}", f"{work / s:.0f} ({100 * work / s / ceiling:.0f} %)"]
+    t = theirs.get(k)
     if ref:
-      row += (
-        f" {t['s'] * 1e3:.1f} | {work / t['s']:.0f} | {t['s'] / r['s']:.2f}x |"
-        if t
-        else " - | - | - |"
-      )
-    lines.append(row)
-  totals = {}
-  for r in ours:
-    if r["record"] == "layer":
-      t = theirs.get(key(r))
-      totals.setdefault(r["direction"], [0.0, 0.0])
-      totals[r["direction"]][0] += r["s"]
-      totals[r["direction"]][1] += t["s"] if t else float("nan")
+      if t:
+        totals[(first["direction"], "torch")] = (
+          totals.get((first["direction"], "torch"), 0) + t["s"]
+        )
+      cells += [f"{t['s'] * 1e3:.1f}", f"{work / t['s']:.0f}"] if t else ["-", "-"]
+      cells += [f"{t['s'] / mine[(*k, c)]['s']:.2f}x" if t else "-" for c in convs]
+    elif len(convs) > 1:
+      cells += [f"{first['s'] / mine[(*k, convs[-1])]['s']:.2f}x"]
+    lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
-  for direction, (a, b) in totals.items():
-    lines.append(
-      f"- all layers, {direction}: JAX {a * 1e3:.0f} ms"
-      + (f", PyTorch {b * 1e3:.0f} ms ({b / a:.2f}x)" if ref else "")
-    )
+  for direction in dict.fromkeys(r["direction"] for r in layers):
+    parts = [f"JAX {c} {totals[(direction, c)] * 1e3:.0f} ms" for c in convs]
+    if ref:
+      torch_s = totals.get((direction, "torch"), float("nan"))
+      parts.append(f"PyTorch {torch_s * 1e3:.0f} ms")
+      parts += [f"{c} {torch_s / totals[(direction, c)]:.2f}x" for c in convs]
+    lines.append(f"- all layers, {direction}: " + ", ".join(parts))
   return "\n".join(lines) + "\n"
 
 
@@ -206,8 +225,14 @@ def main() -> None:
   ap.add_argument("--vs-torch", action="store_true", help="also time the PyTorch reference")
   ap.add_argument("--torch-python", default=str(common.DEFAULT_TORCH_PYTHON))
   ap.add_argument("--out", help="also write the table to this Markdown file")
+  ap.add_argument(
+    "--conv", default=",".join(CONVS), help=f"JAX convolutions to time, of {', '.join(CONVS)}"
+  )
   args = ap.parse_args()
-  ours = jax_records(args.batch, args.reps)
+  convs = tuple(args.conv.split(","))
+  if not convs or any(c not in CONVS for c in convs):
+    ap.error(f"--conv {args.conv}: a comma-separated list of {', '.join(CONVS)}")
+  ours = jax_records(args.batch, args.reps, convs)
   ref = torch_records(args.batch, args.reps, args.torch_python) if args.vs_torch else None
   text = table(args.batch, ours, ref)
   print(text)

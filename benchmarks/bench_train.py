@@ -5,6 +5,8 @@
     python benchmarks/bench_train.py --batch 16 --devices 2     # data parallel over 2 devices
     python benchmarks/bench_train.py --batch 16 --devices 8 --scaling   # + efficiency against 1
     python benchmarks/bench_train.py --dtype bfloat16 --peak-tflops 989 # on a GPU: MFU too
+    python benchmarks/bench_train.py --recipes --steps 4    # the quality work's recipes
+    python benchmarks/bench_train.py --set compute.conv=direct          # without Winograd
 
 Prints JSON lines, each with a "record" key:
   env      versions, backend, devices, CPU
@@ -13,6 +15,9 @@ Prints JSON lines, each with a "record" key:
   train    summary: median_s_per_iter, samples_per_s (and per device), gflop_per_iter,
            achieved_gflop_per_s, quiet_* versions over steps with other_cpu < 0.05, compile_s
            (and mfu, model FLOP utilisation, with --peak-tflops)
+  recipe   with --recipes, per recipe of RECIPES (after its own step and train records): mean
+           seconds and CPU seconds per iteration, D and G updates per second, iterations per
+           CPU minute, and its speed against the first (the paper's WGAN-GP)
   scaling  with --scaling: the same benchmark on 1 device (a subprocess), the speedup
            samples_per_s(N) / samples_per_s(1) and the efficiency speedup / N. Simulated CPU
            devices share the machine's cores, so there the speedup (about 1) measures the
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_recipes  # noqa: E402
 import common  # noqa: E402
 
 
@@ -64,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU")
   p.add_argument(
     "--scaling", action="store_true", help="also run on 1 device and report the scaling efficiency"
+  )
+  p.add_argument(
+    "--recipes", action="store_true", help="time each of the quality work's recipes instead"
   )
   common.add_torch_args(p)
   args = p.parse_args(argv)
@@ -180,6 +189,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
     jax.block_until_ready((state, metrics))
   seconds: list[float] = []
   others: list[float | None] = []
+  cpu_s: list[float] = []
   meter = common.CpuMeter()
   for i in range(args.steps):
     waited = common.wait_quiet(args.wait_quiet)
@@ -191,6 +201,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
     other = meter.stop()
     seconds.append(dt)
     others.append(other)
+    cpu_s.append(meter.own_s)
     losses = {k: round(float(metrics[k]), 5) for k in ("d/loss", "d/gp", "g/loss") if k in metrics}
     common.emit(
       "step",
@@ -202,7 +213,7 @@ def bench_jax(args: argparse.Namespace) -> common.Timing:
       waited_s=waited,
       **losses,
     )
-  timing = common.summarize(seconds, others)
+  timing = common.summarize(seconds, others, cpu_s)
   emit_summary(args, timing, flops, m.slice_len, n_critic, compile_s)
   return timing
 
@@ -285,8 +296,61 @@ def scaling(args: argparse.Namespace, timing: common.Timing) -> None:
   )
 
 
+# The quality work's recipes (README, "Training recipes at equal compute"), on the benchmark's
+# model: what each costs per iteration (n_critic D updates + 1 G update), to turn the recipe
+# comparisons' curves into time to quality. Named and built as `bench_recipes.py` builds them.
+RECIPES: dict[str, list[str]] = {
+  "WGAN-GP, n_critic 5 (paper)": [],
+  "NS + R1 every 4, n_critic 5": bench_recipes.NS_R1,
+  "NS + R1 every 4, n_critic 1 + TTUR": [*bench_recipes.NS_R1, *bench_recipes.TTUR],
+  "NS + R1 every update, n_critic 1 + TTUR": [
+    *bench_recipes.NS_R1,
+    *bench_recipes.TTUR,
+    "optim.r1_every=1",
+  ],
+  "NS + R1 every 4, n_critic 1 + TTUR, augment p 0.25": [
+    *bench_recipes.NS_R1,
+    *bench_recipes.TTUR,
+    "augment.p=0.25",
+  ],
+}
+R1_PERIOD = 4  # timed iterations per recipe are a multiple of this (lazy R1's period)
+
+
+def recipes(args: argparse.Namespace) -> None:
+  """Times each of RECIPES (each after the others; the mean over a whole number of lazy-R1
+  periods) and prints a `recipe` record per recipe, with its throughput against the first."""
+  from wavegan.config import apply_overrides
+  from wavegan.presets import preset
+
+  steps = -(-args.steps // R1_PERIOD) * R1_PERIOD
+  first = None
+  for name, overrides in RECIPES.items():
+    run = argparse.Namespace(**{**vars(args), "set": [*args.set, *overrides], "steps": steps})
+    n_critic = apply_overrides(preset(args.preset), run.set).optim.n_critic
+    t = bench_jax(run)
+    first = first or t
+    common.emit(
+      "recipe",
+      recipe=name,
+      overrides=overrides,
+      n_critic=n_critic,
+      steps=steps,
+      mean_s_per_iter=round(t.mean_s, 4),
+      cpu_s_per_iter=common.r5(t.mean_cpu_s),
+      g_updates_per_s=common.rate(1, t.mean_s, 4),
+      d_updates_per_s=common.rate(n_critic, t.mean_s, 4),
+      samples_per_s=common.rate(args.batch, t.mean_s),
+      iters_per_cpu_minute=common.rate(60, t.mean_cpu_s, 2),
+      speed_vs_first=round(first.mean_s / t.mean_s, 3),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  if args.recipes:
+    recipes(args)
+    return
   if args.scaling and args.devices > 1:
     timing = bench_jax(args)
     scaling(args, timing)

@@ -92,13 +92,16 @@ class CpuMeter:
     self._busy0: float | None = None
     self._own0 = 0.0
     self._t0 = 0.0
+    self.own_s = 0.0
 
   def start(self) -> None:
     self._busy0, self._own0, self._t0 = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
 
   def stop(self) -> float | None:
-    """Other processes' CPU share in [0, 1], or None if /proc/stat cannot be read."""
+    """Other processes' CPU share in [0, 1], or None if /proc/stat cannot be read. Also sets
+    `own_s`, this process's CPU seconds since `start`."""
     wall = time.perf_counter() - self._t0
+    self.own_s = _own_cpu_s() - self._own0
     busy = _machine_busy_s()
     if self._busy0 is None or busy is None or wall <= 0:
       return None
@@ -136,10 +139,14 @@ class Timing:
   quiet_median_s: float | None
   quiet_steps: int
   median_other_cpu: float
+  mean_s: float  # steps that differ by design (lazy R1) need the mean, not the median
+  mean_cpu_s: float | None  # this process's CPU seconds per step, when measured
 
 
-def summarize(seconds: list[float], other_cpu: list[float | None]) -> Timing:
-  """Medians over all timed steps and over the quiet ones."""
+def summarize(
+  seconds: list[float], other_cpu: list[float | None], cpu_s: list[float] | None = None
+) -> Timing:
+  """Medians over all timed steps and over the quiet ones; means over all."""
   quiet = [s for s, o in zip(seconds, other_cpu) if o is not None and o < QUIET_LIMIT]
   return Timing(
     median_s=statistics.median(seconds),
@@ -147,6 +154,8 @@ def summarize(seconds: list[float], other_cpu: list[float | None]) -> Timing:
     quiet_median_s=statistics.median(quiet) if quiet else None,
     quiet_steps=len(quiet),
     median_other_cpu=round(statistics.median([o or 0.0 for o in other_cpu]), 4),
+    mean_s=statistics.fmean(seconds),
+    mean_cpu_s=statistics.fmean(cpu_s) if cpu_s else None,
   )
 
 
