@@ -2,6 +2,7 @@
 
   python benchmarks/fingerprint.py > before.json   # ... change the code ...
   python benchmarks/fingerprint.py | diff before.json -
+  python benchmarks/fingerprint.py --conv direct   # every step and the run with direct convolutions
 
 A restructuring that must not change what the toolkit computes shows no difference. The digests
 hold on one machine (XLA's rounding may differ between CPUs), so compare runs on the same host.
@@ -84,7 +85,7 @@ def fake_batch(cfg, seed=0):
   return real, rng.integers(0, max(m.num_styles, 1), (n, b)).astype(np.int32)
 
 
-def run_fingerprint() -> dict[str, str]:
+def run_fingerprint(extra: list[str]) -> dict[str, str]:
   """A tiny run through the command line: train, then the audio it generates and its evaluation."""
   import contextlib
   import io
@@ -99,6 +100,7 @@ def run_fingerprint() -> dict[str, str]:
     assert (
       cli(
         ["train", "--workdir", run, "--preset", "tiny", "--set", "train.steps=6", "--no-progress"]
+        + [a for x in extra for a in ("--set", x)]
       )
       == 0
     )
@@ -114,6 +116,19 @@ def run_fingerprint() -> dict[str, str]:
 
 
 def main() -> None:
+  import argparse
+
+  from wavegan.models.layers import CONV_ALGORITHMS, conv_algorithm
+
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--conv", choices=CONV_ALGORITHMS, help="compute.conv for every step and run")
+  args = ap.parse_args()
+  extra = [f"compute.conv={args.conv}"] if args.conv else []
+  with conv_algorithm(args.conv or "winograd"):  # for generation outside the training step
+    fingerprint(extra)
+
+
+def fingerprint(common_sets: list[str]) -> None:
   out = {"init": {}, "step": {}}
   for name, sets in INIT.items():
     for extra in sets:
@@ -125,7 +140,7 @@ def main() -> None:
       }
       print(name, extra, file=sys.stderr)
   for extra in STEP:
-    cfg = apply_overrides(preset("tiny"), extra)
+    cfg = apply_overrides(preset("tiny"), [*extra, *common_sets])
     models, state = ts.build(cfg)
     mesh = ts.data_mesh()
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -144,7 +159,7 @@ def main() -> None:
       "metrics": {k: float(v) for k, v in sorted(metrics.items())},
     }
     print(extra, file=sys.stderr)
-  out["run"] = run_fingerprint()
+  out["run"] = run_fingerprint(common_sets)
   json.dump(out, sys.stdout, indent=1, sort_keys=True)
   print()
 
