@@ -114,8 +114,8 @@ def jax_records(batch: int, reps: int, convs: tuple[str, ...] = CONVS) -> list[d
     }
     for direction, fn in fns.items():
       for conv in convs:
-        with conv_algorithm(conv):  # read when time_jitted traces fn
-          s = time_jitted(fn, (params, x, v), reps)
+        with conv_algorithm(conv):  # read when traced: a new function per conv, traced here
+          s = time_jitted(lambda *a, fn=fn: fn(*a), (params, x, v), reps)
         records.append(
           {
             "record": "layer",

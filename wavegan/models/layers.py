@@ -45,7 +45,11 @@ CONV_ALGORITHMS = ("winograd", "direct")
 
 @contextlib.contextmanager
 def conv_algorithm(name: str) -> Iterator[None]:
-  """Within the block, `conv1d` computes its correlations this way (read when a function is traced).
+  """Within the block, `conv1d` computes its correlations this way.
+
+  It is read when a function is traced: a jitted function already traced keeps the algorithm it
+  was traced with (jit's cache does not know of this setting), so jit a new function inside the
+  block. The training step does so from `compute.conv`.
 
   "winograd" runs the wide layers' correlations (float32, both channel counts >= 32) as
   `winograd_correlate`: half the multiply-adds of "direct", results that differ from it by float32
