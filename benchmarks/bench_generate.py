@@ -37,7 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--slice-len", type=int, default=16384, choices=(16384, 32768, 65536))
   p.add_argument("--seed", type=int, default=0)
   p.add_argument(
-    "--conv", default="winograd", choices=("winograd", "direct"), help="the layers' convolutions"
+    "--conv",
+    default="auto",
+    choices=("auto", "winograd", "direct"),
+    help="the layers' convolutions",
   )
   common.add_torch_args(p)
   args = p.parse_args(argv)

@@ -124,7 +124,7 @@ def main() -> None:
   ap.add_argument("--conv", choices=CONV_ALGORITHMS, help="compute.conv for every step and run")
   args = ap.parse_args()
   extra = [f"compute.conv={args.conv}"] if args.conv else []
-  with conv_algorithm(args.conv or "winograd"):  # for generation outside the training step
+  with conv_algorithm(args.conv or "auto"):  # for generation outside the training step
     fingerprint(extra)
 
 

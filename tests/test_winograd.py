@@ -14,6 +14,7 @@ from wavegan.models.layers import (
   WINOGRAD_POINTS,
   conv1d,
   conv_algorithm,
+  resolved_algorithm,
   toom_cook,
   winograd_correlate,
   winograd_suits,
@@ -113,10 +114,12 @@ def test_winograd_is_used_only_where_it_pays():
 
 
 def test_conv_algorithm_is_scoped_and_checked():
-  assert layers._ALGORITHM.get() == "winograd"
+  assert layers._ALGORITHM.get() == "auto"
   with conv_algorithm("direct"):
     assert layers._ALGORITHM.get() == "direct"
-  assert layers._ALGORITHM.get() == "winograd"
+  assert layers._ALGORITHM.get() == "auto"
+  assert resolved_algorithm("auto") == ("winograd" if jax.default_backend() == "cpu" else "direct")
+  assert resolved_algorithm("direct") == "direct"
   with pytest.raises(ValueError, match="conv algorithm"):
     with conv_algorithm("fft"):
       pass

@@ -330,14 +330,15 @@ class ComputeConfig:
   grad_accum: int = 1  # micro-batches per batch: together they give the full batch's gradient
   remat: bool = False  # recompute G's and D's activations in the backward pass (less memory)
   # how the waveform layers' convolutions run: "winograd" (half the multiply-adds in the wide
-  # float32 layers, float32 rounding differs from direct by ~1e-6) or "direct" (XLA's convolution)
-  conv: str = "winograd"
+  # float32 layers; its rounding differs from direct's by ~1e-6 relative), "direct" (XLA's
+  # convolution) or "auto" (winograd on CPU, direct on accelerators)
+  conv: str = "auto"
 
   def validate(self) -> None:
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"compute.dtype={self.dtype!r}: must be 'float32' or 'bfloat16'")
-    if self.conv not in ("winograd", "direct"):
-      raise ConfigError(f"compute.conv={self.conv!r}: must be 'winograd' or 'direct'")
+    if self.conv not in ("auto", "winograd", "direct"):
+      raise ConfigError(f"compute.conv={self.conv!r}: must be 'auto', 'winograd' or 'direct'")
     if self.grad_accum < 1:
       raise ConfigError(f"compute.grad_accum={self.grad_accum}: must be >= 1")
 

@@ -36,11 +36,10 @@ from flax import nnx
 _DN = ("NWC", "WIO", "NWC")
 
 
-# How conv1d computes its correlations: "winograd" (the default) or "direct"; see `conv_algorithm`.
-_ALGORITHM: contextvars.ContextVar[str] = contextvars.ContextVar(
-  "conv_algorithm", default="winograd"
-)
-CONV_ALGORITHMS = ("winograd", "direct")
+# How conv1d computes its correlations: "auto" (the default), "winograd" or "direct"; see
+# `conv_algorithm`.
+_ALGORITHM: contextvars.ContextVar[str] = contextvars.ContextVar("conv_algorithm", default="auto")
+CONV_ALGORITHMS = ("auto", "winograd", "direct")
 
 
 @contextlib.contextmanager
@@ -53,7 +52,9 @@ def conv_algorithm(name: str) -> Iterator[None]:
 
   "winograd" runs the wide layers' correlations (float32, both channel counts >= 32) as
   `winograd_correlate`: half the multiply-adds of "direct", results that differ from it by float32
-  rounding (about 1e-6 relative). "direct" runs every one as XLA's convolution.
+  rounding (about 1e-6 relative). "direct" runs every one as XLA's convolution. "auto" is
+  "winograd" on the CPU backend, where it was measured to pay, and "direct" on accelerators,
+  whose convolution libraries choose their own algorithms.
   """
   if name not in CONV_ALGORITHMS:
     raise ValueError(f"conv algorithm {name!r}: must be one of {', '.join(CONV_ALGORITHMS)}")
@@ -74,7 +75,14 @@ def conv1d(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> jax.Array:
   loops (the critic `scan`): 27x slower for the demo model's whole train step. The algorithm
   (`conv_algorithm`) is fixed when the call is traced and used by its derivatives too.
   """
-  return _conv1d(x, w, pad_l, pad_r, _ALGORITHM.get())
+  return _conv1d(x, w, pad_l, pad_r, resolved_algorithm(_ALGORITHM.get()))
+
+
+def resolved_algorithm(name: str) -> str:
+  """ "winograd" or "direct" for a `conv_algorithm` name ("auto" by the default backend)."""
+  if name == "auto":
+    return "winograd" if jax.default_backend() == "cpu" else "direct"
+  return name
 
 
 def _correlate(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int, algorithm: str) -> jax.Array:
