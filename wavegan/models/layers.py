@@ -16,6 +16,11 @@ Both convolutions keep the parameter layout of the paper's layers (a `[K, C_in, 
   stride-1 'SAME' convolution. It too runs at the input rate: one stride-1 convolution whose
   s phases read box-summed kernel taps, then the same interleaving reshape.
 
+On CPU (`conv_algorithm`, "auto") the wide layers' stride-1 convolutions, and all their
+derivatives, run by Winograd's minimal filtering F(4, 4) (`winograd_correlate`,
+`winograd_weight_grad`): half the multiply-adds of XLA's direct convolution, the same results to
+float32 rounding.
+
 D's recipe options are pure functions here: `minibatch_std` (the extra feature channel of Karras
 et al.) and `spectral_normalize` (Miyato et al. 2018, stateless power iteration).
 """
@@ -79,7 +84,7 @@ def conv1d(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> jax.Array:
 
 
 def resolved_algorithm(name: str) -> str:
-  """ "winograd" or "direct" for a `conv_algorithm` name ("auto" by the default backend)."""
+  """The algorithm, "winograd" or "direct", that a `conv_algorithm` name stands for."""
   if name == "auto":
     return "winograd" if jax.default_backend() == "cpu" else "direct"
   return name
@@ -123,8 +128,8 @@ def _input_grad(g, w, pad_l, pad_r, algorithm):
   """`_flipped_correlation` with its own VJP, so the gradient penalty's kernel gradient comes
   out in w's layout: for a cotangent c of dx, d<c, dx>/dw is the forward conv's weight gradient
   with c in x's place, and d<c, dx>/dg is the forward conv of c. (Autodiff through the
-  transpose would fold the 7 Winograd components in strided order: 1.6x slower for D's last
-  layer.) The direct algorithm keeps `_flipped_correlation`, whose rounding the figures
+  transpose would fold the 7 Winograd components in strided order: the double backward of D's
+  last layer took 1.9x as long.) The direct algorithm keeps `_flipped_correlation`, whose rounding the figures
   measured before this form have."""
   return _flipped_correlation(g, w, pad_l, pad_r, algorithm)
 
