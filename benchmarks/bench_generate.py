@@ -2,6 +2,7 @@
 
     python benchmarks/bench_generate.py --batch 64 --steps 20
     python benchmarks/bench_generate.py --steps 10 --vs-torch --wait-quiet 10
+    python benchmarks/bench_generate.py --conv direct    # without Winograd (see compute.conv)
 
 Prints JSON lines, each with a "record" key:
   env      versions, backend, devices, CPU
@@ -29,6 +30,8 @@ import common  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  from wavegan.config import CONV_ALGORITHMS
+
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--steps", type=int, default=20, help="timed batches")
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument(
     "--conv",
     default="auto",
-    choices=("auto", "winograd", "direct"),
+    choices=CONV_ALGORITHMS,
     help="the layers' convolutions",
   )
   common.add_torch_args(p)

@@ -50,6 +50,7 @@ AUGMENTS = ("gain", "polarity", "shift", "noise", "mask")  # see wavegan.trainin
 ADA_LOSSES = ("hinge", "nonsaturating")  # losses whose logits' sign says real or fake
 RECURRENT = ("none", "gru", "lstm")  # model.recurrent
 AUX_CONDS = ("none", "projection", "acgan")  # model.aux_cond
+CONV_ALGORITHMS = ("auto", "winograd", "direct")  # compute.conv (see models.layers.conv_algorithm)
 GP_WEIGHTS = {"wgan-gp": 10.0}  # each loss' own gradient-penalty weight (the others': 0)
 
 
@@ -337,8 +338,8 @@ class ComputeConfig:
   def validate(self) -> None:
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"compute.dtype={self.dtype!r}: must be 'float32' or 'bfloat16'")
-    if self.conv not in ("auto", "winograd", "direct"):
-      raise ConfigError(f"compute.conv={self.conv!r}: must be 'auto', 'winograd' or 'direct'")
+    if self.conv not in CONV_ALGORITHMS:
+      raise ConfigError(f"compute.conv={self.conv!r}: must be one of {', '.join(CONV_ALGORITHMS)}")
     if self.grad_accum < 1:
       raise ConfigError(f"compute.grad_accum={self.grad_accum}: must be >= 1")
 

@@ -38,13 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wavegan.config import CONV_ALGORITHMS
+
 _DN = ("NWC", "WIO", "NWC")
 
 
 # How conv1d computes its correlations: "auto" (the default), "winograd" or "direct"; see
 # `conv_algorithm`.
 _ALGORITHM: contextvars.ContextVar[str] = contextvars.ContextVar("conv_algorithm", default="auto")
-CONV_ALGORITHMS = ("auto", "winograd", "direct")
 
 
 @contextlib.contextmanager
