@@ -171,3 +171,23 @@ def test_whole_networks_gradients_match_direct():
     a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(got)])
     b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(want)])
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+
+
+def test_synthesis_follows_the_runs_setting():
+  """Generation uses the convolutions it is given (a run folder's `compute.conv`): direct is
+  bit for bit the direct form, Winograd the same audio to float32 rounding."""
+  from flax import nnx
+
+  from wavegan.config import ModelConfig
+  from wavegan.models.waveform import Generator
+  from wavegan.synthesis.synthesizer import audio_fn
+
+  model = ModelConfig(dim=16)
+  graph, params = nnx.split(Generator(model, rngs=nnx.Rngs(0)))
+  z = jax.random.uniform(jax.random.key(1), (2, model.latent_dim), minval=-1, maxval=1)
+  direct = jax.jit(audio_fn(model, graph, None, "direct"))(params, z, None)
+  winograd = jax.jit(audio_fn(model, graph, None, "winograd"))(params, z, None)
+  with conv_algorithm("direct"):
+    want = jax.jit(lambda p, z: nnx.merge(graph, p)(z))(params, z)
+  np.testing.assert_array_equal(np.asarray(direct), np.asarray(want))
+  assert 0 < _rel_err(winograd, direct) < RTOL

@@ -23,6 +23,7 @@ from wavegan.conditioning import Conditioning, style_number
 from wavegan.config import MAX_SEED, ConfigError, ModelConfig
 from wavegan.errors import NonFiniteError, ResourceError
 from wavegan.models import kinds
+from wavegan.models.layers import conv_algorithm
 from wavegan.models.waveform import sample_latents
 from wavegan.synthesis import export
 
@@ -122,7 +123,9 @@ def interpolation_path(
   return (wa * a + wb * b).astype(np.float32)
 
 
-def audio_fn(model: ModelConfig, graph: Any, stats: Mapping[str, Any] | None = None):
+def audio_fn(
+  model: ModelConfig, graph: Any, stats: Mapping[str, Any] | None = None, conv: str = "auto"
+):
   """`f(params, z [B, latent], style) -> audio [B, T, C]` for a generator graph (jit it).
 
   The model kind turns the generator's output into audio inside the same compiled call (SpecGAN:
@@ -133,6 +136,7 @@ def audio_fn(model: ModelConfig, graph: Any, stats: Mapping[str, Any] | None = N
     graph: its graph definition (`kinds.abstract_generator`).
     stats: the run's corpus statistics as stored (`{"mean": [...], "std": [...]}`), for a kind
       that has them; None for one that has none.
+    conv: how its convolutions run (`compute.conv`; a run's own setting when it is known).
 
   Raises:
     ConfigError: the kind needs statistics and `stats` is None.
@@ -142,7 +146,8 @@ def audio_fn(model: ModelConfig, graph: Any, stats: Mapping[str, Any] | None = N
   conditional = model.conditional
 
   def fn(params: Any, z: jax.Array, style: jax.Array | None) -> jax.Array:
-    out = nnx.merge(graph, params)(z, style if conditional else None)
+    with conv_algorithm(conv):  # read when traced, as jit does on the first call
+      out = nnx.merge(graph, params)(z, style if conditional else None)
     return kind.to_audio(out, arrays, model)  # [B, T, C]
 
   return fn
@@ -172,6 +177,7 @@ class Synthesizer:
     batch_size: int = 64,
     info: dict[str, Any] | None = None,
     extras: dict[str, Any] | None = None,
+    conv: str = "auto",
   ):
     self.model = model
     self.styles = tuple(styles)
@@ -184,7 +190,7 @@ class Synthesizer:
     kind = kinds.kind_of(model)
     stats = self.extras.get(kind.statistics) if kind.statistics else None
     self._params = jax.device_put(params)
-    self._generate = jax.jit(audio_fn(model, graph, stats))
+    self._generate = jax.jit(audio_fn(model, graph, stats, conv))
 
   @classmethod
   def load(cls, path: str, batch_size: int = 64) -> Synthesizer:
@@ -220,6 +226,7 @@ class Synthesizer:
       batch_size=batch_size,
       info={"preset": run.preset, "step": step},
       extras=run.extras,
+      conv=run.config.compute.conv,
     )
 
   @property

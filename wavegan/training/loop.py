@@ -295,7 +295,11 @@ def train(
 def _renderer(run: RunInfo, models: ts.Models) -> Render:
   """The run's generator for previews and evaluations: (ema params, z [N, latent], style ids [N])
   -> audio [N, T, C]; style ids index the first label field's values."""
-  preview_fn = jax.jit(synthesizer.audio_fn(run.config.model, models.g_graph, run.spec_moments))
+  preview_fn = jax.jit(
+    synthesizer.audio_fn(
+      run.config.model, models.g_graph, run.spec_moments, run.config.compute.conv
+    )
+  )
   styles_of = (lambda ids: ids) if run.conditioning.simple else run.conditioning.for_first_field
 
   def render(params: Any, z: jax.Array, ids: Any) -> jax.Array:
