@@ -59,11 +59,11 @@ def test_toom_cook_refuses_too_few_or_repeated_points():
 # (batch, length, c_in, c_out, taps, pad_l, pad_r): the polyphase layers' 7 taps, lengths that
 # leave a partial tile, a kernel shorter than a tile and one that is a whole number of segments.
 SHAPES = [
-  (2, 16, 32, 40, 7, 3, 3),
-  (3, 37, 33, 32, 7, 2, 4),
-  (2, 9, 32, 32, 3, 1, 1),
-  (1, 24, 48, 32, 8, 0, 7),
-  (2, 12, 32, 36, 25, 12, 12),
+  (2, 16, 128, 136, 7, 3, 3),
+  (3, 37, 129, 128, 7, 2, 4),
+  (2, 9, 128, 128, 3, 1, 1),
+  (1, 24, 144, 128, 8, 0, 7),
+  (2, 12, 128, 132, 25, 12, 12),
 ]
 
 
@@ -106,11 +106,12 @@ def test_conv1d_winograd_derivatives_match_direct_to_second_order(shape):
 
 
 def test_winograd_is_used_only_where_it_pays():
-  x32, w32 = jnp.zeros((2, 16, 32)), jnp.zeros((7, 32, 64))
-  assert winograd_suits(x32, w32, 3, 3)
-  assert not winograd_suits(jnp.zeros((2, 16, 4)), jnp.zeros((7, 4, 64)), 3, 3)  # narrow
-  assert not winograd_suits(x32.astype(jnp.bfloat16), w32.astype(jnp.bfloat16), 3, 3)
-  assert not winograd_suits(jnp.zeros((2, 2, 32)), jnp.zeros((7, 32, 64)), 0, 0)  # no tile
+  x, w = jnp.zeros((2, 16, 128)), jnp.zeros((7, 128, 256))
+  assert winograd_suits(x, w, 3, 3)
+  assert not winograd_suits(jnp.zeros((2, 16, 64)), jnp.zeros((7, 64, 256)), 3, 3)  # narrow in
+  assert not winograd_suits(x, jnp.zeros((7, 128, 64)), 3, 3)  # narrow out
+  assert not winograd_suits(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), 3, 3)
+  assert not winograd_suits(jnp.zeros((2, 2, 128)), w, 0, 0)  # no whole tile
 
 
 def test_conv_algorithm_is_scoped_and_checked():
@@ -130,7 +131,7 @@ def test_conv_algorithm_is_scoped_and_checked():
 def test_direct_is_the_plain_xla_convolution_bit_for_bit():
   """compute.conv=direct keeps the numerics from before the Winograd form."""
   kx, kw = jax.random.split(jax.random.key(3))
-  x, w = jax.random.normal(kx, (2, 16, 32)), jax.random.normal(kw, (7, 32, 64))
+  x, w = jax.random.normal(kx, (2, 16, 128)), jax.random.normal(kw, (7, 128, 256))
   with conv_algorithm("direct"):  # read when traced: a new function, traced here
     got = jax.jit(lambda x, w: conv1d(x, w, 3, 3))(x, w)
   want = jax.jit(_direct, static_argnums=(2, 3))(x, w, 3, 3)
@@ -138,7 +139,7 @@ def test_direct_is_the_plain_xla_convolution_bit_for_bit():
 
 
 def test_whole_networks_gradients_match_direct():
-  """G and D at d=16 (Winograd in every layer but G's last and D's first): the gradients of a
+  """G and D at d=16 (Winograd in G's first two layers and D's last two): the gradients of a
   WGAN-GP critic loss and of G's loss agree with the direct form's to 1e-4 (relative L2)."""
   from flax import nnx
 

@@ -56,7 +56,7 @@ def conv_algorithm(name: str) -> Iterator[None]:
   was traced with (jit's cache does not know of this setting), so jit a new function inside the
   block. The training step does so from `compute.conv`.
 
-  "winograd" runs the wide layers' correlations (float32, both channel counts >= 32) as
+  "winograd" runs the wide layers' correlations (float32, both channel counts >= 128) as
   `winograd_correlate`: half the multiply-adds of "direct", results that differ from it by float32
   rounding (about 1e-6 relative). "direct" runs every one as XLA's convolution. "auto" is
   "winograd" on the CPU backend, where it was measured to pay, and "direct" on accelerators,
@@ -181,6 +181,11 @@ WINOGRAD_TILE = 4  # outputs per tile m, and taps per kernel segment r (r = m: s
 # Toom-Cook's interpolation points (and infinity) for F(4, 4): of the sets drawn from 0, +-1, +-2,
 # +-3, +-1/2 and +-1/3, the one with the smallest float32 error on random tiles.
 WINOGRAD_POINTS = (0, 1, -1, 2, Fraction(1, 2), Fraction(-1, 2))
+# Narrower correlations stay direct. Measured at batch 64, 7 taps, on CPU: 128 -> 256 channels at
+# 1024 steps gained 1.0-1.2x (and the training step more than that), 64 -> 128 and 32 -> 64 at
+# 4096 steps lost 1.2-1.9x in every direction (the transforms' memory traffic outweighs the saved
+# multiply-adds).
+WINOGRAD_MIN_CHANNELS = 128
 
 
 @functools.cache
@@ -216,9 +221,10 @@ def toom_cook(m: int, r: int, points: tuple[Fraction | int, ...]) -> tuple[np.nd
 
 def winograd_suits(x: jax.Array, w: jax.Array, pad_l: int, pad_r: int) -> bool:
   """Whether `winograd_correlate` pays: float32 (bfloat16 would lose too much in the
-  transforms), both channel counts >= 32 and at least one whole tile of outputs."""
+  transforms), both channel counts >= WINOGRAD_MIN_CHANNELS and at least one whole tile of
+  outputs."""
   out_len = x.shape[1] + pad_l + pad_r - w.shape[0] + 1
-  wide = min(x.shape[-1], w.shape[-1]) >= 32
+  wide = min(x.shape[-1], w.shape[-1]) >= WINOGRAD_MIN_CHANNELS
   return x.dtype == jnp.float32 and w.dtype == jnp.float32 and wide and out_len >= WINOGRAD_TILE
 
 
